@@ -1,0 +1,196 @@
+"""The MobileNet V1 builder: a Keras 3 functional model driven by the block table in `specs`."""
+
+from __future__ import annotations
+
+import os
+import types
+from typing import Any, Callable
+
+import keras
+
+from mobilenet_keras import pretrained, specs
+from mobilenet_keras.weights import load_weights
+
+_POOLING = (None, "avg", "max")
+_OUTPUT_STRIDES = (None, 8, 16, 32)
+MIN_SIZE = 32
+
+
+def MobileNetV1(  # noqa: N802 - named like keras.applications.MobileNet on purpose
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    alpha: float = 1.0,
+    depth_multiplier: int = 1,
+    dropout: float = 1e-3,
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor: Any = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | Callable | None = "softmax",
+    output_stride: int | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """Build MobileNet V1 (Howard et al. 2017), layer for layer as `keras.applications.MobileNet`.
+
+    Args:
+        input_shape: `(height, width, 3)`, each side at least 32. Defaults to `(224, 224, 3)` with
+            the top and to `(None, None, 3)` (any size) without it.
+        alpha: width multiplier: every layer has `int(filters * alpha)` filters. ImageNet weights
+            exist for 0.25, 0.5, 0.75 and 1.0.
+        depth_multiplier: channel multiplier of the depthwise convolutions (an integer >= 1).
+            The paper's "resolution multiplier" is set by `input_shape` instead.
+        dropout: dropout rate before the classifier.
+        include_top: whether to add global average pooling, dropout, the 1x1 `conv_preds`
+            classifier and the `predictions` activation.
+        weights: `None` (random), `"imagenet"` (Keras's published file for this alpha and size,
+            downloaded once into `~/.keras/models`), or the path to a Keras `.h5` or `.weights.h5`
+            file. A file without the top loads into a model with the top: the backbone is filled
+            and the new classifier keeps its random initialisation.
+        input_tensor: optional Keras tensor to use as the model's input.
+        pooling: without the top, `None` (the 4D feature map), `"avg"` or `"max"` (a 2D vector).
+        classes: number of classes of the top.
+        classifier_activation: activation of the `predictions` layer: `"softmax"`, `None` for
+            logits, or any Keras activation.
+        output_stride: ratio of input to output resolution: `None` or 32 (the paper), 16 or 8.
+            Below 32, later strides become 1 and depthwise convolutions dilate (as in TF-slim),
+            which keeps the ImageNet weights valid for dense prediction.
+        name: model name; defaults to `mobilenet_{alpha:.2f}_{rows}` as in Keras.
+
+    Returns:
+        A `keras.Model`. Layer names (`conv1`, `conv_dw_3_bn`, `conv_pw_13_relu`, `conv_preds`,
+        `predictions`, ...) are the same as keras.applications and are part of this API.
+
+    Raises:
+        ValueError: for arguments outside what is listed above, with what is allowed.
+    """
+    return _build(
+        keras,
+        input_shape=input_shape,
+        alpha=alpha,
+        depth_multiplier=depth_multiplier,
+        dropout=dropout,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        output_stride=output_stride,
+        name=name,
+    )
+
+
+def _validate(input_shape, alpha, depth_multiplier, include_top, weights, pooling, classes,
+              classifier_activation, output_stride, dropout) -> tuple[int | None, int | None, int]:
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+        raise ValueError(f"alpha must be a number > 0 (ImageNet weights: 0.25, 0.5, 0.75, 1.0); got {alpha!r}.")
+    if not isinstance(depth_multiplier, int) or isinstance(depth_multiplier, bool) or depth_multiplier < 1:
+        raise ValueError(f"depth_multiplier must be an integer >= 1; got {depth_multiplier!r}.")
+    if pooling not in _POOLING:
+        raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}.")
+    if output_stride not in _OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be None, 8, 16 or 32; got {output_stride!r}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}.")
+    if include_top and (not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"classes must be a positive integer; got {classes!r}.")
+    if weights is not None and weights != "imagenet" and not os.path.isfile(weights):
+        raise ValueError(
+            f"weights must be None, 'imagenet' or the path to a weights file; {str(weights)!r} is not a file."
+        )
+    if weights is not None and classifier_activation not in (None, "softmax") and include_top and weights == "imagenet":
+        raise ValueError(
+            f"With ImageNet weights, classifier_activation must be None or 'softmax'; got {classifier_activation!r}."
+        )
+
+    if input_shape is None:
+        input_shape = (224, 224, 3) if include_top else (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
+    rows, cols, channels = input_shape
+    for side in (rows, cols):
+        if side is not None and side < MIN_SIZE:
+            raise ValueError(f"input height and width must be at least {MIN_SIZE} (or None); got {input_shape}.")
+    if weights is not None and channels != 3:
+        raise ValueError(f"pretrained weights need 3 input channels (RGB); got input_shape={input_shape}.")
+    return input_shape
+
+
+def _build(
+    k: types.ModuleType,
+    *,
+    input_shape=None,
+    alpha=1.0,
+    depth_multiplier=1,
+    dropout=1e-3,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    output_stride=None,
+    name=None,
+):
+    """Build the network with the Keras namespace `k` (`keras`, or `tf_keras` for the QAT twin)."""
+    input_shape = _validate(input_shape, alpha, depth_multiplier, include_top, weights, pooling,
+                            classes, classifier_activation, output_stride, dropout)
+    rows, cols, _ = input_shape
+    weights_size = None
+    if weights == "imagenet":
+        weights_size = pretrained.check_published(alpha, rows, cols, include_top, depth_multiplier, classes)
+
+    layers = k.layers
+    if input_tensor is None:
+        img_input = layers.Input(shape=input_shape)
+        inputs = img_input
+    else:
+        img_input = input_tensor
+        inputs = k.utils.get_source_inputs(input_tensor) if hasattr(k.utils, "get_source_inputs") else input_tensor
+
+    stem = specs.STEM
+    x = layers.Conv2D(specs.scaled_filters(stem.filters, alpha), stem.kernel, strides=stem.stride,
+                      padding="same", use_bias=False, name="conv1")(img_input)
+    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = layers.ReLU(6.0, name="conv1_relu")(x)
+
+    for plan in specs.plan_blocks(output_stride):
+        i = plan.spec.block_id
+        if plan.stride == 1:
+            padding = "same"
+        else:
+            # TF-slim pads only bottom/right before a strided 3x3; Keras's weights expect that.
+            x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{i}")(x)
+            padding = "valid"
+        x = layers.DepthwiseConv2D(specs.DEPTHWISE_KERNEL, strides=plan.stride, padding=padding,
+                                   depth_multiplier=depth_multiplier, dilation_rate=plan.dilation,
+                                   use_bias=False, name=f"conv_dw_{i}")(x)
+        x = layers.BatchNormalization(name=f"conv_dw_{i}_bn")(x)
+        x = layers.ReLU(6.0, name=f"conv_dw_{i}_relu")(x)
+        x = layers.Conv2D(specs.scaled_filters(plan.spec.filters, alpha), 1, padding="same",
+                          use_bias=False, name=f"conv_pw_{i}")(x)
+        x = layers.BatchNormalization(name=f"conv_pw_{i}_bn")(x)
+        x = layers.ReLU(6.0, name=f"conv_pw_{i}_relu")(x)
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
+        x = layers.Dropout(dropout, name="dropout")(x)
+        x = layers.Conv2D(classes, 1, padding="same", name="conv_preds")(x)
+        x = layers.Reshape((classes,), name="reshape_2")(x)
+        x = layers.Activation(classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="global_max_pooling2d")(x)
+
+    if name is None:
+        name = f"mobilenet_{alpha:0.2f}_{rows if rows is not None else 'any'}"
+    model = k.Model(inputs, x, name=name)
+
+    if weights == "imagenet":
+        file = pretrained.file_name(alpha, weights_size, include_top)
+        weights = k.utils.get_file(file, pretrained.BASE_URL + file, cache_subdir="models")
+    if weights is not None:
+        load_weights(model, weights)
+    return model

@@ -1,0 +1,67 @@
+"""Input scaling and ImageNet label decoding, in Keras's conventions."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from mobilenet_keras import pretrained
+
+# Keras's "tf" mode: pixels 0..255 map onto [-1, 1]. Every converter and exporter in this
+# package reads these two numbers, so the quantized input parameters stay in step.
+INPUT_SCALE = 1.0 / 127.5
+INPUT_OFFSET = -1.0
+
+
+def preprocess_input(x: Any) -> Any:
+    """Scale RGB pixels from 0..255 to [-1, 1], the range MobileNet V1 was trained on.
+
+    Takes a numpy array (returns float32 numpy) or a backend tensor (returns a tensor).
+    """
+    if isinstance(x, (np.ndarray, list, tuple, int, float)):
+        return np.asarray(x, dtype=np.float32) * np.float32(INPUT_SCALE) + np.float32(INPUT_OFFSET)
+    from keras import ops
+
+    return ops.cast(x, "float32") * INPUT_SCALE + INPUT_OFFSET
+
+
+def _read_class_index(class_index: str | os.PathLike | dict | None) -> dict[str, list[str]]:
+    if isinstance(class_index, dict):
+        return class_index
+    if class_index is None:
+        from keras.utils import get_file
+
+        class_index = get_file("imagenet_class_index.json", pretrained.CLASS_INDEX_URL,
+                               cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb")
+    with open(class_index, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def decode_predictions(preds: Any, top: int = 5,
+                       class_index: str | os.PathLike | dict | None = None) -> list[list[tuple[str, str, float]]]:
+    """Turn ImageNet scores into `(wordnet_id, name, score)` tuples, best first, one list per image.
+
+    Args:
+        preds: scores of shape `(batch, 1000)`, or `(batch, 1001)` with TF-slim's background class
+            first (as in Google's TFLite classifiers; the background column is dropped).
+        top: how many classes to return per image.
+        class_index: a path to (or the dict of) a class index JSON in Keras's format
+            `{"0": ["n01440764", "tench"], ...}`. `None` reads Keras's own file, downloaded once into
+            `~/.keras/models` as `keras.applications` does.
+    """
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] not in (1000, 1001):
+        raise ValueError(
+            f"decode_predictions expects scores of shape (batch, 1000) or (batch, 1001); got {preds.shape}."
+        )
+    if preds.shape[1] == 1001:
+        preds = preds[:, 1:]
+    index = _read_class_index(class_index)
+    results = []
+    for row in preds:
+        best = np.argsort(row)[::-1][:top]
+        results.append([(*index[str(i)], float(row[i])) for i in best])
+    return results

@@ -1,0 +1,102 @@
+"""Loading weight files into a built model, with errors that say which file fits which model."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import h5py
+import numpy as np
+
+# The classifier is the only layer that a backbone-only file may leave unfilled.
+HEAD_LAYERS = ("conv_preds",)
+
+
+def _legacy_h5_shapes(path: str) -> dict[str, list[tuple[int, ...]]]:
+    """Weight shapes per layer name in a Keras 2 style `.h5` file (weights-only or whole model)."""
+    with h5py.File(path, "r") as f:
+        group = f
+        if "layer_names" not in f.attrs and "model_weights" in f:
+            group = f["model_weights"]
+        if "layer_names" not in group.attrs:
+            raise ValueError(f"{path} is an HDF5 file but not a Keras weights file (no layer_names).")
+        shapes = {}
+        for raw in group.attrs["layer_names"]:
+            layer = raw.decode() if isinstance(raw, bytes) else str(raw)
+            names = group[layer].attrs.get("weight_names", [])
+            shapes[layer] = [tuple(group[layer][n.decode() if isinstance(n, bytes) else n].shape) for n in names]
+        return shapes
+
+
+def _width_of(shapes: dict[str, list[tuple[int, ...]]]) -> str:
+    conv1 = shapes.get("conv1")
+    if conv1:
+        return f"alpha {conv1[0][-1] / 32:g} (conv1 has {conv1[0][-1]} filters)"
+    return "another architecture"
+
+
+def load_weights(model, path: str | os.PathLike) -> None:
+    """Load a Keras `.h5` or `.weights.h5` file into `model`, matching layers by name.
+
+    Raises a ValueError that names the file, the first layer that does not fit and the width
+    the file was made for, instead of Keras's shape error from deep inside the loader.
+    """
+    path = os.fspath(path)
+    if path.endswith(".weights.h5") or path.endswith(".keras"):
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # Keras raises several types for a file of another shape
+            raise ValueError(
+                f"{path} does not fit this model ({model.name}): {exc}. It was saved from a model with "
+                "other settings; build the model with the same alpha, depth_multiplier, include_top and classes."
+            ) from None
+        return
+
+    try:
+        file_shapes = _legacy_h5_shapes(path)
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 weights file ({exc}).") from None
+
+    missing = []
+    for layer in model.layers:
+        model_shapes = [tuple(w.shape) for w in layer.weights]
+        if not model_shapes:
+            continue
+        if layer.name not in file_shapes:
+            missing.append(layer.name)
+            continue
+        if file_shapes[layer.name] != model_shapes:
+            raise ValueError(
+                f"{path} does not fit this model: layer {layer.name!r} has weights of shapes {model_shapes} "
+                f"but the file holds {file_shapes[layer.name]}. The file was made for {_width_of(file_shapes)}; "
+                "build the model with that alpha (and depth_multiplier 1), or use a file made for this one."
+            )
+    backbone_missing = [n for n in missing if n not in HEAD_LAYERS]
+    if backbone_missing:
+        raise ValueError(
+            f"{path} has no weights for layers {backbone_missing[:5]}{' ...' if len(backbone_missing) > 5 else ''}: "
+            "it was not saved from a MobileNet V1 with these layer names."
+        )
+    if missing:
+        warnings.warn(
+            f"{path} holds no classifier weights; {missing} keep their random initialisation "
+            "(train the head before use).",
+            stacklevel=3,
+        )
+    model.load_weights(path, by_name=True)
+
+
+def transfer_weights(source, target) -> None:
+    """Copy weights layer by layer (by name) between two models with the same layer names.
+
+    Works across Keras 3 and tf_keras models, as long as each named layer has weights of the
+    same shapes.
+    """
+    source_layers = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in source_layers:
+            raise ValueError(f"layer {layer.name!r} of {target.name} has no counterpart in {source.name}.")
+        values = [np.asarray(v) for v in source_layers[layer.name].get_weights()]
+        layer.set_weights(values)

@@ -1,0 +1,59 @@
+"""Bad arguments to the builder give a ValueError that says what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from mobilenet_keras import MobileNetV1
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"alpha": 0}, "alpha must be a number > 0"),
+        ({"alpha": -0.5}, "alpha must be a number > 0"),
+        ({"depth_multiplier": 0}, "depth_multiplier must be an integer >= 1"),
+        ({"input_shape": (31, 64, 3), "include_top": False}, "at least 32"),
+        ({"pooling": "mean", "include_top": False}, "pooling must be one of"),
+        ({"output_stride": 4}, "output_stride must be None, 8, 16 or 32"),
+        ({"weights": "imagenet", "classes": 10}, "classes=1000"),
+        ({"weights": "imagenet", "alpha": 0.3}, "alpha in [0.25, 0.5, 0.75, 1.0]"),
+        ({"weights": "imagenet", "input_shape": (96, 96, 3)}, "square inputs of [128, 160, 192, 224]"),
+        ({"weights": "imagenet", "depth_multiplier": 2}, "depth_multiplier=1"),
+        ({"weights": "/no/such/file.h5"}, "is not a file"),
+        ({"input_shape": (64, 64)}, "(height, width, channels)"),
+    ],
+)
+def test_bad_arguments(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        MobileNetV1(**kwargs)
+    assert words in str(info.value)
+
+
+def test_channels_other_than_three_with_weights(weights_025):
+    with pytest.raises(ValueError, match="3 input channels"):
+        MobileNetV1(input_shape=(64, 64, 1), alpha=0.25, include_top=False, weights=weights_025)
+    # without weights any channel count builds
+    assert MobileNetV1(input_shape=(64, 64, 1), alpha=0.25, include_top=False).input.shape[-1] == 1
+
+
+def test_weights_file_for_another_alpha_names_the_alpha_it_fits(weights_025):
+    with pytest.raises(ValueError) as info:
+        MobileNetV1(input_shape=(96, 96, 3), alpha=0.5, include_top=False, weights=weights_025)
+    assert "alpha 0.25" in str(info.value) and "conv1" in str(info.value)
+
+
+def test_backbone_file_into_a_model_with_a_head_warns_and_loads_the_backbone(weights_025):
+    with pytest.warns(UserWarning, match="conv_preds"):
+        model = MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10, weights=weights_025)
+    reference = MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, include_top=False, weights=weights_025)
+    for layer in reference.layers[1:]:
+        for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights()):
+            assert (a == b).all()
+
+
+def test_a_file_that_is_not_hdf5(tmp_path):
+    bad = tmp_path / "w.h5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=bad)

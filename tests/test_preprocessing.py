@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobilenet_keras import decode_predictions
+from tests.conftest import LABELS, require
+
+
+def test_decode_predictions_reads_a_class_index_file():
+    index = require(LABELS / "imagenet_class_index.json")
+    scores = np.zeros((2, 1000), "float32")
+    scores[0, 285], scores[0, 281], scores[1, 967] = 0.7, 0.2, 0.9
+    first, second = decode_predictions(scores, top=2, class_index=index)
+    assert first[0][1] == "Egyptian_cat" and first[1][1] == "tabby"
+    assert second[0][:2] == ("n07920052", "espresso") and abs(second[0][2] - 0.9) < 1e-6
+
+
+def test_decode_predictions_drops_the_background_column_of_tf_slim_files():
+    index = require(LABELS / "imagenet_class_index.json")
+    scores = np.zeros((1, 1001), "float32")
+    scores[0, 968] = 1.0  # espresso shifted by the background class
+    assert decode_predictions(scores, top=1, class_index=index)[0][0][1] == "espresso"
+
+
+def test_decode_predictions_rejects_other_shapes():
+    with pytest.raises(ValueError, match=r"\(batch, 1000\)"):
+        decode_predictions(np.zeros((1, 10)), class_index={})
