@@ -1,0 +1,211 @@
+"""Keras model -> .tflite file, in every mode of `tflite.modes`, through a SavedModel."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from mobilenet_keras.atomic import check_output_path, write_bytes_atomic
+from tflite.modes import get_mode
+from tflite.representative import collect
+
+# MobileNet's input convention ([-1, 1], see mobilenet_keras.preprocessing). Pinning the calibrated
+# input range to it makes the quantized input map raw pixels 0..255 onto [-1, 1] (scale 2/255,
+# uint8 zero point 128), whatever range the calibration images happened to reach.
+DEFAULT_INPUT_RANGE = (-1.0, 1.0)
+
+
+def convert(
+    model,
+    output_path: str | os.PathLike,
+    mode: str,
+    representative_data=None,
+    num_calibration: int = 200,
+    batch_size: int | None = 1,
+    denylist: Iterable[str] | None = None,
+    *,
+    input_range: tuple[float, float] | None = DEFAULT_INPUT_RANGE,
+    verbose: bool = False,
+) -> Path:
+    """Convert a Keras model to a TFLite file and return its path.
+
+    Args:
+        model: a Keras 3 model with a fixed input size (e.g. from `MobileNetV1`), taking images in
+            its own convention ([-1, 1] for MobileNet: normalisation happens before the model).
+        output_path: the `.tflite` file to write. It is written to a temporary file in the same
+            folder and renamed, so a failed conversion leaves nothing there.
+        mode: one of `tflite.MODES`: `float32`, `dynamic`, `float16`, `int8`, `uint8`,
+            `int8_float_io`, `int16x8`, or `qat` (for a quantization-aware-trained tf_keras model).
+        representative_data: calibration images for the integer modes: a numpy array, a
+            `tf.data.Dataset`, an iterable of batches, or a folder of images. Float arrays are in the
+            model's convention; uint8 arrays and folders are raw pixels and are scaled by
+            `preprocess_input` (see `tflite.representative`).
+        num_calibration: how many images to calibrate on (a folder is sampled across classes).
+        batch_size: the file's static batch (1: what Android apps run), or None for a dynamic batch.
+        denylist: Keras layer names to keep in float inside an integer file (selective quantization,
+            e.g. the worst layers that `tflite.layer_errors` lists).
+        input_range: the float range the model's input covers. For integer files the input's
+            quantization is set from it, so a `uint8` file takes raw pixels 0..255 (scale 2/255,
+            zero point 128) and maps them onto [-1, 1]. None keeps the calibrated range.
+        verbose: print a progress line while calibrating.
+
+    Raises:
+        ValueError: an unknown mode, missing, empty or malformed representative data, a model
+            without a fixed input size, or an output path that can't be written.
+    """
+    spec = get_mode(mode)
+    output_path = check_output_path(output_path)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
+    input_shape = tuple(model.input_shape[1:])
+    if any(side is None for side in input_shape):
+        raise ValueError(
+            f"the model takes images of any size {input_shape}; a TFLite file needs a fixed size. "
+            "Rebuild it with input_shape=(height, width, 3) and copy the weights over."
+        )
+    denylist = list(denylist or [])
+    if denylist and not spec.integer:
+        raise ValueError(f"denylist applies to integer modes (int8, uint8, int8_float_io); not to {mode!r}.")
+    if denylist:
+        layer_names = {layer.name for layer in model.layers}
+        unknown = [name for name in denylist if name not in layer_names]
+        if unknown:
+            raise ValueError(f"denylist names layers the model does not have: {unknown}.")
+
+    calibration = None
+    if spec.calibrated:
+        if representative_data is None:
+            raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
+        calibration = collect(representative_data, input_shape, limit=num_calibration)
+
+    flatbuffer = _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, input_range, verbose)
+    return write_bytes_atomic(output_path, flatbuffer)
+
+
+def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, input_range, verbose) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        signature = [tf.TensorSpec((batch_size, *input_shape), tf.float32, name="images")]
+        _export_saved_model(model, saved, signature)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if spec.name == "float32":
+            return converter.convert()
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if spec.name in ("dynamic", "qat"):
+            if spec.name == "qat":
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+            return converter.convert()
+        if spec.name == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+            return converter.convert()
+        converter.representative_dataset = _progress_generator(calibration, verbose)
+        if spec.name == "int16x8":
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+            return converter.convert()
+        # Integer modes: calibrate, adjust the recorded ranges, then quantize; the same two steps
+        # the converter runs internally, split so that the input range and the denylist apply.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_calibrate_only = True  # noqa: SLF001 - documented by QuantizationDebugger
+        calibrated = converter.convert()
+        if input_range is not None:
+            calibrated = _set_input_range(calibrated, input_range)
+        return _quantize(calibrated, spec, _denylisted_tensors(calibrated, denylist))
+
+
+def _export_saved_model(model, path: str, signature) -> None:
+    if hasattr(model, "export"):  # Keras 3
+        # Keras prints its own notes even with verbose=False on some paths; keep the user's log clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
+    else:  # tf_keras (the quantization-aware-trained twin)
+        import tensorflow as tf
+
+        function = tf.function(lambda images: model(images, training=False), input_signature=signature)
+        tf.saved_model.save(model, path, signatures=function.get_concrete_function())
+
+
+def _progress_generator(calibration: np.ndarray, verbose: bool):
+    total = len(calibration)
+
+    def generate():
+        for i in range(total):
+            if verbose and (i % 10 == 0 or i == total - 1):
+                print(f"\r  calibrating {i + 1}/{total}", end="" if i < total - 1 else "\n", file=sys.stderr,
+                      flush=True)
+            yield [calibration[i:i + 1]]
+
+    return generate
+
+
+def _read_model(flatbuffer: bytes):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+
+
+def _write_model(model_object) -> bytes:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+
+
+def _set_input_range(calibrated: bytes, input_range: tuple[float, float]) -> bytes:
+    low, high = input_range
+    if not low < 0 < high:
+        raise ValueError(f"input_range must contain 0 (low < 0 < high); got {input_range}.")
+    model = _read_model(calibrated)
+    graph = model.subgraphs[0]
+    for index in graph.inputs:
+        quantization = graph.tensors[index].quantization
+        if quantization is not None:
+            quantization.min = [float(low)]
+            quantization.max = [float(high)]
+    return _write_model(model)
+
+
+def _denylisted_tensors(calibrated: bytes, layers: list[str]) -> list[str]:
+    """Names of the op outputs that belong to the Keras layers in `layers`."""
+    if not layers:
+        return []
+    model = _read_model(calibrated)
+    graph = model.subgraphs[0]
+    found: dict[str, list[str]] = {layer: [] for layer in layers}
+    for op in graph.operators:
+        for index in op.outputs:
+            name = graph.tensors[index].name.decode()
+            for layer in layers:
+                # Fused ops carry every fused layer's path, ';'-separated: "model/conv_pw_3/Conv2D;...".
+                if any(f"/{layer}/" in part or part.endswith(f"/{layer}") for part in name.split(";")):
+                    found[layer].append(name)
+    missing = [layer for layer, names in found.items() if not names]
+    if missing:
+        raise ValueError(f"no TFLite op comes from layers {missing} (they may be folded into a neighbour, "
+                         "as BatchNormalization and ReLU are); denylist the convolution instead.")
+    return sorted({name for names in found.values() for name in names})
+
+
+def _quantize(calibrated: bytes, spec, denylisted_nodes: list[str]) -> bytes:
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tflite_convert
+
+    dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+    return tflite_convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=False,
+        input_data_type=dtypes[spec.input_type],
+        output_data_type=dtypes[spec.output_type],
+        denylisted_nodes=denylisted_nodes or None,
+    )

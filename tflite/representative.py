@@ -1,0 +1,121 @@
+"""Representative (calibration and verification) data in every form a user has it, as one float array.
+
+Conventions, in one place:
+- float arrays, tensors and datasets are taken to be in the model's own input convention
+  (for MobileNet, pixels already scaled to [-1, 1] by `preprocess_input`);
+- uint8 arrays are raw RGB pixels and are scaled with `preprocess_input` here;
+- a folder of images (class subfolders or flat) is read, resized to the model's input size and
+  scaled with `preprocess_input`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet_keras.images import load_images, scan_folder
+from mobilenet_keras.preprocessing import preprocess_input
+
+
+def _as_float_images(batch, where: str) -> np.ndarray:
+    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2) and not np.isscalar(batch[0]):
+        batch = batch[0]  # (images, labels) pairs from a labelled dataset
+    array = np.asarray(batch)
+    if array.dtype == np.uint8:
+        array = preprocess_input(array)
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{where}: images must be float (model convention) or uint8 (raw pixels); got {array.dtype}.")
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 3:
+        array = array[None]
+    return array
+
+
+def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
+            labels_out: list | None = None) -> np.ndarray:
+    """Turn `data` into a float32 array of shape (N, H, W, C) in the model's input convention.
+
+    Args:
+        data: a numpy array, a `tf.data.Dataset`, an iterable of batches (or of `(images, labels)`
+            pairs), or the path to a folder of images.
+        input_shape: the model's input shape without the batch, e.g. `(224, 224, 3)`; `None`
+            sides accept any size (arrays) or 224 (folders).
+        limit: keep at most this many images (a folder is sampled evenly across classes).
+        labels_out: if a list is given, the labels found (folder classes, or dataset labels) are
+            appended to it, in the order of the returned images.
+
+    Raises:
+        ValueError: empty data, non-finite values, or images of the wrong shape.
+    """
+    height, width, channels = input_shape
+    if isinstance(data, (str, os.PathLike)):
+        array, labels = _from_folder(Path(data), (height or 224, width or 224), limit, seed)
+        if labels_out is not None and labels is not None:
+            labels_out.extend(labels)
+    else:
+        if hasattr(data, "as_numpy_iterator"):
+            data = data.as_numpy_iterator()
+        if isinstance(data, np.ndarray) or not isinstance(data, Iterable):
+            batches = [data]
+        else:
+            batches = data
+        arrays, count = [], 0
+        for batch in batches:
+            if isinstance(batch, (tuple, list)) and len(batch) == 2 and labels_out is not None:
+                labels_out.extend(np.asarray(batch[1]).reshape(-1).tolist())
+            images = _as_float_images(batch, "representative data")
+            arrays.append(images)
+            count += len(images)
+            if limit is not None and count >= limit:
+                break
+        array = np.concatenate(arrays) if arrays else np.zeros((0, height or 1, width or 1, channels), np.float32)
+    if limit is not None:
+        array = array[:limit]
+        if labels_out is not None and len(labels_out) > limit:
+            del labels_out[limit:]
+    if len(array) == 0:
+        raise ValueError("representative data is empty: give at least one image.")
+    expected = (height, width, channels)
+    if array.ndim != 4 or any(e is not None and e != g for e, g in zip(expected, array.shape[1:])):
+        raise ValueError(
+            f"representative images have shape {array.shape[1:]}, but the model takes {expected} "
+            "(height, width, channels); resize them, or pass a folder and let the converter resize."
+        )
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=(1, 2, 3)).sum())
+        raise ValueError(f"representative data has NaN or infinite values in {bad} image(s); clean them first.")
+    return array
+
+
+def _from_folder(folder: Path, size: tuple[int, int], limit: int | None, seed: int):
+    found = scan_folder(folder)
+    order = np.arange(len(found.paths))
+    if limit is not None and limit < len(order):
+        rng = np.random.default_rng(seed)
+        if found.labels is not None:
+            # Round-robin over shuffled classes, so a small calibration set still covers every class.
+            by_class = [rng.permutation(np.flatnonzero(np.asarray(found.labels) == c))
+                        for c in range(len(found.class_names))]
+            order = np.array([i for group in _interleave(by_class) for i in group])[:limit]
+        else:
+            order = rng.permutation(order)[:limit]
+    paths = [found.paths[i] for i in order]
+    images, bad = load_images(paths, size)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {folder}: "
+                      f"{', '.join(str(p) for p in bad[:5])}{' ...' if len(bad) > 5 else ''}", stacklevel=3)
+    labels = None
+    if found.labels is not None:
+        bad_set = set(bad)
+        labels = [found.labels[i] for i in order if found.paths[i] not in bad_set]
+    return preprocess_input(images), labels
+
+
+def _interleave(groups):
+    longest = max((len(g) for g in groups), default=0)
+    for k in range(longest):
+        yield [g[k] for g in groups if k < len(g)]

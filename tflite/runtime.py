@@ -1,0 +1,147 @@
+"""Running .tflite files with the LiteRT interpreter, in float or in their raw integer types."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+FLATBUFFER_IDENTIFIER = b"TFL3"
+_MIN_SIZE = 16
+
+
+class TFLiteModel:
+    """A .tflite classifier (or any single-input, single-output model) loaded with LiteRT.
+
+    Attributes:
+        path: the file.
+        input_shape, output_shape: as stored in the file (batch first).
+        input_dtype, output_dtype: numpy dtypes of the file's input and output tensors.
+        input_quantization, output_quantization: `(scale, zero_point)`, or `None` for float tensors.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        self.path = Path(path)
+        content = _read_checked(self.path)
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"{self.path} could not be loaded by the LiteRT interpreter: {exc}") from None
+        self._num_threads = num_threads
+        self._content = content
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                             "TFLiteModel runs single-input, single-output models.")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(d) for d in self._input["shape"])
+        self.output_shape = tuple(int(d) for d in self._output["shape"])
+        self._dynamic_batch = int(self._input["shape_signature"][0]) == -1
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+        self.input_quantization = _quantization(self._input)
+        self.output_quantization = _quantization(self._output)
+        self._batch = self.input_shape[0]
+
+    def __repr__(self) -> str:
+        return (f"TFLiteModel({str(self.path)!r}, input={self.input_shape} {self.input_dtype}, "
+                f"output={self.output_shape} {self.output_dtype})")
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self._content)
+
+    def op_names(self) -> list[str]:
+        """The names of the ops in the file's graph, in execution order (e.g. 'CONV_2D')."""
+        return [op["op_name"] for op in self._interpreter._get_ops_details()]  # noqa: SLF001
+
+    def predict_raw(self, batch: np.ndarray) -> np.ndarray:
+        """Run the file on tensors of its own input dtype and return its raw output tensor."""
+        batch = np.asarray(batch)
+        if batch.dtype != self.input_dtype:
+            raise ValueError(f"{self.path.name} takes {self.input_dtype} input; got {batch.dtype}. "
+                             "Use predict() for float images in the model's convention.")
+        if batch.shape[1:] != self.input_shape[1:]:
+            raise ValueError(f"{self.path.name} takes images of shape {self.input_shape[1:]}; got {batch.shape[1:]}.")
+        results = []
+        step = len(batch) if self._dynamic_batch else self._batch
+        for start in range(0, len(batch), step):
+            chunk = batch[start:start + step]
+            real = len(chunk)
+            if real < step and not self._dynamic_batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
+            if self._dynamic_batch and tuple(self._interpreter.get_input_details()[0]["shape"]) != chunk.shape:
+                self._interpreter.resize_tensor_input(self._input["index"], chunk.shape)
+                self._interpreter.allocate_tensors()
+            self._interpreter.set_tensor(self._input["index"], chunk)
+            self._interpreter.invoke()
+            results.append(self._interpreter.get_tensor(self._output["index"])[:real].copy())
+        return np.concatenate(results)
+
+    def quantize_input(self, images: np.ndarray) -> np.ndarray:
+        """Float images in the model's convention -> the file's input dtype."""
+        images = np.asarray(images, dtype=np.float32)
+        if self.input_quantization is None:
+            return images.astype(self.input_dtype)
+        scale, zero_point = self.input_quantization
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(self.input_dtype)
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        if self.output_quantization is None:
+            return raw.astype(np.float32)
+        scale, zero_point = self.output_quantization
+        return (raw.astype(np.float32) - zero_point) * scale
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Float images (batch, H, W, C) in the model's convention -> float outputs, any batch size."""
+        return self.dequantize_output(self.predict_raw(self.quantize_input(images)))
+
+    def with_threads(self, num_threads: int) -> "TFLiteModel":
+        """A second interpreter on the same file with another thread count (for timing)."""
+        return TFLiteModel(self.path, num_threads=num_threads)
+
+
+def _quantization(details) -> tuple[float, int] | None:
+    scale, zero_point = details["quantization"]
+    if scale == 0 and zero_point == 0:
+        return None
+    return float(scale), int(zero_point)
+
+
+def _read_checked(path: Path) -> bytes:
+    if not path.exists():
+        raise ValueError(f"{path} does not exist.")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a .tflite file.")
+    content = path.read_bytes()
+    if len(content) < _MIN_SIZE or content[4:8] != FLATBUFFER_IDENTIFIER:
+        raise ValueError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier); "
+                         "convert a model with tflite.convert first.")
+    _verify_flatbuffer(path, content)
+    return content
+
+
+def _verify_flatbuffer(path: Path, content: bytes) -> None:
+    """Reject damaged files before the interpreter sees them: it trusts offsets it reads."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+        buffers = model.buffers or []
+        graphs = model.subgraphs or []
+        if not graphs:
+            raise ValueError("no subgraph")
+        for graph in graphs:
+            for tensor in graph.tensors or []:
+                if not 0 <= tensor.buffer < max(len(buffers), 1):
+                    raise ValueError(f"tensor {tensor.name!r} points at buffer {tensor.buffer}")
+        for buffer in buffers:
+            if buffer.offset and buffer.offset + buffer.size > len(content):
+                raise ValueError("a weight buffer runs past the end of the file")
+    except Exception as exc:  # the flatbuffer reader raises whatever a bad offset causes
+        raise ValueError(f"{path} is damaged or truncated ({exc.__class__.__name__}: {exc}).") from None
