@@ -13,13 +13,16 @@ from typing import Iterable
 import numpy as np
 
 from mobilenet_keras.atomic import check_output_path, write_bytes_atomic
+from tflite.bias_correction import bias_corrected
 from tflite.modes import get_mode
+from tflite.names import keras_layers_in
 from tflite.representative import collect
 
 # MobileNet's input convention ([-1, 1], see mobilenet_keras.preprocessing). Pinning the calibrated
 # input range to it makes the quantized input map raw pixels 0..255 onto [-1, 1] (scale 2/255,
 # uint8 zero point 128), whatever range the calibration images happened to reach.
 DEFAULT_INPUT_RANGE = (-1.0, 1.0)
+AUTO = "auto"
 
 
 def convert(
@@ -29,9 +32,11 @@ def convert(
     representative_data=None,
     num_calibration: int = 200,
     batch_size: int | None = 1,
-    denylist: Iterable[str] | None = None,
+    denylist: Iterable[str] | str | None = "auto",
     *,
     input_range: tuple[float, float] | None = DEFAULT_INPUT_RANGE,
+    bias_correction: bool = True,
+    target_agreement: float = 0.99,
     verbose: bool = False,
 ) -> Path:
     """Convert a Keras model to a TFLite file and return its path.
@@ -50,10 +55,17 @@ def convert(
         num_calibration: how many images to calibrate on (a folder is sampled across classes).
         batch_size: the file's static batch (1: what Android apps run), or None for a dynamic batch.
         denylist: Keras layer names to keep in float inside an integer file (selective quantization,
-            e.g. the worst layers that `tflite.layer_errors` lists).
+            e.g. the worst layers that `tflite.layer_errors` lists). `"auto"` (the default) keeps
+            the fewest leading convolutions in float (0, then the stem, then whole blocks, up to 9
+            layers) that reach `target_agreement` with the float model on the calibration images;
+            None or [] quantizes every layer.
         input_range: the float range the model's input covers. For integer files the input's
             quantization is set from it, so a `uint8` file takes raw pixels 0..255 (scale 2/255,
             zero point 128) and maps them onto [-1, 1]. None keeps the calibrated range.
+        bias_correction: for integer modes, fold the expected int8 weight-rounding error of every
+            convolution into its bias first (`tflite.bias_correction`); the file is still checked
+            against the original model.
+        target_agreement: top-1 agreement that `denylist="auto"` aims for.
         verbose: print a progress line while calibrating.
 
     Raises:
@@ -70,7 +82,10 @@ def convert(
             f"the model takes images of any size {input_shape}; a TFLite file needs a fixed size. "
             "Rebuild it with input_shape=(height, width, 3) and copy the weights over."
         )
-    denylist = list(denylist or [])
+    auto = isinstance(denylist, str) and denylist == AUTO
+    if isinstance(denylist, str) and not auto:
+        raise ValueError(f"denylist must be a list of layer names, None or {AUTO!r}; got {denylist!r}.")
+    denylist = [] if auto or denylist is None else list(denylist)
     if denylist and not spec.integer:
         raise ValueError(f"denylist applies to integer modes (int8, uint8, int8_float_io); not to {mode!r}.")
     if denylist:
@@ -85,19 +100,96 @@ def convert(
             raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
         calibration = collect(representative_data, input_shape, limit=num_calibration)
 
-    flatbuffer = _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, input_range, verbose)
+    def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
+        source = model
+        if spec.integer and spec.calibrated and bias_correction:
+            source = bias_corrected(model, calibration, skip=float_layers)
+        return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
+                              progress)
+
+    if auto and spec.integer and spec.calibrated:
+        flatbuffer = _with_float_prefix(model, calibration, convert_with, target_agreement, verbose)
+    else:
+        flatbuffer = convert_with(denylist)
     return write_bytes_atomic(output_path, flatbuffer)
 
 
-def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, input_range, verbose) -> bytes:
+# How many leading convolutions may stay in float: the stem and the first four blocks of MobileNet.
+_PREFIX_STEPS = (0, 1, 3, 5, 7, 9)
+
+
+def _with_float_prefix(model, calibration, convert_with, target_agreement: float, verbose: bool) -> bytes:
+    """Convert with the fewest leading convolutions in float that reach `target_agreement`.
+
+    The first layers see the raw image: their activations and high-gain BatchNorm-folded weights
+    are where int8 loses most (see benchmarks/RESULTS.md). A float layer's output is still
+    quantized before the next int8 layer, so the float part is kept contiguous from the input.
+    Agreement is measured against the float model on the calibration images.
+    """
+    import keras
+
+    from tflite.runtime import TFLiteModel
+
+    convolutions = [layer.name for layer in model.layers
+                    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    expected = np.asarray(model.predict(calibration, batch_size=32, verbose=0)).argmax(-1)
+    best = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for steps in _PREFIX_STEPS:
+            if steps > len(convolutions):
+                break
+            float_layers = convolutions[:steps]
+            flatbuffer = convert_with(float_layers, progress=verbose and steps == 0)
+            path = Path(tmp, f"prefix_{steps}.tflite")
+            path.write_bytes(flatbuffer)
+            agreement = float(np.mean(TFLiteModel(path).predict(calibration).argmax(-1) == expected))
+            if verbose:
+                print(f"  {steps} leading layer(s) in float: top-1 agreement {agreement:.2%} on calibration images",
+                      file=sys.stderr)
+            if best is None or agreement > best[0]:
+                best = (agreement, flatbuffer)
+            if agreement >= target_agreement:
+                return flatbuffer
+    return best[1]
+
+
+@contextlib.contextmanager
+def saved_model_converter(model, batch_size: int | None = 1):
+    """A TFLiteConverter over `model` exported to a temporary SavedModel (builtin ops only).
+
+    `from_saved_model` after `model.export` is the path that freezes Keras 3 weights correctly;
+    `from_concrete_functions` left them unfrozen (NaN outputs) in a probe here.
+    """
     import tensorflow as tf
 
+    input_shape = tuple(model.input_shape[1:])
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "saved_model")
         signature = [tf.TensorSpec((batch_size, *input_shape), tf.float32, name="images")]
         _export_saved_model(model, saved, signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        yield converter
+
+
+def calibration_generator(calibration: np.ndarray, verbose: bool = False):
+    """The converter's representative_dataset over an array, one image per step, with a progress line."""
+    total = len(calibration)
+
+    def generate():
+        for i in range(total):
+            if verbose and (i % 10 == 0 or i == total - 1):
+                print(f"\r  calibrating {i + 1}/{total}", end="" if i < total - 1 else "\n", file=sys.stderr,
+                      flush=True)
+            yield [calibration[i:i + 1]]
+
+    return generate
+
+
+def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, input_range, verbose) -> bytes:
+    import tensorflow as tf
+
+    with saved_model_converter(model, batch_size) as converter:
         if spec.name == "float32":
             return converter.convert()
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -109,7 +201,7 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
         if spec.name == "float16":
             converter.target_spec.supported_types = [tf.float16]
             return converter.convert()
-        converter.representative_dataset = _progress_generator(calibration, verbose)
+        converter.representative_dataset = calibration_generator(calibration, verbose)
         if spec.name == "int16x8":
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
@@ -122,7 +214,8 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
         calibrated = converter.convert()
         if input_range is not None:
             calibrated = _set_input_range(calibrated, input_range)
-        return _quantize(calibrated, spec, _denylisted_tensors(calibrated, denylist))
+        layer_names = {layer.name for layer in model.layers}
+        return _quantize(calibrated, spec, _denylisted_tensors(calibrated, denylist, layer_names))
 
 
 def _export_saved_model(model, path: str, signature) -> None:
@@ -135,19 +228,6 @@ def _export_saved_model(model, path: str, signature) -> None:
 
         function = tf.function(lambda images: model(images, training=False), input_signature=signature)
         tf.saved_model.save(model, path, signatures=function.get_concrete_function())
-
-
-def _progress_generator(calibration: np.ndarray, verbose: bool):
-    total = len(calibration)
-
-    def generate():
-        for i in range(total):
-            if verbose and (i % 10 == 0 or i == total - 1):
-                print(f"\r  calibrating {i + 1}/{total}", end="" if i < total - 1 else "\n", file=sys.stderr,
-                      flush=True)
-            yield [calibration[i:i + 1]]
-
-    return generate
 
 
 def _read_model(flatbuffer: bytes):
@@ -176,24 +256,22 @@ def _set_input_range(calibrated: bytes, input_range: tuple[float, float]) -> byt
     return _write_model(model)
 
 
-def _denylisted_tensors(calibrated: bytes, layers: list[str]) -> list[str]:
+def _denylisted_tensors(calibrated: bytes, layers: list[str], layer_names: set[str]) -> list[str]:
     """Names of the op outputs that belong to the Keras layers in `layers`."""
     if not layers:
         return []
-    model = _read_model(calibrated)
-    graph = model.subgraphs[0]
+    graph = _read_model(calibrated).subgraphs[0]
     found: dict[str, list[str]] = {layer: [] for layer in layers}
     for op in graph.operators:
         for index in op.outputs:
             name = graph.tensors[index].name.decode()
-            for layer in layers:
-                # Fused ops carry every fused layer's path, ';'-separated: "model/conv_pw_3/Conv2D;...".
-                if any(f"/{layer}/" in part or part.endswith(f"/{layer}") for part in name.split(";")):
+            for layer in keras_layers_in(name, layer_names):
+                if layer in found:
                     found[layer].append(name)
     missing = [layer for layer, names in found.items() if not names]
     if missing:
-        raise ValueError(f"no TFLite op comes from layers {missing} (they may be folded into a neighbour, "
-                         "as BatchNormalization and ReLU are); denylist the convolution instead.")
+        raise ValueError(f"no TFLite op comes from layers {missing}; denylist convolution layers "
+                         "(BatchNormalization and ReLU fold into them).")
     return sorted({name for names in found.values() for name in names})
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tflite.inspect import detect_mode, operator_names, read_model
+
 FLATBUFFER_IDENTIFIER = b"TFL3"
 _MIN_SIZE = 16
 
@@ -23,7 +25,7 @@ class TFLiteModel:
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         self.path = Path(path)
-        content = _read_checked(self.path)
+        content, self._model = _read_checked(self.path)
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -56,8 +58,13 @@ class TFLiteModel:
         return len(self._content)
 
     def op_names(self) -> list[str]:
-        """The names of the ops in the file's graph, in execution order (e.g. 'CONV_2D')."""
-        return [op["op_name"] for op in self._interpreter._get_ops_details()]  # noqa: SLF001
+        """The ops of the file's graph, in order: builtin names ('CONV_2D'), 'FLEX' or 'CUSTOM:name'."""
+        return operator_names(self._model)
+
+    @property
+    def mode(self) -> str:
+        """The quantization mode the file looks like (see `tflite.inspect.detect_mode`)."""
+        return detect_mode(self._model)
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
         """Run the file on tensors of its own input dtype and return its raw output tensor."""
@@ -113,7 +120,7 @@ def _quantization(details) -> tuple[float, int] | None:
     return float(scale), int(zero_point)
 
 
-def _read_checked(path: Path) -> bytes:
+def _read_checked(path: Path):
     if not path.exists():
         raise ValueError(f"{path} does not exist.")
     if path.is_dir():
@@ -122,16 +129,13 @@ def _read_checked(path: Path) -> bytes:
     if len(content) < _MIN_SIZE or content[4:8] != FLATBUFFER_IDENTIFIER:
         raise ValueError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier); "
                          "convert a model with tflite.convert first.")
-    _verify_flatbuffer(path, content)
-    return content
+    return content, _verify_flatbuffer(path, content)
 
 
-def _verify_flatbuffer(path: Path, content: bytes) -> None:
-    """Reject damaged files before the interpreter sees them: it trusts offsets it reads."""
-    from ai_edge_litert import schema_py_generated as schema
-
+def _verify_flatbuffer(path: Path, content: bytes):
+    """Parse the file and reject damaged ones before the interpreter sees them: it trusts offsets it reads."""
     try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+        model = read_model(content)
         buffers = model.buffers or []
         graphs = model.subgraphs or []
         if not graphs:
@@ -145,3 +149,4 @@ def _verify_flatbuffer(path: Path, content: bytes) -> None:
                 raise ValueError("a weight buffer runs past the end of the file")
     except Exception as exc:  # the flatbuffer reader raises whatever a bad offset causes
         raise ValueError(f"{path} is damaged or truncated ({exc.__class__.__name__}: {exc}).") from None
+    return model
