@@ -1,17 +1,22 @@
-"""Small, seeded CIFAR-10 slices and a briefly fine-tuned classifier, shared by the tflite tests."""
+"""Small, seeded CIFAR-10 slices and classifiers from the real 0.25 ImageNet backbone, shared by tests
+and benchmarks. Slices are taken in sorted file order: training images from offset 0, held-out
+images from 200, calibration images from 400 (per class), so no image is in two roles."""
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 
-from mobilenet_keras.images import scan_folder, load_images
+from mobilenet_keras.images import load_images, scan_folder
 from tests.conftest import CIFAR, WEIGHTS_025, require
+
+SIZE = 96
 
 
 @functools.lru_cache(maxsize=None)
-def cifar_slice(per_class: int, offset: int, size: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def cifar_slice(per_class: int, offset: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """`per_class` images of each class starting at `offset` (sorted file order), uint8 at size x size."""
     folder = scan_folder(require(CIFAR))
     labels = np.asarray(folder.labels)
@@ -22,17 +27,26 @@ def cifar_slice(per_class: int, offset: int, size: int) -> tuple[np.ndarray, np.
     return images, labels[picks], tuple(folder.class_names)
 
 
+def _backbone_with_head(size: int):
+    from mobilenet_keras import MobileNetV1
+
+    require(WEIGHTS_025)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the backbone file has no head: that's the point here
+        return MobileNetV1(input_shape=(size, size, 3), alpha=0.25, classes=10, weights=str(WEIGHTS_025),
+                           dropout=0.2)
+
+
 @functools.lru_cache(maxsize=None)
-def frozen_backbone_classifier(size: int = 96, per_class: int = 200, epochs: int = 2):
-    """The 0.25 ImageNet backbone, frozen, with a 10-class head trained briefly on CIFAR-10."""
+def classifier(size: int = SIZE, per_class: int = 200, epochs: int = 8):
+    """The 0.25 ImageNet backbone, frozen, with a 10-class head trained on 2,000 CIFAR-10 images."""
     import keras
 
     from mobilenet_keras import preprocess_input
 
-    require(WEIGHTS_025)
     keras.utils.set_random_seed(0)
     images, labels, _ = cifar_slice(per_class, 0, size)
-    model = _build(size)
+    model = _backbone_with_head(size)
     for layer in model.layers:
         layer.trainable = layer.name == "conv_preds"
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
@@ -41,12 +55,20 @@ def frozen_backbone_classifier(size: int = 96, per_class: int = 200, epochs: int
     return model
 
 
-def _build(size):
-    import warnings
+@functools.lru_cache(maxsize=None)
+def fine_tuned_classifier(size: int = SIZE, per_class: int = 200, epochs: int = 3):
+    """The same, fine-tuned end to end (BatchNorm momentum 0.9 so its statistics follow the weights)."""
+    import keras
 
-    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras import preprocess_input
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the backbone file has no head: that's the point here
-        return MobileNetV1(input_shape=(size, size, 3), alpha=0.25, classes=10, weights=str(WEIGHTS_025),
-                           dropout=0.2)
+    keras.utils.set_random_seed(0)
+    images, labels, _ = cifar_slice(per_class, 0, size)
+    model = _backbone_with_head(size)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(preprocess_input(images), labels, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return model

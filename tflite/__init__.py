@@ -1,7 +1,27 @@
-"""Convert Keras MobileNets to TFLite in every quantization mode, and check each file against the float model."""
+"""Convert Keras MobileNets to TFLite in every quantization mode, and check each file against the float model.
+
+    import tflite
+    path = tflite.convert(model, "model_int8.tflite", "int8", representative_data="images/")
+    report = tflite.verify(model, path, "validation_images/")
+    assert report.passed, report.failures
+"""
 
 from tflite.converter import convert
+from tflite.debug import LayerError, layer_errors
 from tflite.modes import MODES, Mode, get_mode
 from tflite.runtime import TFLiteModel
+from tflite.verify import DEFAULT_THRESHOLDS, Thresholds, VerificationReport, verify
 
-__all__ = ["MODES", "Mode", "TFLiteModel", "convert", "get_mode"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "MODES",
+    "LayerError",
+    "Mode",
+    "TFLiteModel",
+    "Thresholds",
+    "VerificationReport",
+    "convert",
+    "get_mode",
+    "layer_errors",
+    "verify",
+]

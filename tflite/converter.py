@@ -95,14 +95,14 @@ def convert(
             raise ValueError(f"denylist names layers the model does not have: {unknown}.")
 
     calibration = None
+    if spec.calibrated and representative_data is None:
+        raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
     if spec.calibrated:
-        if representative_data is None:
-            raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
         calibration = collect(representative_data, input_shape, limit=num_calibration)
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = model
-        if spec.integer and spec.calibrated and bias_correction:
+        if bias_correction and spec.integer and spec.calibrated:
             source = bias_corrected(model, calibration, skip=float_layers)
         return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
                               progress)

@@ -107,11 +107,15 @@ class VerificationReport:
         return "\n".join(["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
 
 
-def _top5_overlap(a: np.ndarray, b: np.ndarray) -> float:
-    k = min(5, a.shape[1])
-    top_a = np.argsort(-a, axis=1)[:, :k]
-    top_b = np.argsort(-b, axis=1)[:, :k]
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(top_a, top_b)]))
+def _top5_overlap(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean of |top5(reference) & top5(candidate)| / 5, where the candidate's top 5 includes classes
+    tied with its 5th score: a quantized softmax rounds small probabilities to the same value, and
+    the order among equal scores carries no information."""
+    k = min(5, reference.shape[1])
+    top_ref = np.argsort(-reference, axis=1)[:, :k]
+    kth = -np.sort(-candidate, axis=1)[:, k - 1:k]
+    overlaps = [min(int(np.sum(candidate[i, top_ref[i]] >= kth[i])), k) / k for i in range(len(reference))]
+    return float(np.mean(overlaps))
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,201 @@
+"""Every conversion mode on a real classifier (the 0.25 ImageNet backbone with a CIFAR-10 head),
+each file checked against the float model; mutations that must fail; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tflite
+from mobilenet_keras import preprocess_input
+from tflite import TFLiteModel, verify
+from tflite.inspect import float_layers, operator_names, read_model
+from tests.cifar import SIZE, cifar_slice, classifier
+
+pytestmark = pytest.mark.slow
+
+ALL_MODES = ("float32", "dynamic", "float16", "int8", "uint8", "int8_float_io", "int16x8")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return classifier()
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return cifar_slice(20, 400, SIZE)[0]  # raw uint8 pixels: the converter scales them
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    images, labels, _ = cifar_slice(50, 200, SIZE)
+    return preprocess_input(images), labels
+
+
+@pytest.fixture(scope="module")
+def files(model, calibration, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tflite")
+    return {mode: tflite.convert(model, folder / f"{mode}.tflite", mode, representative_data=calibration)
+            for mode in ALL_MODES}
+
+
+@pytest.fixture(scope="module")
+def reports(model, files, held_out):
+    images, labels = held_out
+    return {mode: verify(model, path, images, labels=labels, latency_runs=5) for mode, path in files.items()}
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_every_mode_passes_verification(reports, mode):
+    report = reports[mode]
+    assert report.samples == 500
+    assert report.passed, f"{mode}: {report.failures}\n{report.to_markdown()}"
+    minimum = 0.99 if mode in ("float32", "float16", "dynamic") else 0.97
+    assert report.top1_agreement >= minimum
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_files_hold_builtin_ops_only_and_a_static_batch_of_one(files, mode):
+    model = TFLiteModel(files[mode])
+    assert model.input_shape == (1, SIZE, SIZE, 3)
+    assert model.mode == mode
+    ops = operator_names(read_model(files[mode]))
+    assert not [op for op in ops if op == "FLEX" or op.startswith("CUSTOM")], ops
+    # XNNPACK's fast path needs the reshape before the softmax to have a constant shape at batch 1.
+    flat = read_model(files[mode])
+    graph = flat.subgraphs[0]
+    for op, name in zip(graph.operators, ops):
+        if name == "RESHAPE" and len(op.inputs) > 1:
+            shape_tensor = graph.tensors[op.inputs[1]]
+            assert flat.buffers[shape_tensor.buffer].data is not None, "the reshape's shape is computed at run time"
+
+
+def test_io_types_of_each_mode(files):
+    expected = {"float32": "float32", "dynamic": "float32", "float16": "float32", "int8": "int8",
+                "uint8": "uint8", "int8_float_io": "float32", "int16x8": "float32"}
+    for mode, dtype in expected.items():
+        model = TFLiteModel(files[mode])
+        assert model.input_dtype == np.dtype(dtype) and model.output_dtype == np.dtype(dtype), mode
+
+
+def test_raw_pixels_through_the_uint8_file_match_the_float_model(model, files):
+    images, _, _ = cifar_slice(20, 300, SIZE)  # raw uint8, as an Android app has them
+    uint8_file = TFLiteModel(files["uint8"])
+    scale, zero_point = uint8_file.input_quantization
+    # The input quantization maps raw pixels onto the model's [-1, 1] within one step.
+    assert abs((0 - zero_point) * scale - -1.0) <= scale and abs((255 - zero_point) * scale - 1.0) <= scale
+    raw = uint8_file.dequantize_output(uint8_file.predict_raw(images))
+    expected = model.predict(preprocess_input(images), verbose=0)
+    assert np.mean(raw.argmax(1) == expected.argmax(1)) >= 0.97
+
+
+def test_dynamic_batch(model, calibration, tmp_path):
+    path = tflite.convert(model, tmp_path / "dyn.tflite", "float32", batch_size=None)
+    file = TFLiteModel(path)
+    images = preprocess_input(calibration[:7])
+    np.testing.assert_allclose(file.predict(images), model.predict(images, verbose=0), atol=1e-4)
+
+
+def test_larger_batches_than_the_file_takes(model, files, held_out):
+    images = held_out[0][:5]
+    float_file = TFLiteModel(files["float32"])
+    np.testing.assert_allclose(float_file.predict(images), model.predict(images, verbose=0), atol=1e-4)
+
+
+def test_denylisted_layers_stay_float(model, calibration, tmp_path):
+    path = tflite.convert(model, tmp_path / "selective.tflite", "int8", representative_data=calibration,
+                          denylist=["conv_pw_13", "conv_dw_2"])
+    names = " ".join(float_layers(read_model(path)))
+    assert "conv_pw_13" in names and "conv_dw_2" in names
+    assert "conv_pw_12/" not in names.replace("_1/", "/")
+    with pytest.raises(ValueError, match="does not have"):
+        tflite.convert(model, tmp_path / "x.tflite", "int8", representative_data=calibration, denylist=["nope"])
+
+
+def test_layer_errors_rank_layers_worst_first(model, calibration):
+    rows = tflite.layer_errors(model, calibration, num_calibration=40, num_debug=10)
+    names = {layer.name for layer in model.layers}
+    assert len(rows) >= 27
+    assert all(row.layer in names for row in rows[:5])
+    errors = [row.rmse_over_scale for row in rows]
+    assert errors == sorted(errors, reverse=True) and errors[0] > 0
+
+
+# --- mutations: a file that is not the model must fail --------------------------------------------
+
+def _mutated(model, change):
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    change(copy)
+    return copy
+
+
+def test_a_file_with_one_kernel_zeroed_fails(model, held_out, tmp_path):
+    def zero(m):
+        layer = m.get_layer("conv_pw_7")
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+
+    path = tflite.convert(_mutated(model, zero), tmp_path / "zeroed.tflite", "float32")
+    report = verify(model, path, held_out[0], labels=held_out[1], latency_runs=0)
+    assert not report.passed and any("agreement" in f for f in report.failures)
+
+
+def test_a_file_with_shuffled_weights_fails(model, held_out, calibration, tmp_path):
+    rng = np.random.default_rng(0)
+
+    def shuffle(m):
+        for name in ("conv_dw_5", "conv_pw_9"):
+            layer = m.get_layer(name)
+            layer.set_weights([rng.permutation(w.reshape(-1)).reshape(w.shape) for w in layer.get_weights()])
+
+    path = tflite.convert(_mutated(model, shuffle), tmp_path / "shuffled.tflite", "int8",
+                          representative_data=calibration, denylist=None)
+    assert not verify(model, path, held_out[0], labels=held_out[1], latency_runs=0).passed
+
+
+def test_a_float_model_fed_with_the_wrong_preprocessing_fails(model, files, held_out):
+    import keras
+
+    # The float model sees 0..255 pixels (preprocessing forgotten) while the file gets [-1, 1].
+    inputs = keras.Input(model.input_shape[1:])
+    wrong = keras.Model(inputs, model(keras.layers.Rescaling(127.5, offset=127.5)(inputs)))
+    report = verify(wrong, files["float32"], held_out[0], labels=held_out[1], latency_runs=0)
+    assert not report.passed
+
+
+# --- bad input --------------------------------------------------------------------------------------
+
+def test_bad_input_gives_clear_errors_and_no_file(model, calibration, tmp_path):
+    target = tmp_path / "out.tflite"
+    cases = [
+        (dict(mode="int4"), "unknown mode 'int4'"),
+        (dict(mode="int8"), "needs representative_data"),
+        (dict(mode="int8", representative_data=np.zeros((0, SIZE, SIZE, 3), np.float32)), "empty"),
+        (dict(mode="int8", representative_data=np.full((4, SIZE, SIZE, 3), np.nan, np.float32)), "NaN"),
+        (dict(mode="int8", representative_data=np.zeros((4, 32, 32, 3), np.float32)), "shape"),
+        (dict(mode="int8", representative_data=tmp_path / "no_such_folder"), "does not exist"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(ValueError, match=words):
+            tflite.convert(model, target, **kwargs)
+        assert not target.exists()
+    with pytest.raises(ValueError, match="does not exist"):
+        tflite.convert(model, tmp_path / "missing" / "m.tflite", "float32")
+    with pytest.raises(ValueError, match="is a folder"):
+        tflite.convert(model, tmp_path, "float32")
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary files left behind
+
+
+def test_a_failed_conversion_leaves_nothing(model, tmp_path, monkeypatch):
+    import tflite.converter as converter
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(converter, "_convert_bytes", broken)
+    with pytest.raises(RuntimeError):
+        tflite.convert(model, tmp_path / "m.tflite", "float32")
+    assert list(tmp_path.iterdir()) == []
