@@ -68,19 +68,22 @@ def _input_means(model, layers, calibration: np.ndarray) -> list[np.ndarray]:
     return [s / n for s, n in zip(sums, counts)]
 
 
-def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[str] = ()):
+def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[str] = (), min_elements: int = 0):
     """A copy of `model` whose biases pre-compensate the expected int8 weight rounding error.
 
     Args:
         model: a Keras 3 functional model (e.g. from `MobileNetV1`); it is not changed.
         calibration: float images in the model's input convention, as for `convert`.
         skip: layers that stay in float (a conversion's denylist): their weights are not rounded.
+        min_elements: kernels with fewer weights stay in float and are not corrected (dynamic-range
+            conversion leaves kernels under 1,024 weights in float).
     """
     import keras
 
     corrected = keras.models.clone_model(model)
     corrected.set_weights(model.get_weights())
-    plan = [(conv, bn) for conv, bn in _corrections_plan(corrected) if conv.name not in skip]
+    plan = [(conv, bn) for conv, bn in _corrections_plan(corrected)
+            if conv.name not in skip and int(np.prod(conv.kernel.shape)) >= min_elements]
     if not plan:
         return corrected
     means = _input_means(corrected, [conv for conv, _ in plan], calibration)

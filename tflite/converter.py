@@ -23,6 +23,8 @@ from tflite.representative import collect
 # uint8 zero point 128), whatever range the calibration images happened to reach.
 DEFAULT_INPUT_RANGE = (-1.0, 1.0)
 AUTO = "auto"
+# Dynamic-range conversion keeps kernels smaller than this in float (TFLite's default).
+DYNAMIC_MIN_ELEMENTS = 1024
 
 
 def convert(
@@ -48,7 +50,8 @@ def convert(
             folder and renamed, so a failed conversion leaves nothing there.
         mode: one of `tflite.MODES`: `float32`, `dynamic`, `float16`, `int8`, `uint8`,
             `int8_float_io`, `int16x8`, or `qat` (for a quantization-aware-trained tf_keras model).
-        representative_data: calibration images for the integer modes: a numpy array, a
+        representative_data: calibration images for the integer and int16x8 modes (optional for
+            `dynamic`, where they feed the bias correction only): a numpy array, a
             `tf.data.Dataset`, an iterable of batches, or a folder of images. Float arrays are in the
             model's convention; uint8 arrays and folders are raw pixels and are scaled by
             `preprocess_input` (see `tflite.representative`).
@@ -62,7 +65,7 @@ def convert(
         input_range: the float range the model's input covers. For integer files the input's
             quantization is set from it, so a `uint8` file takes raw pixels 0..255 (scale 2/255,
             zero point 128) and maps them onto [-1, 1]. None keeps the calibrated range.
-        bias_correction: for integer modes, fold the expected int8 weight-rounding error of every
+        bias_correction: when calibration images are given, fold the expected int8 weight-rounding error of every
             convolution into its bias first (`tflite.bias_correction`); the file is still checked
             against the original model.
         target_agreement: top-1 agreement that `denylist="auto"` aims for.
@@ -97,13 +100,14 @@ def convert(
     calibration = None
     if spec.calibrated and representative_data is None:
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
-    if spec.calibrated:
+    if representative_data is not None and (spec.calibrated or spec.name == "dynamic"):
         calibration = collect(representative_data, input_shape, limit=num_calibration)
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = model
-        if bias_correction and spec.integer and spec.calibrated:
-            source = bias_corrected(model, calibration, skip=float_layers)
+        if bias_correction and calibration is not None:
+            source = bias_corrected(model, calibration, skip=float_layers,
+                                    min_elements=DYNAMIC_MIN_ELEMENTS if spec.name == "dynamic" else 0)
         return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
                               progress)
 
