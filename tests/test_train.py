@@ -1,0 +1,102 @@
+"""model.fit with the authors' recipe: run folders, resuming, weight decay, transfer learning."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from mobilenet_keras import data
+from mobilenet_keras.train import TrainConfig, build_classifier, decay_excluded, train
+from tests.conftest import CIFAR, require
+
+
+@pytest.fixture(scope="module")
+def digits32():
+    return data.digits(image_size=32, batch_size=64)
+
+
+def test_weight_decay_skips_depthwise_and_batchnorm():
+    model = build_classifier(TrainConfig(alpha=0.25, image_size=32), 10)
+    excluded = {id(w) for w in decay_excluded(model)}
+    for layer in model.layers:
+        for weight in layer.trainable_weights:
+            decayed = id(weight) not in excluded
+            if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.BatchNormalization)):
+                assert not decayed, weight.path
+            elif weight.path.endswith("kernel"):
+                assert decayed, weight.path
+
+
+def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp_path):
+    out = tmp_path / "run"
+    model = train(digits32, out, TrainConfig(alpha=0.25, image_size=32, epochs=2, batch_size=64), verbose=0)
+    for name in ("model.keras", "labels.txt", "history.csv", "training.png", "run.json"):
+        assert (out / name).exists(), name
+    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((out / "logs").rglob("*tfevents*"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["epochs"] == 2 and "tensorflow" in run["versions"]
+    assert 0 <= run["final"]["val_accuracy"] <= 1
+    reloaded = keras.models.load_model(out / "model.keras")
+    assert reloaded.get_layer("predictions").get_config()["activation"] == "softmax"
+    x = digits32.validation_arrays()[0][:8]
+    probs = reloaded.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_a_killed_run_resumes_where_it_stopped(digits32, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = TrainConfig(alpha=0.25, image_size=32, epochs=3, batch_size=64)
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterEpoch2(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Killed()
+
+    import mobilenet_keras.train as training
+
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [KillAfterEpoch2()])
+    with pytest.raises(Killed):
+        train(digits32, out, config, verbose=0)
+    monkeypatch.setattr(training, "_callbacks", original)
+    train(digits32, out, config, verbose=0)
+    epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().strip().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]  # epochs 0-1 from the first run, only epoch 2 from the second
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="strategy"):
+        TrainConfig(strategy="tpu").check()
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="int8").check()
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_imagenet_beats_random_init_on_cifar(weights_025, tmp_path):
+    require(CIFAR)
+    import shutil
+
+    # A 2,000-image slice (200 per class) in a folder of its own, read through the real folder path.
+    root = tmp_path / "cifar"
+    for folder in sorted(CIFAR.iterdir()):
+        (root / folder.name).mkdir(parents=True)
+        for path in sorted(folder.iterdir())[:200]:
+            shutil.copy(path, root / folder.name / path.name)
+    loaded = data.image_folder(root, image_size=64, batch_size=32, validation_split=0.2, seed=0)
+    common = dict(alpha=0.25, image_size=64, epochs=3, batch_size=32, seed=0)
+    pretrained = train(loaded, tmp_path / "pre", TrainConfig(weights=str(weights_025), fine_tune_epochs=2,
+                                                             **{**common, "epochs": 1}), verbose=0)
+    scratch = train(loaded, tmp_path / "scratch", TrainConfig(**common), verbose=0)
+    pre = json.loads((tmp_path / "pre" / "run.json").read_text())["final"]["val_accuracy"]
+    rand = json.loads((tmp_path / "scratch" / "run.json").read_text())["final"]["val_accuracy"]
+    assert pre > rand + 0.05, (pre, rand)
+    assert pretrained is not scratch
