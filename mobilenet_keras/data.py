@@ -110,12 +110,12 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
         raise ValueError(f"{path} has no class subfolders: put the images of each class in a folder of its own "
                          "(e.g. data/cat/*.jpg, data/dog/*.jpg).")
     counts = np.bincount(folder.labels, minlength=len(folder.class_names))
-    present = [name for name, count in zip(folder.class_names, counts) if count]
-    if len(present) < 2:
-        raise ValueError(f"{path} has images in only one class ({', '.join(present)}); a classifier needs two or more.")
     empty = [name for name, count in zip(folder.class_names, counts) if not count]
     if empty:
         raise ValueError(f"class folder(s) {', '.join(empty)} in {path} hold no images ({', '.join(IMAGE_SUFFIXES)}).")
+    present = [name for name, count in zip(folder.class_names, counts) if count]
+    if len(present) < 2:
+        raise ValueError(f"{path} has images in only one class ({', '.join(present)}); a classifier needs two or more.")
     if not 0 < validation_split < 1:
         raise ValueError(f"validation_split must be between 0 and 1; got {validation_split}.")
     if check_files:
