@@ -1,0 +1,82 @@
+"""A SavedModel for serving: named signatures for pixel arrays and for encoded image bytes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
+
+
+def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None = None, top_k: int = 5,
+                       force: bool = False) -> Path:
+    """Write a SavedModel with two signatures, through Keras 3's `ExportArchive`.
+
+    - `serving_default`: `images`, float32 [batch, H, W, 3] with pixel values 0..255 (scaled to
+      [-1, 1] inside the graph).
+    - `serving_bytes`: `image_bytes`, a batch of encoded JPEG, PNG, BMP or GIF strings, decoded,
+      resized to H x W (bilinear) and scaled inside the graph: what TF Serving's REST API receives as
+      `{"b64": ...}` instances.
+
+    Both return `probabilities` [batch, classes], `top_k_indices` and `top_k_scores` [batch, k], and
+    `top_k_labels` (strings) when `labels` are given.
+
+    The folder is written beside `path` under a temporary name and renamed; an existing non-empty
+    folder is refused unless `force=True`.
+    """
+    import keras
+    import tensorflow as tf
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
+        raise ValueError(f"{path} exists and is not empty; choose another folder or pass force=True (--force).")
+    if not path.parent.is_dir():
+        raise ValueError(f"parent folder {path.parent} does not exist; create it first.")
+    height, width, channels = model.input_shape[1:]
+    if height is None or width is None:
+        raise ValueError("the model takes images of any size; build it with a fixed input_shape to export.")
+    classes = model.output_shape[-1]
+    if labels is not None and len(labels) != classes:
+        raise ValueError(f"{len(labels)} labels for a model with {classes} classes.")
+    k = min(top_k, classes)
+    label_table = tf.constant(list(labels)) if labels is not None else None
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def predict(images):
+        probabilities = model(images * INPUT_SCALE + INPUT_OFFSET, training=False)
+        top = tf.math.top_k(probabilities, k=k)
+        outputs = {"probabilities": probabilities, "top_k_indices": top.indices, "top_k_scores": top.values}
+        if label_table is not None:
+            outputs["top_k_labels"] = tf.gather(label_table, top.indices)
+        return outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
+    def serving_default(images):
+        return predict(images)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serving_bytes(image_bytes):
+        def decode(encoded):
+            image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+            return tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
+
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels],
+                                                                                  tf.float32))
+        return predict(images)
+
+    archive.add_endpoint("serving_default", serving_default)
+    archive.add_endpoint("serving_bytes", serving_bytes)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        archive.write_out(str(staging), verbose=False)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,106 @@
+"""The SavedModel, loaded by TensorFlow alone and by saved_model_cli, gives the Keras model's answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mobilenet_keras import MobileNetV1, preprocess_input
+from mobilenet_keras.export import export_saved_model
+from tests.conftest import IMAGES, require
+
+SIZE = 64
+LABELS = [f"class_{i}" for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    return MobileNetV1(input_shape=(SIZE, SIZE, 3), alpha=0.25, classes=7)
+
+
+@pytest.fixture(scope="module")
+def saved(model, tmp_path_factory):
+    return export_saved_model(model, tmp_path_factory.mktemp("export") / "model", labels=LABELS, top_k=3)
+
+
+# Runs in a process that imports TensorFlow only, as a serving stack would.
+LOADER = r"""
+import base64, json, sys
+import numpy as np, tensorflow as tf
+folder, request_path, images_path, out_path = sys.argv[1:5]
+loaded = tf.saved_model.load(folder)
+pixels = np.load(images_path)
+by_pixels = loaded.signatures["serving_default"](images=tf.constant(pixels))
+request = json.load(open(request_path))
+assert request["signature_name"] == "serving_bytes"
+encoded = [base64.b64decode(instance["b64"]) for instance in request["instances"]]
+by_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded))
+decoded = tf.stack([tf.image.resize(tf.cast(tf.io.decode_image(e, channels=3, expand_animations=False), tf.float32),
+                    (pixels.shape[1], pixels.shape[2])) for e in encoded]).numpy()
+np.savez(out_path, pixels_probs=by_pixels["probabilities"].numpy(), bytes_probs=by_bytes["probabilities"].numpy(),
+         labels=by_pixels["top_k_labels"].numpy(), indices=by_pixels["top_k_indices"].numpy(), decoded=decoded)
+print(sorted(by_pixels), sorted(by_bytes))
+"""
+
+
+def test_both_signatures_give_the_keras_probabilities(model, saved, tmp_path):
+    photos = sorted(p for p in require(IMAGES).iterdir() if p.suffix.lower() in {".png", ".jpg", ".bmp"})
+    from tests.conftest import resize_batch
+    from PIL import Image
+
+    pixels = resize_batch([np.asarray(Image.open(p).convert("RGB")) for p in photos], SIZE)
+    np.save(tmp_path / "x.npy", pixels)
+    request = {"signature_name": "serving_bytes",
+               "instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in photos]}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    result = subprocess.run([sys.executable, "-c", LOADER, str(saved), str(tmp_path / "request.json"),
+                             str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "top_k_labels" in result.stdout
+    out = np.load(tmp_path / "out.npz", allow_pickle=True)  # the labels are byte strings
+    expected = model.predict(preprocess_input(pixels), verbose=0)
+    np.testing.assert_allclose(out["pixels_probs"], expected, atol=1e-5)
+    from_bytes = model.predict(preprocess_input(out["decoded"]), verbose=0)
+    np.testing.assert_allclose(out["bytes_probs"], from_bytes, atol=1e-5)
+    assert out["labels"].shape == (len(photos), 3)
+    top = np.argsort(-expected, axis=1)[:, :3]
+    np.testing.assert_array_equal(out["indices"], top)
+    assert [label.decode() for label in out["labels"][0]] == [LABELS[i] for i in top[0]]
+
+
+def _saved_model_cli():
+    import shutil
+
+    return shutil.which("saved_model_cli") or str(__import__("pathlib").Path(sys.executable).with_name("saved_model_cli"))
+
+
+def test_saved_model_cli_show_and_run(model, saved, tmp_path):
+    show = subprocess.run([_saved_model_cli(), "show", "--dir", str(saved), "--all"], capture_output=True, text=True,
+                          timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for words in ("signature_def['serving_default']", "signature_def['serving_bytes']", "images", "image_bytes",
+                  "probabilities", "top_k_labels"):
+        assert words in show.stdout, words
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", pixels)
+    run = subprocess.run([_saved_model_cli(), "run", "--dir", str(saved), "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}",
+                          "--outdir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    probabilities = np.load(tmp_path / "out" / "probabilities.npy")
+    np.testing.assert_allclose(probabilities, model.predict(preprocess_input(pixels), verbose=0), atol=1e-5)
+
+
+def test_refuses_to_overwrite_without_force(model, saved):
+    with pytest.raises(ValueError, match="not empty"):
+        export_saved_model(model, saved)
+    assert export_saved_model(model, saved, force=True) == saved
