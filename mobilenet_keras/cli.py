@@ -50,6 +50,105 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+EPILOG_PIPELINE = """examples:
+  mobilenet-keras pipeline                                   # digits, about 3 minutes on 2 cores
+  mobilenet-keras pipeline --data photos/ --weights imagenet --epochs 3 --fine-tune-epochs 3 --out runs/photos
+  mobilenet-keras pipeline --modes float32,int8,uint8 --quiet
+
+Writes RUN_DIR/report.md and report.json (written last: a folder without report.json is not a
+finished run), the TFLite files in RUN_DIR/tflite/, RUN_DIR/saved_model/, RUN_DIR/android/model.tflite,
+and the plots. Exit status 1 when a file fails verification, 2 for a usage error.
+"""
+
+EPILOG_PREDICT = """examples:
+  mobilenet-keras predict runs/latest/android/model.tflite cat.jpg dog.png
+  mobilenet-keras predict runs/latest/model.keras --labels runs/latest/labels.txt cat.jpg
+  mobilenet-keras predict runs/latest/saved_model cat.jpg
+"""
+
+EPILOG_BENCH = """examples:
+  mobilenet-keras bench runs/latest/tflite/*.tflite
+  mobilenet-keras bench model_int8.tflite --threads 4 --runs 100
+"""
+
+EPILOG_EXPORT = """examples:
+  mobilenet-keras export runs/latest --saved-model serving/mobilenet/1
+  mobilenet-keras export runs/latest --android app/src/main/assets/model.tflite
+"""
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from mobilenet_keras.pipeline import run
+
+    try:
+        return run(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mobilenet_keras.predict import main_predict
+
+    try:
+        return main_predict(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tflite.runtime import TFLiteModel
+    from tflite.verify import measure_latency
+
+    rows = []
+    try:
+        for path in args.files:
+            model = TFLiteModel(path)
+            rows.append((path, model.mode, model.size_bytes, measure_latency(model, args.runs, args.threads)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    width = max(len(str(r[0])) for r in rows)
+    print(f"{'file':<{width}}  {'mode':<14} {'size KiB':>9} {'ms/image':>9}")
+    for path, mode, size, ms in rows:
+        print(f"{str(path):<{width}}  {mode:<14} {size / 1024:>9.0f} {ms:>9.3f}")
+    print(f"(median of {args.runs} runs at batch 1, {args.threads} threads)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import keras
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "model.keras").exists():
+        raise UsageError(f"{run_dir} has no model.keras; give a run folder written by train or pipeline.")
+    if not args.saved_model and not args.android:
+        raise UsageError("say what to export: --saved-model DIR and/or --android FILE.tflite.")
+    model = keras.models.load_model(run_dir / "model.keras")
+    labels = (run_dir / "labels.txt").read_text().splitlines() if (run_dir / "labels.txt").exists() else None
+    try:
+        if args.saved_model:
+            from mobilenet_keras.export import export_saved_model
+
+            print(export_saved_model(model, args.saved_model, labels=labels, force=args.force))
+        if args.android:
+            from mobilenet_keras import data as datasets
+            from mobilenet_keras.android import android_file
+
+            if args.calibration is None:
+                raise ValueError("--android needs --calibration DIR (typical images, e.g. the training folder).")
+            from tflite.representative import collect
+
+            calibration = collect(args.calibration, tuple(model.input_shape[1:]), limit=200) \
+                if args.calibration != datasets.DIGITS else \
+                datasets.digits(image_size=model.input_shape[1], augment=False).calibration_arrays(200)
+            print(android_file(model, args.android, calibration, labels or [str(i) for i in
+                                                                            range(model.output_shape[-1])]))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mobilenet-keras",
@@ -75,6 +174,46 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(train)
     train.set_defaults(func=_cmd_train)
+
+    pipeline = sub.add_parser("pipeline", help="train, convert every mode, verify each file, export, report",
+                              description="The main job: from an image folder (or the embedded digits) to a "
+                                          "trained model, every TFLite flavour checked against the float model, "
+                                          "a SavedModel, an Android file and a report.",
+                              epilog=EPILOG_PIPELINE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(pipeline)
+    pipeline.set_defaults(epochs=8)
+    pipeline.add_argument("--modes", default="float32,float16,dynamic,int8,uint8",
+                          help="comma-separated TFLite modes (default float32,float16,dynamic,int8,uint8)")
+    pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    pipeline.set_defaults(func=_cmd_pipeline)
+
+    predict = sub.add_parser("predict", help="top 5 classes of images with a .tflite, .keras or SavedModel",
+                             description="Classify images and print the top 5 with labels.",
+                             epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("model", help="a .tflite file, a .keras file or a SavedModel folder")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--labels", default=None,
+                         help="labels.txt (default: the file's metadata, or labels.txt beside the model)")
+    predict.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
+    predict.set_defaults(func=_cmd_predict)
+
+    bench = sub.add_parser("bench", help="latency table of .tflite files",
+                           description="Median latency per image of each .tflite file at batch 1.",
+                           epilog=EPILOG_BENCH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("files", nargs="+", help=".tflite files")
+    bench.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    bench.add_argument("--runs", type=int, default=50, help="timed runs per file (default 50)")
+    bench.set_defaults(func=_cmd_bench)
+
+    export = sub.add_parser("export", help="SavedModel for serving and/or the Android .tflite from a run folder",
+                            description="Export a trained run folder for TF Serving and for Android.",
+                            epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("run_dir", help="a run folder with model.keras (and labels.txt)")
+    export.add_argument("--saved-model", default=None, help="SavedModel folder to write")
+    export.add_argument("--android", default=None, help="Android .tflite file to write (uint8, with metadata)")
+    export.add_argument("--calibration", default=None, help="folder of typical images (or 'digits') for --android")
+    export.add_argument("--force", action="store_true", help="overwrite a non-empty SavedModel folder")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

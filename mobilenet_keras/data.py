@@ -27,8 +27,9 @@ DIGITS = "digits"
 class ImageData:
     """Training and validation batches plus what a report needs about them."""
 
-    train: object  # tf.data.Dataset of (float images in [-1, 1], one-hot labels)
+    train: object  # tf.data.Dataset of (float images in [-1, 1], one-hot labels), augmented
     validation: object
+    train_plain: object  # the training batches without augmentation (calibration draws from these)
     class_names: list[str]
     image_size: int
     num_train: int
@@ -38,11 +39,22 @@ class ImageData:
 
     def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All validation images and integer labels as numpy arrays (for verification and reports)."""
-        images, labels = [], []
-        for x, y in self.validation:
-            images.append(np.asarray(x))
-            labels.append(np.argmax(np.asarray(y), axis=-1))
-        return np.concatenate(images), np.concatenate(labels)
+        return _arrays(self.validation)
+
+    def calibration_arrays(self, count: int) -> np.ndarray:
+        """Up to `count` training images, not augmented, for quantization calibration."""
+        return _arrays(self.train_plain, count)[0]
+
+
+def _arrays(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    images, labels, seen = [], [], 0
+    for x, y in dataset:
+        images.append(np.asarray(x))
+        labels.append(np.argmax(np.asarray(y), axis=-1))
+        seen += len(images[-1])
+        if limit is not None and seen >= limit:
+            break
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
 
 
 def augmentation(image_size: int, flip: bool = True):
@@ -70,10 +82,12 @@ def _finish(train, validation, image_size, batch_size, augment, flip, seed, num_
     validation = validation.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         train, validation = train.cache(), validation.cache()
+    plain = train
     if augment:
         augmenter = augmentation(image_size, flip)
         train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+    autotune = tf.data.AUTOTUNE
+    return train.prefetch(autotune), validation.prefetch(autotune), plain.prefetch(autotune)
 
 
 def _check_images(folder) -> None:
@@ -126,9 +140,9 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     train = keras.utils.image_dataset_from_directory(path, subset="training", shuffle=True, **common)
     validation = keras.utils.image_dataset_from_directory(path, subset="validation", shuffle=True, **common)
     num_validation = int(len(folder.paths) * validation_split)
-    train, validation = _finish(train, validation, image_size, batch_size, augment, flip, seed,
-                                len(folder.class_names), cache)
-    return ImageData(train, validation, list(folder.class_names), image_size,
+    train, validation, plain = _finish(train, validation, image_size, batch_size, augment, flip, seed,
+                                       len(folder.class_names), cache)
+    return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      len(folder.paths) - num_validation, num_validation, str(path))
 
 
@@ -150,8 +164,8 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     train = tf.data.Dataset.from_tensor_slices((images[train_idx], labels[train_idx]))
     train = train.shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     validation = tf.data.Dataset.from_tensor_slices((images[val_idx], labels[val_idx])).batch(batch_size)
-    train, validation = _finish(train, validation, image_size, batch_size, augment, False, seed, 10, True)
-    return ImageData(train, validation, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
+    train, validation, plain = _finish(train, validation, image_size, batch_size, augment, False, seed, 10, True)
+    return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
                      DIGITS)
 
 

@@ -1,0 +1,79 @@
+"""`mobilenet-keras predict`: the top classes of image files with any of the three model formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet_keras.images import load_image
+from mobilenet_keras.preprocessing import preprocess_input
+
+
+def _labels_from_metadata(path: Path) -> list[str] | None:
+    import zipfile
+
+    try:  # TFLite metadata's associated files are packed as a zip appended to the flatbuffer
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(".txt"):
+                    return archive.read(name).decode().splitlines()
+    except zipfile.BadZipFile:
+        return None
+    return None
+
+
+def _find_labels(model_path: Path, given: str | None) -> list[str] | None:
+    if given:
+        return Path(given).read_text().splitlines()
+    if model_path.suffix == ".tflite":
+        found = _labels_from_metadata(model_path)
+        if found:
+            return found
+    for folder in (model_path.parent if model_path.is_file() else model_path, model_path.parent):
+        if (folder / "labels.txt").exists():
+            return (folder / "labels.txt").read_text().splitlines()
+    return None
+
+
+def scores(model_path: Path, images: list[Path]) -> np.ndarray:
+    """Class scores for image files, with each format's own input convention."""
+    if model_path.suffix == ".tflite":
+        from tflite import TFLiteModel
+
+        model = TFLiteModel(model_path)
+        size = model.input_shape[1:3]
+        pixels = np.stack([load_image(p, size) for p in images])
+        if model.input_dtype == np.uint8:  # raw pixels, as on a phone
+            return model.dequantize_output(model.predict_raw(pixels))
+        return model.predict(preprocess_input(pixels))
+    if model_path.suffix == ".keras":
+        import keras
+
+        model = keras.models.load_model(model_path)
+        pixels = np.stack([load_image(p, model.input_shape[1:3]) for p in images])
+        return model.predict(preprocess_input(pixels), verbose=0)
+    if model_path.is_dir() and (model_path / "saved_model.pb").exists():
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(model_path))
+        encoded = tf.constant([p.read_bytes() for p in images])
+        return loaded.signatures["serving_bytes"](image_bytes=encoded)["probabilities"].numpy()
+    raise ValueError(f"{model_path} is not a .tflite file, a .keras file or a SavedModel folder.")
+
+
+def main_predict(args) -> int:
+    model_path = Path(args.model)
+    if not model_path.exists():
+        raise ValueError(f"{model_path} does not exist.")
+    images = [Path(p) for p in args.images]
+    for image in images:
+        load_image(image)  # names an unreadable file before any model loads
+    result = scores(model_path, images)
+    labels = _find_labels(model_path, args.labels)
+    for image, row in zip(images, result):
+        print(image)
+        for index in np.argsort(-row)[: args.top]:
+            name = labels[index] if labels and index < len(labels) else str(index)
+            print(f"  {row[index]:.4f}  {name}")
+    return 0

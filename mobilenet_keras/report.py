@@ -1,0 +1,110 @@
+"""The pipeline's report: plots as PNG files, and the markdown and JSON summaries."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet_keras.atomic import write_bytes_atomic
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _figure()
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path) -> Path:
+    """Every class probability of every image: float model (x) against the file (y)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(float_probs.reshape(-1), file_probs.reshape(-1), s=4, alpha=0.3)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set_xlabel("float model probability")
+    ax.set_ylabel(f"{name} probability")
+    ax.set_title(f"float vs {name}")
+    return _save(fig, path)
+
+
+def size_accuracy(rows: list[dict], path: Path) -> Path:
+    """File size against accuracy, one point per mode."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        ax.scatter(row["size_bytes"] / 1024, 100 * row["tflite_accuracy"], s=40)
+        ax.annotate(row["mode"], (row["size_bytes"] / 1024, 100 * row["tflite_accuracy"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("file size (KiB)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """Counts of true class (rows) against predicted class (columns)."""
+    plt = _figure()
+    n = len(class_names)
+    counts = np.zeros((n, n), dtype=int)
+    np.add.at(counts, (labels, predictions), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 1.0 + 0.45 * n))
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), class_names, fontsize=7)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6,
+                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return _save(fig, path)
+
+
+def markdown(summary: dict) -> str:
+    """The human-readable report."""
+    lines = [f"# mobilenet-keras run: {summary['verdict']}", ""]
+    data = summary["run"]["data"]
+    config = summary["run"]["config"]
+    lines += [f"Data: `{data['source']}`, {data['train_images']} training and {data['validation_images']} "
+              f"validation images, {len(data['classes'])} classes, {data['image_size']} px. "
+              f"Model: MobileNet V1 alpha {config['alpha']}, weights {config['weights'] or 'random init'}. "
+              f"Float validation accuracy {summary['run']['final']['val_accuracy']:.2%}.", ""]
+    lines += ["| file | mode | size | compression | top-1 agreement | accuracy | SQNR | latency | verdict |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in summary["files"]:
+        verdict = "pass" if row["passed"] else "FAIL: " + "; ".join(row["failures"])
+        lines.append(f"| `{Path(row['file']).name}` | {row['mode']} | {row['size_bytes'] / 1024:,.0f} KiB | "
+                     f"{1 / row['size_ratio']:.1f}x | {row['top1_agreement']:.2%} | {row['tflite_accuracy']:.2%} | "
+                     f"{row['sqnr_db']:.1f} dB | {row['latency_ms']:.2f} ms | {verdict} |")
+    lines += ["", "Compression is relative to the float32 weights; latency is the median at batch 1 with 2 threads.",
+              ""]
+    if summary.get("worst_layers"):
+        lines += ["## int8: the five worst layers (per-layer debugger)", "",
+                  "| layer | op | RMSE / scale | max abs error |", "|---|---|---|---|"]
+        for row in summary["worst_layers"]:
+            lines.append(f"| `{row['layer']}` | {row['op']} | {row['rmse_over_scale']:.3f} | "
+                         f"{row['max_abs_error']:.4f} |")
+        lines.append("")
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in summary["plots"]] + [""]
+    lines += ["## Deployable files", ""] + [f"- `{k}`: {v}" for k, v in summary["deployables"].items()] + [""]
+    return "\n".join(lines)
+
+
+def write(summary: dict, out: Path) -> None:
+    """report.md, then report.json last: a run folder with report.json is a finished run."""
+    write_bytes_atomic(out / "report.md", markdown(summary).encode())
+    write_bytes_atomic(out / "report.json", json.dumps(summary, indent=2, default=float).encode())
