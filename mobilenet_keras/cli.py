@@ -51,7 +51,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 EPILOG_PIPELINE = """examples:
-  mobilenet-keras pipeline                                   # digits, about 3 minutes on 2 cores
+  mobilenet-keras pipeline                                   # digits, about 4 minutes on 2 cores
   mobilenet-keras pipeline --data photos/ --weights imagenet --epochs 3 --fine-tune-epochs 3 --out runs/photos
   mobilenet-keras pipeline --modes float32,int8,uint8 --quiet
 
@@ -181,7 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
                                           "a SavedModel, an Android file and a report.",
                               epilog=EPILOG_PIPELINE, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(pipeline)
-    pipeline.set_defaults(epochs=8)
     pipeline.add_argument("--modes", default="float32,float16,dynamic,int8,uint8",
                           help="comma-separated TFLite modes (default float32,float16,dynamic,int8,uint8)")
     pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
@@ -223,13 +222,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "(scikit-learn's embedded handwritten digits; the default)")
     parser.add_argument("--alpha", type=float, default=0.25, help="width multiplier (default 0.25)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="input height and width (default 64 for digits, 96 otherwise)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs (of the new head when fine-tuning; default 5)")
+                        help="input height and width (default 32 for digits, 96 otherwise)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs (of the new head when fine-tuning); default 30 from scratch, 5 with --weights")
     parser.add_argument("--fine-tune-epochs", type=int, default=0,
                         help="then unfreeze the backbone for this many epochs at a tenth of the learning rate")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw", help="default adamw")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate (default 0.002)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak learning rate; default 0.02 from scratch, 0.002 with --weights")
     parser.add_argument("--weights", default=None,
                         help="'imagenet' or a path to a Keras backbone .h5 file: fine-tune instead of training "
                              "from scratch")

@@ -50,18 +50,12 @@ def run(args) -> int:
     from mobilenet_keras import data as datasets
     from mobilenet_keras import report
     from mobilenet_keras.export import export_saved_model
-    from mobilenet_keras.train import TrainConfig, train
+    from mobilenet_keras.train import config_from_args, train
 
     modes = parse_modes(args.modes)
     out = Path(args.out)
     check_out(out, args.force)
-    if args.image_size is None:
-        args.image_size = 64 if args.data == datasets.DIGITS else 96
-    config = TrainConfig(alpha=args.alpha, image_size=args.image_size, epochs=args.epochs,
-                         fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
-                         optimizer=args.optimizer, learning_rate=args.learning_rate, weights=args.weights,
-                         strategy=args.strategy, precision=args.precision, seed=args.seed)
-    config.check()
+    config = config_from_args(args)
     stage = Stages(args.quiet)
     stage(f"reading {args.data}")
     images = datasets.load(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=args.seed)

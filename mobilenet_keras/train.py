@@ -273,20 +273,34 @@ def _versions() -> dict:
     return found
 
 
-def main_train(args) -> int:
-    """The `mobilenet-keras train` command (argument parsing lives in the CLI)."""
+def config_from_args(args) -> TrainConfig:
+    """A TrainConfig from the CLI's training options, with defaults that depend on the data and weights."""
     from mobilenet_keras import data as datasets
 
     if args.image_size is None:
-        args.image_size = 64 if args.data == datasets.DIGITS else 96
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the run.")
+        args.image_size = 32 if args.data == datasets.DIGITS else 96
+    scratch = args.weights is None
+    if args.epochs is None:
+        args.epochs = 30 if scratch else 5
+    if args.learning_rate is None:
+        # From random weights MobileNet needs a larger step; a pretrained backbone a gentler one.
+        args.learning_rate = 2e-2 if scratch else 2e-3
     config = TrainConfig(alpha=args.alpha, image_size=args.image_size, epochs=args.epochs,
                          fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, learning_rate=args.learning_rate, weights=args.weights,
                          strategy=args.strategy, precision=args.precision, seed=args.seed)
     config.check()
+    return config
+
+
+def main_train(args) -> int:
+    """The `mobilenet-keras train` command (argument parsing lives in the CLI)."""
+    from mobilenet_keras import data as datasets
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run.")
+    config = config_from_args(args)
     loaded = datasets.load(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=args.seed)
     print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
           f"{len(loaded.class_names)} classes", file=sys.stderr)

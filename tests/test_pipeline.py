@@ -1,0 +1,76 @@
+"""The main job end to end, through the CLI as a user runs it, and its handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("top1_agreement", "top5_overlap", "mean_abs_diff", "max_abs_diff", "mean_cosine", "sqnr_db",
+           "size_bytes", "size_ratio", "latency_ms", "float_accuracy", "tflite_accuracy", "passed")
+
+
+def cli(*args, timeout=1200):
+    return subprocess.run([sys.executable, "-m", "mobilenet_keras.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_pipeline_on_digits(tmp_path):
+    out = tmp_path / "run"
+    result = cli("pipeline", "--out", str(out), "--quiet")  # the default run, as the README gives it
+    report = json.loads((out / "report.json").read_text())
+    modes = [row["mode"] for row in report["files"]]
+    assert modes == ["float32", "float16", "dynamic", "int8", "uint8"]
+    for row in report["files"]:
+        for figure in FIGURES:
+            assert figure in row, figure
+    for name in ("model.keras", "labels.txt", "history.csv", "run.json", "report.md", "saved_model/saved_model.pb",
+                 "android/model.tflite"):
+        assert (out / name).exists(), name
+    for mode in modes:
+        assert (out / "tflite" / f"model_{mode}.tflite").exists()
+    for plot in report["plots"]:
+        assert (out / plot).read_bytes()[:8] == PNG, plot
+    assert len(report["worst_layers"]) == 5
+    assert result.returncode == (0 if report["passed"] else 1)
+    assert report["passed"], report["failures"]
+    assert "[" in result.stderr and "training" in result.stderr  # one progress line per stage
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--data", "/no/such/folder"], "does not exist"),
+    (["--modes", "float32,int4"], "unknown mode"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
+    out = tmp_path / "run"
+    result = cli("pipeline", "--out", str(out), "--quiet", *args, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("mobilenet-keras")]
+    assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
+    assert not (out / "report.json").exists()
+
+
+def test_a_folder_without_classes_and_an_output_that_is_a_file(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(flat / "a.png")
+    result = cli("pipeline", "--data", str(flat), "--out", str(tmp_path / "run"), "--quiet", timeout=300)
+    assert result.returncode == 2 and "no class subfolders" in result.stderr
+    assert not (tmp_path / "run" / "report.json").exists()
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    result = cli("pipeline", "--out", str(taken), "--quiet", timeout=300)
+    assert result.returncode == 2 and "is a file" in result.stderr
+    assert taken.read_text() == "a file"
+
+
+def test_every_command_has_help():
+    for command in ("summary", "train", "pipeline", "predict", "bench", "export"):
+        result = cli(command, "--help", timeout=120)
+        assert result.returncode == 0 and "examples:" in result.stdout, command
