@@ -56,14 +56,14 @@ def main() -> None:
                     lines.append(
                         f"| {name} | {report.float_accuracy:.1%} | {variant} | {count} | {report.top1_agreement:.1%} "
                         f"| {report.top5_overlap:.1%} | {report.sqnr_db:.1f} | {report.tflite_accuracy:.1%} | "
-                        f"{report.accuracy_drop * 100:+.1f} | {floats} | {seconds:.0f} |")
+                        f"{report.accuracy_drop * 100:.1f} | {floats} | {seconds:.0f} |")
                     print(lines[-1], flush=True)
             for mode in ("float16", "dynamic"):
                 path = tflite.convert(model, Path(tmp, "m.tflite"), mode)
                 report = tflite.verify(model, path, held_out, labels=labels, latency_runs=0)
                 lines.append(f"| {name} | {report.float_accuracy:.1%} | {mode} (reference) | - | "
                              f"{report.top1_agreement:.1%} | {report.top5_overlap:.1%} | {report.sqnr_db:.1f} | "
-                             f"{report.tflite_accuracy:.1%} | {report.accuracy_drop * 100:+.1f} | - | - |")
+                             f"{report.tflite_accuracy:.1%} | {report.accuracy_drop * 100:.1f} | - | - |")
                 print(lines[-1], flush=True)
             keras.backend.clear_session()
     body = "\n".join(lines) + (

@@ -37,22 +37,28 @@ def _backbone_with_head(size: int):
                            dropout=0.2)
 
 
+def _fit(model, size: int, per_class: int, epochs: int, learning_rate: float):
+    import keras
+
+    from mobilenet_keras import preprocess_input
+
+    images, labels, _ = cifar_slice(per_class, 0, size)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(preprocess_input(images), labels, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
 @functools.lru_cache(maxsize=None)
 def classifier(size: int = SIZE, per_class: int = 200, epochs: int = 8):
     """The 0.25 ImageNet backbone, frozen, with a 10-class head trained on 2,000 CIFAR-10 images."""
     import keras
 
-    from mobilenet_keras import preprocess_input
-
     keras.utils.set_random_seed(0)
-    images, labels, _ = cifar_slice(per_class, 0, size)
     model = _backbone_with_head(size)
     for layer in model.layers:
         layer.trainable = layer.name == "conv_preds"
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(preprocess_input(images), labels, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    return _fit(model, size, per_class, epochs, 3e-3)
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,15 +66,9 @@ def fine_tuned_classifier(size: int = SIZE, per_class: int = 200, epochs: int = 
     """The same, fine-tuned end to end (BatchNorm momentum 0.9 so its statistics follow the weights)."""
     import keras
 
-    from mobilenet_keras import preprocess_input
-
     keras.utils.set_random_seed(0)
-    images, labels, _ = cifar_slice(per_class, 0, size)
     model = _backbone_with_head(size)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(preprocess_input(images), labels, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    return _fit(model, size, per_class, epochs, 1e-3)
