@@ -109,6 +109,7 @@ def build_classifier(config: TrainConfig, num_classes: int):
     import keras
 
     from mobilenet_keras.model import MobileNetV1
+    from mobilenet_keras.weights import transfer_weights
 
     with warnings.catch_warnings():
         # A backbone file has no head for these classes: a new one is what transfer learning wants.
@@ -118,9 +119,7 @@ def build_classifier(config: TrainConfig, num_classes: int):
         if config.weights is not None:
             backbone = MobileNetV1(input_shape=(config.image_size, config.image_size, 3), alpha=config.alpha,
                                    include_top=False, weights=config.weights)
-            for layer in backbone.layers:
-                if layer.weights:
-                    model.get_layer(layer.name).set_weights(layer.get_weights())
+            transfer_weights(backbone, model)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.batchnorm_momentum

@@ -87,16 +87,16 @@ def load_weights(model, path: str | os.PathLike) -> None:
 
 
 def transfer_weights(source, target) -> None:
-    """Copy weights layer by layer (by name) between two models with the same layer names.
+    """Copy every weighted layer of `source` into the layer of the same name in `target`.
 
-    Works across Keras 3 and tf_keras models, as long as each named layer has weights of the
-    same shapes.
+    Works across models of different heads (a backbone into a classifier) and across Keras 3 and
+    tf_keras models, as long as each named layer has weights of the same shapes.
     """
-    source_layers = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
+    for layer in source.layers:
         if not layer.weights:
             continue
-        if layer.name not in source_layers:
-            raise ValueError(f"layer {layer.name!r} of {target.name} has no counterpart in {source.name}.")
-        values = [np.asarray(v) for v in source_layers[layer.name].get_weights()]
-        layer.set_weights(values)
+        try:
+            counterpart = target.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"layer {layer.name!r} of {source.name} has no counterpart in {target.name}.") from None
+        counterpart.set_weights([np.asarray(v) for v in layer.get_weights()])

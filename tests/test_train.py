@@ -100,3 +100,15 @@ def test_fine_tuning_from_imagenet_beats_random_init_on_cifar(weights_025, tmp_p
     rand = json.loads((tmp_path / "scratch" / "run.json").read_text())["final"]["val_accuracy"]
     assert pre > rand + 0.05, (pre, rand)
     assert pretrained is not scratch
+
+
+def test_transfer_learning_starts_from_the_backbone_file(weights_025):
+    from mobilenet_keras import MobileNetV1
+
+    model = build_classifier(TrainConfig(alpha=0.25, image_size=64, weights=str(weights_025)), 5)
+    backbone = MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=weights_025)
+    for layer in (layer for layer in backbone.layers if layer.weights):
+        for ours, theirs in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert model.output_shape == (None, 5)
+    assert model.get_layer("conv_dw_1_bn").momentum == 0.9
