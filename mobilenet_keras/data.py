@@ -71,7 +71,7 @@ def augmentation(image_size: int, flip: bool = True):
     return keras.Sequential(layers, name="augmentation")
 
 
-def _finish(train, validation, image_size, batch_size, augment, flip, seed, num_classes, cache):
+def _finish(train, validation, image_size, augment, flip, num_classes, cache):
     import tensorflow as tf
 
     def prepare(images, labels):
@@ -140,8 +140,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     train = keras.utils.image_dataset_from_directory(path, subset="training", shuffle=True, **common)
     validation = keras.utils.image_dataset_from_directory(path, subset="validation", shuffle=True, **common)
     num_validation = int(len(folder.paths) * validation_split)
-    train, validation, plain = _finish(train, validation, image_size, batch_size, augment, flip, seed,
-                                       len(folder.class_names), cache)
+    train, validation, plain = _finish(train, validation, image_size, augment, flip, len(folder.class_names), cache)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      len(folder.paths) - num_validation, num_validation, str(path))
 
@@ -164,7 +163,7 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     train = tf.data.Dataset.from_tensor_slices((images[train_idx], labels[train_idx]))
     train = train.shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     validation = tf.data.Dataset.from_tensor_slices((images[val_idx], labels[val_idx])).batch(batch_size)
-    train, validation, plain = _finish(train, validation, image_size, batch_size, augment, False, seed, 10, True)
+    train, validation, plain = _finish(train, validation, image_size, augment, False, 10, True)
     return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
                      DIGITS)
 

@@ -14,9 +14,8 @@ CALIBRATION_IMAGES = 200
 class Stages:
     """One progress line per stage, with the elapsed time."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self):
         self.start = time.time()
-        self.quiet = quiet
 
     def __call__(self, message: str) -> None:
         print(f"[{time.time() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
@@ -44,8 +43,6 @@ def check_out(out: Path, force: bool) -> None:
 
 def run(args) -> int:
     """Run every stage; returns 0 when every file passes verification, 1 otherwise."""
-    import numpy as np
-
     import tflite
     from mobilenet_keras import data as datasets
     from mobilenet_keras import report
@@ -56,7 +53,7 @@ def run(args) -> int:
     out = Path(args.out)
     check_out(out, args.force)
     config = config_from_args(args)
-    stage = Stages(args.quiet)
+    stage = Stages()
     stage(f"reading {args.data}")
     images = datasets.load(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=args.seed)
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "

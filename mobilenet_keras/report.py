@@ -11,7 +11,8 @@ import numpy as np
 from mobilenet_keras.atomic import write_bytes_atomic
 
 
-def _figure():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,8 +21,9 @@ def _figure():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    plt = _figure()
+def save_figure(fig, path: Path) -> Path:
+    """Write `fig` as a PNG (temporary file, then rename) and close it."""
+    plt = pyplot()
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=100)
@@ -31,19 +33,19 @@ def _save(fig, path: Path) -> Path:
 
 def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path) -> Path:
     """Every class probability of every image: float model (x) against the file (y)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(float_probs.reshape(-1), file_probs.reshape(-1), s=4, alpha=0.3)
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
     ax.set_xlabel("float model probability")
     ax.set_ylabel(f"{name} probability")
     ax.set_title(f"float vs {name}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def size_accuracy(rows: list[dict], path: Path) -> Path:
     """File size against accuracy, one point per mode."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         ax.scatter(row["size_bytes"] / 1024, 100 * row["tflite_accuracy"], s=40)
@@ -52,12 +54,12 @@ def size_accuracy(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("file size (KiB)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: list[str], path: Path) -> Path:
     """Counts of true class (rows) against predicted class (columns)."""
-    plt = _figure()
+    plt = pyplot()
     n = len(class_names)
     counts = np.zeros((n, n), dtype=int)
     np.add.at(counts, (labels, predictions), 1)
@@ -71,7 +73,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: l
                     color="white" if counts[i, j] > counts.max() / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def markdown(summary: dict) -> str:

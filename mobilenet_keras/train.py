@@ -135,14 +135,9 @@ def logits_view(model):
 
 def plot_history(history: dict, path: Path) -> Path:
     """Loss and accuracy curves (training and validation) as a PNG."""
-    import matplotlib
+    from mobilenet_keras.report import save_figure, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mobilenet_keras.atomic import write_bytes_atomic
-    import io
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "top-1 accuracy")):
@@ -153,11 +148,7 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return save_figure(fig, path)
 
 
 def _callbacks(out: Path, phase: str, best_so_far: float | None = None):

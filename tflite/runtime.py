@@ -33,7 +33,6 @@ class TFLiteModel:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path} could not be loaded by the LiteRT interpreter: {exc}") from None
-        self._num_threads = num_threads
         self._content = content
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -107,10 +106,6 @@ class TFLiteModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Float images (batch, H, W, C) in the model's convention -> float outputs, any batch size."""
         return self.dequantize_output(self.predict_raw(self.quantize_input(images)))
-
-    def with_threads(self, num_threads: int) -> "TFLiteModel":
-        """A second interpreter on the same file with another thread count (for timing)."""
-        return TFLiteModel(self.path, num_threads=num_threads)
 
 
 def _quantization(details) -> tuple[float, int] | None:
