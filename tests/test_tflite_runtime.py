@@ -103,3 +103,13 @@ def test_not_a_tflite_file(tmp_path):
         TFLiteModel(text)
     with pytest.raises(ValueError, match="does not exist"):
         TFLiteModel(tmp_path / "missing.tflite")
+
+
+def test_qat_mode_refuses_a_model_that_was_not_quantization_aware_trained(tmp_path):
+    import tflite
+    from mobilenet_keras import MobileNetV1
+
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3)
+    with pytest.raises(ValueError, match="quantization-aware"):
+        tflite.convert(model, tmp_path / "q.tflite", "qat")
+    assert not list(tmp_path.iterdir())

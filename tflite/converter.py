@@ -85,6 +85,9 @@ def convert(
             f"the model takes images of any size {input_shape}; a TFLite file needs a fixed size. "
             "Rebuild it with input_shape=(height, width, 3) and copy the weights over."
         )
+    if spec.name == "qat" and not any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
+        raise ValueError("mode 'qat' takes a quantization-aware-trained model (tfmot's quantize_model); this "
+                         "model has no quantization wrappers. Use mode 'int8' with representative_data instead.")
     auto = isinstance(denylist, str) and denylist == AUTO
     if isinstance(denylist, str) and not auto:
         raise ValueError(f"denylist must be a list of layer names, None or {AUTO!r}; got {denylist!r}.")
