@@ -77,6 +77,26 @@ EPILOG_EXPORT = """examples:
 """
 
 
+EPILOG_QAT = """examples:
+  mobilenet-keras qat runs/latest                         # 2 epochs at 1e-4, files in runs/latest/tflite/
+  mobilenet-keras qat runs/photos --epochs 3 --learning-rate 3e-5
+
+Reads the run's model.keras and run.json (the data is read again from the same source), trains the
+quantization-aware model, and writes runs/latest/qat/qat.weights.h5, tflite/model_qat.tflite (int8
+input and output) and tflite/model_qat_uint8.tflite (raw pixels in), each checked against the float
+model and against the QAT Keras model. Exit status 1 when a file fails verification.
+"""
+
+
+def _cmd_qat(args: argparse.Namespace) -> int:
+    from mobilenet_keras.qat_run import main_qat
+
+    try:
+        return main_qat(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from mobilenet_keras.pipeline import run
 
@@ -185,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated TFLite modes (default float32,float16,dynamic,int8,uint8)")
     pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     pipeline.set_defaults(func=_cmd_pipeline)
+
+    qat_parser = sub.add_parser("qat", help="quantization-aware training of a trained run, then int8 files",
+                                description="Quantization-aware training with tensorflow-model-optimization on a "
+                                            "tf_keras twin of the run's model, then int8 and uint8 TFLite files.",
+                                epilog=EPILOG_QAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    qat_parser.add_argument("run_dir", help="a run folder written by train or pipeline")
+    qat_parser.add_argument("--epochs", type=int, default=2, help="QAT epochs (default 2)")
+    qat_parser.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    qat_parser.add_argument("--data", default=None, help="read the data from here instead of run.json's source")
+    qat_parser.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
+    qat_parser.set_defaults(func=_cmd_qat)
 
     predict = sub.add_parser("predict", help="top 5 classes of images with a .tflite, .keras or SavedModel",
                              description="Classify images and print the top 5 with labels.",

@@ -132,8 +132,14 @@ def _build(
     classifier_activation="softmax",
     output_stride=None,
     name=None,
+    fold_batchnorm=False,
 ):
-    """Build the network with the Keras namespace `k` (`keras`, or `tf_keras` for the QAT twin)."""
+    """Build the network with the Keras namespace `k` (`keras`, or `tf_keras` for the QAT twin).
+
+    `fold_batchnorm=True` builds the inference form that TFLite runs: every convolution carries a bias
+    and no BatchNormalization follows it (the QAT twin trains in this form, so that its simulated
+    weight quantization is the one the converted file uses).
+    """
     input_shape = _validate(input_shape, alpha, depth_multiplier, include_top, weights, pooling,
                             classes, classifier_activation, output_stride, dropout)
     rows, cols, _ = input_shape
@@ -149,10 +155,13 @@ def _build(
         img_input = input_tensor
         inputs = k.utils.get_source_inputs(input_tensor) if hasattr(k.utils, "get_source_inputs") else input_tensor
 
+    def batchnorm(x, name):
+        return x if fold_batchnorm else layers.BatchNormalization(name=name)(x)
+
     stem = specs.STEM
     x = layers.Conv2D(specs.scaled_filters(stem.filters, alpha), stem.kernel, strides=stem.stride,
-                      padding="same", use_bias=False, name="conv1")(img_input)
-    x = layers.BatchNormalization(name="conv1_bn")(x)
+                      padding="same", use_bias=fold_batchnorm, name="conv1")(img_input)
+    x = batchnorm(x, "conv1_bn")
     x = layers.ReLU(6.0, name="conv1_relu")(x)
 
     for plan in specs.plan_blocks(output_stride):
@@ -165,12 +174,12 @@ def _build(
             padding = "valid"
         x = layers.DepthwiseConv2D(specs.DEPTHWISE_KERNEL, strides=plan.stride, padding=padding,
                                    depth_multiplier=depth_multiplier, dilation_rate=plan.dilation,
-                                   use_bias=False, name=f"conv_dw_{i}")(x)
-        x = layers.BatchNormalization(name=f"conv_dw_{i}_bn")(x)
+                                   use_bias=fold_batchnorm, name=f"conv_dw_{i}")(x)
+        x = batchnorm(x, f"conv_dw_{i}_bn")
         x = layers.ReLU(6.0, name=f"conv_dw_{i}_relu")(x)
         x = layers.Conv2D(specs.scaled_filters(plan.spec.filters, alpha), 1, padding="same",
-                          use_bias=False, name=f"conv_pw_{i}")(x)
-        x = layers.BatchNormalization(name=f"conv_pw_{i}_bn")(x)
+                          use_bias=fold_batchnorm, name=f"conv_pw_{i}")(x)
+        x = batchnorm(x, f"conv_pw_{i}_bn")
         x = layers.ReLU(6.0, name=f"conv_pw_{i}_relu")(x)
 
     if include_top:

@@ -86,17 +86,35 @@ def load_weights(model, path: str | os.PathLike) -> None:
     model.load_weights(path, by_name=True)
 
 
+def _unwrapped(layer):
+    """The float layer inside tfmot's wrappers (quantize, prune), or `layer` itself."""
+    while hasattr(layer, "layer") and not hasattr(layer, "layers"):
+        layer = layer.layer
+    return layer
+
+
 def transfer_weights(source, target) -> None:
     """Copy every weighted layer of `source` into the layer of the same name in `target`.
 
     Works across models of different heads (a backbone into a classifier) and across Keras 3 and
-    tf_keras models, as long as each named layer has weights of the same shapes.
+    tf_keras models, as long as each named layer has weights of the same shapes. `source` may be
+    wrapped by tfmot's `quantize_model`: its quantizer ranges are not float weights and stay behind,
+    so trained QAT weights come back into a Keras 3 model this way.
+
+    Raises:
+        ValueError: a layer of `source` has no counterpart in `target`, or its weights' shapes differ.
     """
+    target_layers = {_unwrapped(layer).name: _unwrapped(layer) for layer in target.layers}
     for layer in source.layers:
-        if not layer.weights:
+        inner = _unwrapped(layer)
+        if not inner.weights or type(inner).__name__ == "QuantizeLayer":
             continue
-        try:
-            counterpart = target.get_layer(layer.name)
-        except ValueError:
-            raise ValueError(f"layer {layer.name!r} of {source.name} has no counterpart in {target.name}.") from None
-        counterpart.set_weights([np.asarray(v) for v in layer.get_weights()])
+        counterpart = target_layers.get(inner.name)
+        if counterpart is None:
+            raise ValueError(f"layer {inner.name!r} of {source.name} has no counterpart in {target.name}.")
+        values = [np.asarray(v) for v in inner.get_weights()]
+        expected = [tuple(w.shape) for w in counterpart.get_weights()]
+        if [v.shape for v in values] != expected:
+            raise ValueError(f"layer {inner.name!r}: shapes {[v.shape for v in values]} in {source.name} but "
+                             f"{expected} in {target.name}.")
+        counterpart.set_weights(values)

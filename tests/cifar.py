@@ -5,7 +5,9 @@ images from 200, calibration images from 400 (per class), so no image is in two 
 from __future__ import annotations
 
 import functools
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -72,3 +74,13 @@ def fine_tuned_classifier(size: int = SIZE, per_class: int = 200, epochs: int = 
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
     return _fit(model, size, per_class, epochs, 1e-3)
+
+
+@functools.lru_cache(maxsize=None)
+def converted(mode: str, size: int = SIZE) -> Path:
+    """`classifier()` converted in `mode` with 200 calibration images, once per test session (read-only)."""
+    import tflite
+
+    folder = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cifar_"))
+    calibration = cifar_slice(20, 400, size)[0]
+    return tflite.convert(classifier(size), folder / f"{mode}.tflite", mode, representative_data=calibration)

@@ -10,7 +10,7 @@ import tflite
 from mobilenet_keras import preprocess_input
 from tflite import TFLiteModel, verify
 from tflite.inspect import float_layers, operator_names, read_model
-from tests.cifar import SIZE, cifar_slice, classifier
+from tests.cifar import SIZE, cifar_slice, classifier, converted
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +34,8 @@ def held_out():
 
 
 @pytest.fixture(scope="module")
-def files(model, calibration, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tflite")
-    return {mode: tflite.convert(model, folder / f"{mode}.tflite", mode, representative_data=calibration)
-            for mode in ALL_MODES}
+def files(model):
+    return {mode: converted(mode) for mode in ALL_MODES}
 
 
 @pytest.fixture(scope="module")

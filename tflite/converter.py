@@ -49,7 +49,8 @@ def convert(
         output_path: the `.tflite` file to write. It is written to a temporary file in the same
             folder and renamed, so a failed conversion leaves nothing there.
         mode: one of `tflite.MODES`: `float32`, `dynamic`, `float16`, `int8`, `uint8`,
-            `int8_float_io`, `int16x8`, or `qat` (for a quantization-aware-trained tf_keras model).
+            `int8_float_io`, `int16x8`, or `qat` / `qat_uint8` (a quantization-aware-trained
+            model from `mobilenet_keras.qat`: its trained ranges are used, no calibration).
         representative_data: calibration images for the integer and int16x8 modes (optional for
             `dynamic`, where they feed the bias correction only): a numpy array, a
             `tf.data.Dataset`, an iterable of batches, or a folder of images. Float arrays are in the
@@ -85,8 +86,9 @@ def convert(
             f"the model takes images of any size {input_shape}; a TFLite file needs a fixed size. "
             "Rebuild it with input_shape=(height, width, 3) and copy the weights over."
         )
-    if spec.name == "qat" and not any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
-        raise ValueError("mode 'qat' takes a quantization-aware-trained model (tfmot's quantize_model); this "
+    qat = spec.name.startswith("qat")
+    if qat and not any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
+        raise ValueError(f"mode {mode!r} takes a quantization-aware-trained model (tfmot's quantize_model); this "
                          "model has no quantization wrappers. Use mode 'int8' with representative_data instead.")
     auto = isinstance(denylist, str) and denylist == AUTO
     if isinstance(denylist, str) and not auto:
@@ -201,10 +203,10 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
         if spec.name == "float32":
             return converter.convert()
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if spec.name in ("dynamic", "qat"):
-            if spec.name == "qat":
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
+        if spec.name == "dynamic" or spec.name.startswith("qat"):
+            if spec.name.startswith("qat"):
+                converter.inference_input_type = getattr(tf, spec.input_type)
+                converter.inference_output_type = getattr(tf, spec.output_type)
             return converter.convert()
         if spec.name == "float16":
             converter.target_spec.supported_types = [tf.float16]
@@ -227,7 +229,9 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
 
 
 def _export_saved_model(model, path: str, signature) -> None:
-    if hasattr(model, "export"):  # Keras 3
+    import keras
+
+    if isinstance(model, keras.Model):  # Keras 3 (tf_keras models have an export() of another signature)
         # Keras prints its own notes even with verbose=False on some paths; keep the user's log clean.
         with contextlib.redirect_stdout(io.StringIO()):
             model.export(path, format="tf_saved_model", verbose=False, input_signature=signature)

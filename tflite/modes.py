@@ -29,6 +29,8 @@ MODES: dict[str, Mode] = {
         Mode("int16x8", "16-bit activations, 8-bit weights (slow on CPU)", True, False, "float32", "float32"),
         Mode("qat", "int8 from a quantization-aware-trained model, int8 input and output", False, True,
              "int8", "int8"),
+        Mode("qat_uint8", "int8 from a quantization-aware-trained model, uint8 input (raw pixels) and output",
+             False, True, "uint8", "uint8"),
     )
 }
 

@@ -95,7 +95,10 @@ class TFLiteModel:
             return images.astype(self.input_dtype)
         scale, zero_point = self.input_quantization
         info = np.iinfo(self.input_dtype)
-        return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(self.input_dtype)
+        # Half up, as TensorFlow's FakeQuant rounds: images from 8-bit pixels in MobileNet's convention
+        # fall exactly half-way between two steps, and a QAT model's input quantizer sends them up.
+        # (np.round's half-to-even would send alternate pixel values down, a different input.)
+        return np.clip(np.floor(images / scale + zero_point + 0.5), info.min, info.max).astype(self.input_dtype)
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         if self.output_quantization is None:

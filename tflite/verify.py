@@ -44,6 +44,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "uint8": _INT8,
     "int8_float_io": _INT8,
     "qat": _INT8,
+    "qat_uint8": _INT8,
 }
 
 

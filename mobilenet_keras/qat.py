@@ -1,0 +1,248 @@
+"""Quantization-aware training (QAT) of a trained Keras 3 MobileNet with tensorflow-model-optimization.
+
+    from mobilenet_keras import qat
+    qat_model = qat.quantize(model, calibration)          # folded tf_keras twin, ranges from calibration
+    qat.fine_tune(qat_model, data.train, data.validation, epochs=2)
+    tflite.convert(qat_model, "model_qat.tflite", "qat")   # int8 with the trained ranges
+
+tfmot accepts only tf_keras models, so QAT runs on a tf_keras twin built from the same block table
+(`mobilenet_keras.twin`) in the form TFLite runs: each BatchNorm folded into the convolution before
+it, so that training sees the weights (and their per-channel int8 grid) the file will hold. Before
+training, every quantizer range is set from the model itself (weights) and from calibration images
+(activations): tfmot's defaults ([-6, 6] for every activation, [0, 0] for the input) start QAT at
+chance accuracy.
+
+tfmot is imported only inside these functions: importing it sets TF_USE_LEGACY_KERAS=1 for the
+process, which is restored right after, so Keras 3 code keeps working beside a QAT run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet_keras import specs
+
+DEFAULT_EPOCHS = 2
+DEFAULT_LEARNING_RATE = 1e-4
+INPUT_RANGE = (-1.0, 1.0)  # MobileNet's input convention (mobilenet_keras.preprocessing)
+
+
+@contextlib.contextmanager
+def _tfmot():
+    """Import tfmot and its scheme without leaving TF_USE_LEGACY_KERAS changed for the rest of the process."""
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as tfmot
+
+        from mobilenet_keras import qat_scheme
+
+        yield tfmot, qat_scheme
+    finally:
+        if before is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = before
+
+
+def _convolutions() -> list[str]:
+    names = ["conv1"]
+    for spec in specs.BLOCKS:
+        names += [f"conv_dw_{spec.block_id}", f"conv_pw_{spec.block_id}"]
+    return names
+
+
+def folded_weights(model) -> dict[str, list[np.ndarray]]:
+    """`{convolution name: [kernel, bias]}` with the BatchNorm after each convolution folded into it.
+
+    kernel * gamma / sqrt(variance + epsilon) and beta - mean * gamma / sqrt(variance + epsilon), per
+    output channel (a depthwise kernel's output channel c * multiplier + m), computed in float64.
+    """
+    folded = {}
+    for name in _convolutions():
+        kernel = np.asarray(model.get_layer(name).get_weights()[0], np.float64)
+        bn = model.get_layer(f"{name}_bn")
+        gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())
+        scale = gamma / np.sqrt(variance + bn.epsilon)
+        if kernel.shape[-1] != scale.size:  # depthwise (kh, kw, C, M)
+            kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
+        else:
+            kernel = kernel * scale
+        folded[name] = [kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)]
+    return folded
+
+
+def folded_twin(model):
+    """A tf_keras model of `model` with every BatchNorm folded into its convolution (same outputs, to rounding)."""
+    import tf_keras
+
+    from mobilenet_keras.model import _build
+    from mobilenet_keras.twin import architecture_of
+
+    twin = _build(tf_keras, fold_batchnorm=True, **architecture_of(model))
+    for name, values in folded_weights(model).items():
+        twin.get_layer(name).set_weights(values)
+    for name in ("conv_preds",):
+        if any(layer.name == name for layer in model.layers):
+            twin.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    return twin
+
+
+def quantize(model, calibration=None, num_calibration: int = 200):
+    """A quantization-aware tf_keras model of the Keras 3 `model`, ready to `fine_tune` and convert.
+
+    Args:
+        model: a trained Keras 3 MobileNet (from `MobileNetV1` or `mobilenet_keras.train`).
+        calibration: images (in any form `tflite.representative.collect` takes) to set the activation
+            ranges from before training; None leaves tfmot's initial ranges (for loading saved weights).
+        num_calibration: how many of them to use.
+
+    Returns:
+        A `tf_keras.Model` whose convolutions and activations are fake-quantized as in the int8 file.
+    """
+    twin = folded_twin(model)
+    with _tfmot() as (tfmot, scheme):
+        import tf_keras
+
+        def annotate(layer):
+            if isinstance(layer, tf_keras.layers.DepthwiseConv2D):
+                config = scheme.ConvWeightsConfig(depthwise=True)
+            elif isinstance(layer, tf_keras.layers.Conv2D) and layer.name != "conv_preds":
+                config = scheme.ConvWeightsConfig()
+            else:
+                return tfmot.quantization.keras.quantize_annotate_layer(layer)
+            return tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config=config)
+
+        annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
+        annotated.set_weights(twin.get_weights())
+        with tfmot.quantization.keras.quantize_scope(scheme.CUSTOM_OBJECTS):
+            qat_model = tfmot.quantization.keras.quantize_apply(annotated, scheme.FoldedMobileNetScheme())
+    if calibration is not None:
+        from tflite.representative import collect
+
+        images = collect(calibration, tuple(model.input_shape[1:]), limit=num_calibration)
+        init_ranges(qat_model, twin, images)
+    return qat_model
+
+
+def _variables(wrapper) -> dict[str, object]:
+    return {v.name.split("/")[-1].split(":")[0]: v for v in wrapper.weights}
+
+
+def set_weight_ranges(qat_model) -> None:
+    """Set every weight quantizer's per-channel range to its kernel's current max |w| (TFLite's scheme).
+
+    tfmot's LastValue quantizers record the range of the last training batch's weights, one optimizer
+    step behind the final weights; this brings them level with the weights the file will hold.
+    """
+    from mobilenet_keras.qat_scheme import channel_bounds
+
+    for layer in qat_model.layers:
+        for weight, quantizer, ranges in getattr(layer, "_weight_vars", []):
+            low = ranges["min_var"]
+            bound = np.abs(np.asarray(weight)).reshape(-1, low.shape[0]).max(axis=0)
+            if type(quantizer).__name__ == "PerChannelWeightsQuantizer":
+                bound = channel_bounds(bound)
+            low.assign(-bound)
+            ranges["max_var"].assign(bound)
+
+
+def init_ranges(qat_model, float_twin, images: np.ndarray, input_range=INPUT_RANGE) -> None:
+    """Set the QAT model's input, weight and activation ranges before training.
+
+    Activations take the min and max (with 0 inside) that `float_twin` reaches on `images`, as
+    post-training calibration would; the input takes `input_range`; weights their own max |w|.
+    """
+    import tf_keras
+
+    set_weight_ranges(qat_model)
+    observed = []
+    for layer in qat_model.layers:
+        found = _variables(layer)
+        if "quantize_layer_min" in found:
+            found["quantize_layer_min"].assign(input_range[0])
+            found["quantize_layer_max"].assign(input_range[1])
+            continue
+        for prefix in ("output", "post_activation"):
+            if f"{prefix}_min" in found:
+                observed.append((layer.layer.name, found[f"{prefix}_min"], found[f"{prefix}_max"]))
+    probe = tf_keras.Model(float_twin.inputs, [float_twin.get_layer(name).output for name, _, _ in observed])
+    outputs = probe.predict(images, batch_size=32, verbose=0)
+    for (_, low, high), values in zip(observed, outputs):
+        low.assign(min(float(np.min(values)), 0.0))
+        high.assign(max(float(np.max(values)), 0.0))
+
+
+def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
+              learning_rate: float = DEFAULT_LEARNING_RATE, label_smoothing: float = 0.1,
+              callbacks=None, verbose: int = 1) -> dict:
+    """Train the QAT model at a low learning rate; returns the Keras history.
+
+    `train` and `validation` are `tf.data` datasets (or anything tf_keras's `fit` takes) of images
+    in the model's convention and one-hot labels, such as `mobilenet_keras.data.ImageData.train`.
+    """
+    import tf_keras
+
+    qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
+                      loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                      metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
+    history = qat_model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose,
+                            callbacks=callbacks or [])
+    set_weight_ranges(qat_model)
+    return {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
+def save_weights(qat_model, path: str | os.PathLike) -> Path:
+    """Save the QAT model's weights and ranges (an `.h5` file), written to a temporary file and renamed.
+
+    A whole-model `.keras` save does not reload under tfmot's quantize_scope (variables of the
+    wrappers do not line up); `load` rebuilds the QAT model from the float model and reads these.
+    """
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"{path}: QAT weights are saved as a '.weights.h5' file.")
+    temporary = path.with_name(path.name[: -len(".weights.h5")] + ".tmp.weights.h5")
+    qat_model.save_weights(str(temporary))
+    os.replace(temporary, path)
+    return path
+
+
+def load(model, path: str | os.PathLike):
+    """The QAT model of `model` with the weights and ranges that `save_weights` wrote to `path`."""
+    if not Path(path).is_file():
+        raise ValueError(f"QAT weights file {path} does not exist (write it with mobilenet_keras.qat.save_weights).")
+    qat_model = quantize(model)
+    qat_model.load_weights(str(path))
+    return qat_model
+
+
+def float_model(qat_model, like):
+    """A Keras 3 model with `like`'s architecture holding the QAT model's trained float weights.
+
+    The folded convolutions go back as kernels with an identity BatchNorm after them (gamma 1,
+    beta the folded bias, mean 0, variance 1 - epsilon), so the model computes what the QAT model
+    computes without fake quantization.
+    """
+    import keras
+
+    model = keras.models.clone_model(like)
+    model.set_weights(like.get_weights())
+    trained = {}
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name in _convolutions() or inner.name == "conv_preds":
+            own = {v.name.split("/")[-1].split(":")[0]: np.asarray(v) for v in layer.weights
+                   if v.name.startswith(inner.name + "/")}
+            trained[inner.name] = [own.get("kernel", own.get("depthwise_kernel")), own["bias"]]
+    for name in _convolutions():
+        kernel, bias = trained[name]
+        model.get_layer(name).set_weights([kernel])
+        bn = model.get_layer(f"{name}_bn")
+        ones = np.ones_like(bias)
+        bn.set_weights([ones, bias, np.zeros_like(bias), ones - bn.epsilon])
+    if "conv_preds" in trained:
+        model.get_layer("conv_preds").set_weights(trained["conv_preds"])
+    return model

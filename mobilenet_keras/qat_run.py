@@ -1,0 +1,79 @@
+"""The QAT stage shared by `mobilenet-keras qat RUN_DIR` and `mobilenet-keras pipeline --modes ...,qat`:
+quantize the trained model, fine-tune it, save its weights, convert, and check each file twice
+(against the float model, as every file is, and against the QAT Keras model it was converted from)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+QAT_MODES = ("qat", "qat_uint8")
+CALIBRATION_IMAGES = 200
+
+
+def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, modes=QAT_MODES,
+              float32_size: int | None = None, verbose: bool = True) -> list[dict]:
+    """Run QAT on `model` with `images` (`mobilenet_keras.data.ImageData`) and write into the run folder `out`.
+
+    Writes `out/qat/qat.weights.h5` (reload with `mobilenet_keras.qat.load`), `out/qat/history.json`
+    and `out/tflite/model_{mode}.tflite` for each of `modes`. Returns one row per file: the
+    verification report against the float model (`VerificationReport.to_dict()`), with
+    `qat_keras_agreement` (top-1 agreement with the QAT Keras model) and `qat_keras_accuracy` added.
+    """
+    import tflite
+    from mobilenet_keras import qat
+    from mobilenet_keras.atomic import write_bytes_atomic
+
+    unknown = [m for m in modes if m not in QAT_MODES]
+    if unknown:
+        raise ValueError(f"QAT writes modes {', '.join(QAT_MODES)}; not {', '.join(unknown)}.")
+    calibration = images.calibration_arrays(CALIBRATION_IMAGES)
+    validation, labels = images.validation_arrays()
+    qat_model = qat.quantize(model, calibration)
+    history = qat.fine_tune(qat_model, images.train, images.validation, epochs=epochs,
+                            learning_rate=learning_rate, verbose=1 if verbose else 0)
+    (out / "qat").mkdir(parents=True, exist_ok=True)
+    qat.save_weights(qat_model, out / "qat" / "qat.weights.h5")
+    write_bytes_atomic(out / "qat" / "history.json", json.dumps(history, indent=2).encode())
+
+    rows = []
+    for mode in modes:
+        path = tflite.convert(qat_model, out / "tflite" / f"model_{mode}.tflite", mode)
+        against_qat = tflite.verify(qat_model, path, validation, labels=labels, latency_runs=0)
+        report = tflite.verify(model, path, validation, labels=labels, float32_size=float32_size,
+                               verbose=verbose)
+        row = report.to_dict()
+        row["qat_keras_agreement"] = against_qat.top1_agreement
+        row["qat_keras_accuracy"] = against_qat.float_accuracy
+        rows.append(row)
+        if verbose:
+            print(f"  {path.name}: agrees with the QAT Keras model on {against_qat.top1_agreement:.1%}, "
+                  f"with the float model on {report.top1_agreement:.1%}; accuracy "
+                  f"{report.tflite_accuracy:.1%} (float {report.float_accuracy:.1%})", file=sys.stderr)
+    return rows
+
+
+def main_qat(args) -> int:
+    """`mobilenet-keras qat RUN_DIR`: QAT files for a finished training run."""
+    import keras
+
+    from mobilenet_keras import data as datasets
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "model.keras").is_file() or not (run_dir / "run.json").is_file():
+        raise ValueError(f"{run_dir} has no model.keras and run.json; give a run folder written by train or pipeline.")
+    run = json.loads((run_dir / "run.json").read_text())
+    source = args.data or run["data"]["source"]
+    images = datasets.load(source, image_size=run["data"]["image_size"], batch_size=run["config"]["batch_size"],
+                           seed=run["config"]["seed"])
+    model = keras.models.load_model(run_dir / "model.keras")
+    rows = qat_files(model, images, run_dir, epochs=args.epochs, learning_rate=args.learning_rate,
+                     verbose=not args.quiet)
+    failed = [f"{Path(r['file']).name}: {failure}" for r in rows for failure in r["failures"]]
+    from mobilenet_keras.atomic import write_bytes_atomic
+
+    write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
+    for row in rows:
+        print(f"{row['file']}: {'PASS' if not row['failures'] else 'FAIL ' + '; '.join(row['failures'])}")
+    return 1 if failed else 0

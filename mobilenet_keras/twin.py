@@ -1,0 +1,109 @@
+"""A tf_keras (Keras 2) twin of a Keras 3 MobileNet, built from the same block table.
+
+tensorflow-model-optimization (quantization-aware training, pruning, clustering) accepts only
+tf_keras models. Rather than keep a second copy of the architecture, the twin is built by the same
+builder function (`mobilenet_keras.model._build`) with the `tf_keras` namespace, from build
+arguments read off the Keras 3 model, and the weights are copied across by layer name. The twin's
+outputs equal the Keras 3 model's; `mobilenet_keras.weights.transfer_weights` copies trained weights
+back, from a twin or from tfmot's quantization-wrapped model.
+
+`tf_keras` is imported inside the functions, never at module import: importing it (or tfmot) must
+not change which Keras the rest of a program uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mobilenet_keras import specs
+
+
+def _layer(model, name: str):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def _alpha(model) -> float:
+    """The width multiplier that gives every layer of `model` its filter count under `specs.scaled_filters`."""
+    widths = [(specs.STEM.filters, model.get_layer("conv1").filters)]
+    widths += [(spec.filters, model.get_layer(f"conv_pw_{spec.block_id}").filters) for spec in specs.BLOCKS]
+    last_base, last = widths[-1]
+    # int(last_base * alpha) == last holds on [last / base, (last + 1) / base); try points across it.
+    for fraction in (0.0, 0.5, 0.25, 0.75, 0.999):
+        alpha = (last + fraction) / last_base
+        if all(specs.scaled_filters(base, alpha) == filters for base, filters in widths):
+            return round(alpha, 6) if specs.scaled_filters(last_base, round(alpha, 6)) == last else alpha
+    raise ValueError(f"{model.name}: the filter counts of its layers match no width multiplier of MobileNet V1.")
+
+
+def _output_stride(model) -> int | None:
+    stride = model.get_layer("conv1").strides[0]
+    dilated = False
+    for spec in specs.BLOCKS:
+        layer = model.get_layer(f"conv_dw_{spec.block_id}")
+        stride *= layer.strides[0]
+        dilated = dilated or layer.dilation_rate[0] > 1
+    return stride if dilated else None
+
+
+def architecture_of(model) -> dict[str, Any]:
+    """The `MobileNetV1` arguments that rebuild `model`'s architecture (weights not included).
+
+    Raises:
+        ValueError: `model` was not built by `MobileNetV1` (its layer names differ).
+    """
+    try:
+        depthwise = model.get_layer("conv_dw_1")
+        arguments: dict[str, Any] = {
+            "input_shape": tuple(model.input_shape[1:]),
+            "alpha": _alpha(model),
+            "depth_multiplier": int(depthwise.depth_multiplier),
+            "output_stride": _output_stride(model),
+            "name": model.name,
+        }
+    except ValueError as error:
+        if "match no width" in str(error):
+            raise
+        raise ValueError(f"{model.name} is not a MobileNet V1 built by MobileNetV1 (layer names differ).") from None
+    preds = _layer(model, "conv_preds")
+    arguments["include_top"] = preds is not None
+    if preds is not None:
+        arguments["classes"] = int(preds.filters)
+        dropout = _layer(model, "dropout")
+        arguments["dropout"] = float(dropout.rate) if dropout is not None else 0.0
+        activation = model.get_layer("predictions").get_config()["activation"]
+        arguments["classifier_activation"] = None if activation == "linear" else activation
+    elif _layer(model, "global_average_pooling2d") is not None:
+        arguments["pooling"] = "avg"
+    elif _layer(model, "global_max_pooling2d") is not None:
+        arguments["pooling"] = "max"
+    return arguments
+
+
+def tf_keras_twin(model):
+    """A tf_keras model with `model`'s layers, names, shapes, BatchNorm settings and weights.
+
+    Args:
+        model: a Keras 3 model built by `MobileNetV1` (or trained by `mobilenet_keras.train`).
+
+    Returns:
+        A `tf_keras.Model` whose outputs equal `model`'s, ready for tensorflow-model-optimization.
+    """
+    import tf_keras
+
+    from mobilenet_keras.model import _build
+    from mobilenet_keras.weights import transfer_weights
+
+    twin = _build(tf_keras, **architecture_of(model))
+    for layer in twin.layers:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            source = model.get_layer(layer.name)
+            layer.momentum = source.momentum
+            layer.epsilon = source.epsilon
+            # tf_keras's fused kernel rounds differently from Keras 3's formula (8e-6 apart on softmax
+            # outputs); unfused, it computes the same expression and the twin's outputs are identical.
+            layer.fused = False
+    transfer_weights(model, twin)
+    return twin
