@@ -78,7 +78,7 @@ EPILOG_EXPORT = """examples:
 
 
 EPILOG_QAT = """examples:
-  mobilenet-keras qat runs/latest                         # 2 epochs at 1e-4, files in runs/latest/tflite/
+  mobilenet-keras qat runs/latest                         # 2 epochs at 1e-5, files in runs/latest/tflite/
   mobilenet-keras qat runs/photos --epochs 3 --learning-rate 3e-5
 
 Reads the run's model.keras and run.json (the data is read again from the same source), trains the
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG_QAT, formatter_class=argparse.RawDescriptionHelpFormatter)
     qat_parser.add_argument("run_dir", help="a run folder written by train or pipeline")
     qat_parser.add_argument("--epochs", type=int, default=2, help="QAT epochs (default 2)")
-    qat_parser.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    qat_parser.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5)")
     qat_parser.add_argument("--data", default=None, help="read the data from here instead of run.json's source")
     qat_parser.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
     qat_parser.set_defaults(func=_cmd_qat)

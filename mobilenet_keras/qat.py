@@ -27,7 +27,7 @@ import numpy as np
 from mobilenet_keras import specs
 
 DEFAULT_EPOCHS = 2
-DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_LEARNING_RATE = 1e-5
 INPUT_RANGE = (-1.0, 1.0)  # MobileNet's input convention (mobilenet_keras.preprocessing)
 
 
@@ -97,12 +97,22 @@ def quantize(model, calibration=None, num_calibration: int = 200):
     Args:
         model: a trained Keras 3 MobileNet (from `MobileNetV1` or `mobilenet_keras.train`).
         calibration: images (in any form `tflite.representative.collect` takes) to set the activation
-            ranges from before training; None leaves tfmot's initial ranges (for loading saved weights).
+            ranges from, and to bias-correct the weights with, before training; None copies the
+            weights as they are and leaves tfmot's initial ranges (for loading saved weights).
         num_calibration: how many of them to use.
 
     Returns:
         A `tf_keras.Model` whose convolutions and activations are fake-quantized as in the int8 file.
     """
+    images = None
+    if calibration is not None:
+        from tflite.bias_correction import bias_corrected
+        from tflite.representative import collect
+
+        images = collect(calibration, tuple(model.input_shape[1:]), limit=num_calibration)
+        # Start from the weights post-training quantization would use: the expected int8 rounding
+        # error of each convolution folded into its bias (tflite.bias_correction).
+        model = bias_corrected(model, images)
     twin = folded_twin(model)
     with _tfmot() as (tfmot, scheme):
         import tf_keras
@@ -120,16 +130,9 @@ def quantize(model, calibration=None, num_calibration: int = 200):
         annotated.set_weights(twin.get_weights())
         with tfmot.quantization.keras.quantize_scope(scheme.CUSTOM_OBJECTS):
             qat_model = tfmot.quantization.keras.quantize_apply(annotated, scheme.FoldedMobileNetScheme())
-    if calibration is not None:
-        from tflite.representative import collect
-
-        images = collect(calibration, tuple(model.input_shape[1:]), limit=num_calibration)
+    if images is not None:
         init_ranges(qat_model, twin, images)
     return qat_model
-
-
-def _variables(wrapper) -> dict[str, object]:
-    return {v.name.split("/")[-1].split(":")[0]: v for v in wrapper.weights}
 
 
 def set_weight_ranges(qat_model) -> None:
@@ -159,21 +162,23 @@ def init_ranges(qat_model, float_twin, images: np.ndarray, input_range=INPUT_RAN
     import tf_keras
 
     set_weight_ranges(qat_model)
-    observed = []
+    observed = []  # (float layer name, {"min_var", "max_var"}); read from tfmot's wrappers, not by
+    # variable name, which tf_keras suffixes (_1, _2 ...) when a process builds a second QAT model
     for layer in qat_model.layers:
-        found = _variables(layer)
-        if "quantize_layer_min" in found:
-            found["quantize_layer_min"].assign(input_range[0])
-            found["quantize_layer_max"].assign(input_range[1])
-            continue
-        for prefix in ("output", "post_activation"):
-            if f"{prefix}_min" in found:
-                observed.append((layer.layer.name, found[f"{prefix}_min"], found[f"{prefix}_max"]))
-    probe = tf_keras.Model(float_twin.inputs, [float_twin.get_layer(name).output for name, _, _ in observed])
+        if hasattr(layer, "quantizer_vars"):  # the QuantizeLayer on the input
+            layer.quantizer_vars["min_var"].assign(input_range[0])
+            layer.quantizer_vars["max_var"].assign(input_range[1])
+        ranges = getattr(layer, "_output_quantizer_vars", None)
+        if ranges:
+            observed.append((layer.layer.name, ranges))
+        for activation in getattr(layer, "_quantize_activations", []):
+            if getattr(activation, "_post_activation_vars", None):
+                observed.append((layer.layer.name, activation._post_activation_vars))
+    probe = tf_keras.Model(float_twin.inputs, [float_twin.get_layer(name).output for name, _ in observed])
     outputs = probe.predict(images, batch_size=32, verbose=0)
-    for (_, low, high), values in zip(observed, outputs):
-        low.assign(min(float(np.min(values)), 0.0))
-        high.assign(max(float(np.max(values)), 0.0))
+    for (_, ranges), values in zip(observed, outputs):
+        ranges["min_var"].assign(min(float(np.min(values)), 0.0))
+        ranges["max_var"].assign(max(float(np.max(values)), 0.0))
 
 
 def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
@@ -234,9 +239,8 @@ def float_model(qat_model, like):
     for layer in qat_model.layers:
         inner = getattr(layer, "layer", layer)
         if inner.name in _convolutions() or inner.name == "conv_preds":
-            own = {v.name.split("/")[-1].split(":")[0]: np.asarray(v) for v in layer.weights
-                   if v.name.startswith(inner.name + "/")}
-            trained[inner.name] = [own.get("kernel", own.get("depthwise_kernel")), own["bias"]]
+            kernel = layer._weight_vars[0][0]  # the float kernel (the layer's attribute is its fake-quantized form)
+            trained[inner.name] = [np.asarray(kernel), np.asarray(inner.bias)]
     for name in _convolutions():
         kernel, bias = trained[name]
         model.get_layer(name).set_weights([kernel])
