@@ -11,6 +11,20 @@ class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
+def _delegate(module: str, function: str):
+    """A command that runs `module.function(args)`, imported only when used; a ValueError is a usage error."""
+
+    def command(args: argparse.Namespace) -> int:
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(module), function)(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    return command
+
+
 EPILOG_SUMMARY = """examples:
   mobilenet-keras summary                       # 1.0/224 with the ImageNet top
   mobilenet-keras summary --alpha 0.25 --image-size 128 --no-top
@@ -41,19 +55,14 @@ resumes from its last finished epoch when the same command is run again.
 """
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from mobilenet_keras.train import main_train
-
-    try:
-        return main_train(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+_cmd_train = _delegate("mobilenet_keras.train", "main_train")
 
 
 EPILOG_PIPELINE = """examples:
   mobilenet-keras pipeline                                   # digits, about 4 minutes on 2 cores
   mobilenet-keras pipeline --data photos/ --weights imagenet --epochs 3 --fine-tune-epochs 3 --out runs/photos
   mobilenet-keras pipeline --modes float32,int8,uint8 --quiet
+  mobilenet-keras pipeline --modes float32,int8,uint8,qat,qat_uint8   # adds quantization-aware training
 
 Writes RUN_DIR/report.md and report.json (written last: a folder without report.json is not a
 finished run), the TFLite files in RUN_DIR/tflite/, RUN_DIR/saved_model/, RUN_DIR/android/model.tflite,
@@ -88,31 +97,13 @@ model and against the QAT Keras model. Exit status 1 when a file fails verificat
 """
 
 
-def _cmd_qat(args: argparse.Namespace) -> int:
-    from mobilenet_keras.qat_run import main_qat
-
-    try:
-        return main_qat(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+_cmd_qat = _delegate("mobilenet_keras.qat_run", "main_qat")
 
 
-def _cmd_pipeline(args: argparse.Namespace) -> int:
-    from mobilenet_keras.pipeline import run
-
-    try:
-        return run(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+_cmd_pipeline = _delegate("mobilenet_keras.pipeline", "run")
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from mobilenet_keras.predict import main_predict
-
-    try:
-        return main_predict(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+_cmd_predict = _delegate("mobilenet_keras.predict", "main_predict")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -203,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(pipeline)
     pipeline.add_argument("--modes", default="float32,float16,dynamic,int8,uint8",
                           help="comma-separated TFLite modes (default float32,float16,dynamic,int8,uint8)")
+    pipeline.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs when --modes has qat (default 2)")
+    pipeline.add_argument("--qat-learning-rate", type=float, default=1e-5,
+                          help="QAT learning rate when --modes has qat (default 1e-5)")
     pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     pipeline.set_defaults(func=_cmd_pipeline)
 

@@ -48,13 +48,6 @@ def _tfmot():
             os.environ["TF_USE_LEGACY_KERAS"] = before
 
 
-def _convolutions() -> list[str]:
-    names = ["conv1"]
-    for spec in specs.BLOCKS:
-        names += [f"conv_dw_{spec.block_id}", f"conv_pw_{spec.block_id}"]
-    return names
-
-
 def folded_weights(model) -> dict[str, list[np.ndarray]]:
     """`{convolution name: [kernel, bias]}` with the BatchNorm after each convolution folded into it.
 
@@ -62,7 +55,7 @@ def folded_weights(model) -> dict[str, list[np.ndarray]]:
     output channel (a depthwise kernel's output channel c * multiplier + m), computed in float64.
     """
     folded = {}
-    for name in _convolutions():
+    for name in specs.convolution_names():
         kernel = np.asarray(model.get_layer(name).get_weights()[0], np.float64)
         bn = model.get_layer(f"{name}_bn")
         gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())
@@ -181,21 +174,51 @@ def init_ranges(qat_model, float_twin, images: np.ndarray, input_range=INPUT_RAN
         ranges["max_var"].assign(max(float(np.max(values)), 0.0))
 
 
+PRESERVE = (None, "sparsity", "clusters")
+
+
+def _preserving(qat_model, preserve: str, names: list[str]):
+    """A callback that keeps the pointwise kernels pruned (zeros stay zero) or clustered (values stay put)."""
+    import tf_keras
+
+    kernels = []
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name in names:
+            kernel = layer._weight_vars[0][0]
+            values = np.asarray(kernel)
+            kernels.append((kernel, values != 0 if preserve == "sparsity" else values))
+
+    class Preserve(tf_keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for kernel, kept in kernels:
+                kernel.assign(kernel * kept if preserve == "sparsity" else kept)
+
+    return Preserve()
+
+
 def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
               learning_rate: float = DEFAULT_LEARNING_RATE, label_smoothing: float = 0.1,
-              callbacks=None, verbose: int = 1) -> dict:
+              preserve: str | None = None, callbacks=None, verbose: int = 1) -> dict:
     """Train the QAT model at a low learning rate; returns the Keras history.
 
     `train` and `validation` are `tf.data` datasets (or anything tf_keras's `fit` takes) of images
     in the model's convention and one-hot labels, such as `mobilenet_keras.data.ImageData.train`.
+    `preserve="sparsity"` keeps the zeros of a pruned model's pointwise kernels at zero after every
+    step (the other weights train); `preserve="clusters"` keeps a clustered model's pointwise kernels
+    as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.compress` gained.
     """
     import tf_keras
 
+    if preserve not in PRESERVE:
+        raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
+    callbacks = list(callbacks or [])
+    if preserve is not None:
+        callbacks.append(_preserving(qat_model, preserve, specs.pointwise_names()))
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                       loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                       metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
-    history = qat_model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose,
-                            callbacks=callbacks or [])
+    history = qat_model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, callbacks=callbacks)
     set_weight_ranges(qat_model)
     return {k: [float(x) for x in v] for k, v in history.history.items()}
 
@@ -238,10 +261,10 @@ def float_model(qat_model, like):
     trained = {}
     for layer in qat_model.layers:
         inner = getattr(layer, "layer", layer)
-        if inner.name in _convolutions() or inner.name == "conv_preds":
+        if inner.name in specs.convolution_names() or inner.name == "conv_preds":
             kernel = layer._weight_vars[0][0]  # the float kernel (the layer's attribute is its fake-quantized form)
             trained[inner.name] = [np.asarray(kernel), np.asarray(inner.bias)]
-    for name in _convolutions():
+    for name in specs.convolution_names():
         kernel, bias = trained[name]
         model.get_layer(name).set_weights([kernel])
         bn = model.get_layer(f"{name}_bn")

@@ -40,8 +40,8 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     rows = []
     for mode in modes:
         path = tflite.convert(qat_model, out / "tflite" / f"model_{mode}.tflite", mode)
-        against_qat = tflite.verify(qat_model, path, validation, labels=labels, latency_runs=0)
-        report = tflite.verify(model, path, validation, labels=labels, float32_size=float32_size,
+        against_qat = tflite.verify(qat_model, path, validation, labels=labels, mode=mode, latency_runs=0)
+        report = tflite.verify(model, path, validation, labels=labels, mode=mode, float32_size=float32_size,
                                verbose=verbose)
         row = report.to_dict()
         row["qat_keras_agreement"] = against_qat.top1_agreement

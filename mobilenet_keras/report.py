@@ -94,6 +94,16 @@ def markdown(summary: dict) -> str:
                      f"{row['sqnr_db']:.1f} dB | {row['latency_ms']:.2f} ms | {verdict} |")
     lines += ["", "Compression is relative to the float32 weights; latency is the median at batch 1 with 2 threads.",
               ""]
+    qat_rows = [row for row in summary["files"] if "qat_keras_agreement" in row]
+    if qat_rows:
+        lines += ["## Quantization-aware training", "",
+                  "Each QAT file against the QAT Keras model it was converted from (the table above compares "
+                  "it with the float model, which QAT fine-tuned further):", "",
+                  "| file | top-1 agreement with the QAT Keras model | QAT Keras accuracy | file accuracy |",
+                  "|---|---|---|---|"]
+        lines += [f"| `{Path(row['file']).name}` | {row['qat_keras_agreement']:.2%} | {row['qat_keras_accuracy']:.2%} "
+                  f"| {row['tflite_accuracy']:.2%} |" for row in qat_rows]
+        lines.append("")
     if summary.get("worst_layers"):
         lines += ["## int8: the five worst layers (per-layer debugger)", "",
                   "| layer | op | RMSE / scale | max abs error |", "|---|---|---|---|"]

@@ -53,6 +53,19 @@ BLOCKS: tuple[DepthwiseSeparableSpec, ...] = tuple(
 DEPTHWISE_KERNEL = 3
 
 
+def convolution_names() -> list[str]:
+    """Names of every convolution of the backbone, in order: `conv1`, `conv_dw_1`, `conv_pw_1`, ..."""
+    names = ["conv1"]
+    for spec in BLOCKS:
+        names += [f"conv_dw_{spec.block_id}", f"conv_pw_{spec.block_id}"]
+    return names
+
+
+def pointwise_names() -> list[str]:
+    """Names of the 1x1 convolutions (`conv_pw_1` ... `conv_pw_13`), which hold nearly all the weights."""
+    return [f"conv_pw_{spec.block_id}" for spec in BLOCKS]
+
+
 def scaled_filters(filters: int, alpha: float) -> int:
     """Filters after the width multiplier, truncated as keras.applications does (so its weights fit)."""
     return int(filters * alpha)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,48 @@ def test_pipeline_on_digits(tmp_path):
     assert "[" in result.stderr and "training" in result.stderr  # one progress line per stage
 
 
+def _cifar_slice_folder(out, per_class: int):
+    from tests.conftest import CIFAR, require
+
+    for class_dir in sorted(p for p in require(CIFAR).iterdir() if p.is_dir()):
+        (out / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:per_class]:
+            (out / class_dir.name / image.name).symlink_to(image.resolve())
+    return out
+
+
+@pytest.mark.slow
+def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
+    from tests.conftest import WEIGHTS_025, require
+
+    folder = _cifar_slice_folder(tmp_path / "cifar", 100)
+    out = tmp_path / "run"
+    result = cli("pipeline", "--data", str(folder), "--weights", str(require(WEIGHTS_025)), "--epochs", "3",
+                 "--fine-tune-epochs", "2", "--modes", "float32,int8,uint8,qat", "--qat-epochs", "1",
+                 "--out", str(out), "--quiet")
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    rows = {Path(row["file"]).name: row for row in report["files"]}
+    assert sorted(rows) == ["model_float32.tflite", "model_int8.tflite", "model_qat.tflite", "model_uint8.tflite"]
+    for row in rows.values():
+        for figure in FIGURES:
+            assert figure in row, figure
+    assert 0 <= rows["model_qat.tflite"]["qat_keras_agreement"] <= 1
+    assert (out / "qat" / "qat.weights.h5").exists() and "Quantization-aware" in (out / "report.md").read_text()
+    for plot in report["plots"]:
+        assert (out / plot).read_bytes()[:8] == PNG, plot
+    assert (out / "android" / "model.tflite").exists() and (out / "saved_model" / "saved_model.pb").exists()
+    # The exit status and the message follow the verdicts, whatever they are.
+    assert result.returncode == (0 if report["passed"] else 1)
+    for failure in report["failures"]:
+        assert f"FAIL {failure}" in result.stderr
+    assert rows["model_float32.tflite"]["passed"]
+    int8 = rows["model_int8.tflite"]
+    if int8["top1_agreement"] < 0.97:
+        pytest.xfail(f"int8 top-1 agreement {int8['top1_agreement']:.1%} < 97% on this briefly trained model "
+                     f"(float accuracy {int8['float_accuracy']:.1%})")
+
+
 @pytest.mark.parametrize("args,words", [
     (["--data", "/no/such/folder"], "does not exist"),
     (["--modes", "float32,int4"], "unknown mode"),
@@ -71,6 +114,6 @@ def test_a_folder_without_classes_and_an_output_that_is_a_file(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("summary", "train", "pipeline", "predict", "bench", "export"):
+    for command in ("summary", "train", "pipeline", "qat", "predict", "bench", "export"):
         result = cli(command, "--help", timeout=120)
         assert result.returncode == 0 and "examples:" in result.stdout, command

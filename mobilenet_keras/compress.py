@@ -1,0 +1,133 @@
+"""Pruning and weight clustering with tensorflow-model-optimization, through the tf_keras twin.
+
+    pruned = compress.prune(model, data.train, sparsity=0.5)        # a Keras 3 model, half its 1x1 weights zero
+    clustered = compress.cluster(model, data.train, clusters=16)   # 16 distinct values per 1x1 kernel
+    tflite.convert(pruned, "model_pruned_int8.tflite", "int8", representative_data=calibration)
+
+Both act on the pointwise (1x1) convolutions, which hold nearly all of MobileNet's weights; the stem,
+the depthwise kernels (9 weights per channel) and the classifier are left whole, as the MobileNet
+pruning and clustering recipes do. The result is an ordinary Keras 3 model (the tfmot wrappers
+stripped), converted and verified like any other; the saving shows after compression (`gzip_size`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet_keras import specs
+
+DEFAULT_EPOCHS = 2
+DEFAULT_LEARNING_RATE = 1e-4
+
+
+def gzip_size(path: str | os.PathLike) -> int:
+    """Bytes of the file after gzip -9: what an app download or an OTA update carries."""
+    return len(gzip.compress(Path(path).read_bytes(), compresslevel=9))
+
+
+def sparsity(model, names: list[str] | None = None) -> float:
+    """Fraction of exactly-zero weights in the named layers' kernels (default: the pointwise convolutions)."""
+    kernels = [model.get_layer(name).get_weights()[0] for name in (names or specs.pointwise_names())]
+    return float(sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels))
+
+
+def _steps(dataset) -> int:
+    import tensorflow as tf
+
+    count = int(tf.data.experimental.cardinality(dataset)) if isinstance(dataset, tf.data.Dataset) else -1
+    if count < 1:
+        raise ValueError("the training data must be a finite, batched tf.data.Dataset (e.g. ImageData.train).")
+    return count
+
+
+def _fit(model, train, epochs: int, learning_rate: float, callbacks, verbose: int) -> None:
+    import tf_keras
+
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
+                  loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                  metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
+
+
+def _back_to_keras(stripped, like):
+    import keras
+
+    from mobilenet_keras.weights import transfer_weights
+
+    model = keras.models.clone_model(like)
+    transfer_weights(stripped, model)
+    return model
+
+
+def prune(model, train, *, sparsity: float = 0.5, epochs: int = DEFAULT_EPOCHS,
+          learning_rate: float = DEFAULT_LEARNING_RATE, verbose: int = 1):
+    """Magnitude pruning of the pointwise convolutions to `sparsity`, with polynomial decay over the training.
+
+    Args:
+        model: a trained Keras 3 MobileNet.
+        train: batched `tf.data.Dataset` of (images in the model's convention, one-hot labels).
+        sparsity: final fraction of zero weights in each pointwise kernel, in (0, 1).
+        epochs, learning_rate: the pruning fine-tune (Adam).
+
+    Returns:
+        A Keras 3 model of the same architecture with the pruned weights.
+    """
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity must be between 0 and 1 (e.g. 0.5); got {sparsity!r}.")
+    from mobilenet_keras.qat import _tfmot
+    from mobilenet_keras.twin import tf_keras_twin
+
+    twin = tf_keras_twin(model)
+    end = max(_steps(train) * epochs - 1, 1)
+    targets = set(specs.pointwise_names())
+    with _tfmot() as (tfmot, _):
+        import tf_keras
+
+        schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
+                                                         begin_step=0, end_step=end, frequency=max(end // 10, 1))
+
+        def wrap(layer):
+            if layer.name in targets:
+                return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return layer
+
+        pruned = tf_keras.models.clone_model(twin, clone_function=wrap)
+        _fit(pruned, train, epochs, learning_rate, [tfmot.sparsity.keras.UpdatePruningStep()], verbose)
+        stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    return _back_to_keras(stripped, model)
+
+
+def cluster(model, train, *, clusters: int = 16, epochs: int = DEFAULT_EPOCHS,
+            learning_rate: float = DEFAULT_LEARNING_RATE, verbose: int = 1):
+    """Weight clustering of the pointwise convolutions: each kernel keeps `clusters` distinct values.
+
+    Centroids start by k-means++ and train with the weights (tfmot's `cluster_weights`). Returns a
+    Keras 3 model of the same architecture with the clustered weights.
+    """
+    if not isinstance(clusters, int) or not 2 <= clusters <= 256:
+        raise ValueError(f"clusters must be an integer from 2 to 256 (e.g. 16); got {clusters!r}.")
+    from mobilenet_keras.qat import _tfmot
+    from mobilenet_keras.twin import tf_keras_twin
+
+    twin = tf_keras_twin(model)
+    _steps(train)
+    targets = set(specs.pointwise_names())
+    with _tfmot() as (tfmot, _):
+        import tf_keras
+
+        init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+
+        def wrap(layer):
+            if layer.name in targets:
+                return tfmot.clustering.keras.cluster_weights(layer, number_of_clusters=clusters,
+                                                              cluster_centroids_init=init)
+            return layer
+
+        clustered = tf_keras.models.clone_model(twin, clone_function=wrap)
+        _fit(clustered, train, epochs, learning_rate, [], verbose)
+        stripped = tfmot.clustering.keras.strip_clustering(clustered)
+    return _back_to_keras(stripped, model)
