@@ -106,7 +106,7 @@ def run(args) -> int:
         file_probs = tflite.TFLiteModel(integer.file).predict(validation)
         report.probability_scatter(float_probs, file_probs, integer.mode, out / "scatter_float_vs_int8.png")
         plots.append("scatter_float_vs_int8.png")
-    rows = [r.to_dict() for r in reports] + qat_rows
+    rows = [{**r.to_dict(), "reference": "float model"} for r in reports] + qat_rows
     report.size_accuracy(rows, out / "size_vs_accuracy.png")
     plots.append("size_vs_accuracy.png")
 

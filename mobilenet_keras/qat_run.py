@@ -17,9 +17,9 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     """Run QAT on `model` with `images` (`mobilenet_keras.data.ImageData`) and write into the run folder `out`.
 
     Writes `out/qat/qat.weights.h5` (reload with `mobilenet_keras.qat.load`), `out/qat/history.json`
-    and `out/tflite/model_{mode}.tflite` for each of `modes`. Returns one row per file: the
-    verification report against the float model (`VerificationReport.to_dict()`), with
-    `qat_keras_agreement` (top-1 agreement with the QAT Keras model) and `qat_keras_accuracy` added.
+    and `out/tflite/model_{mode}.tflite` for each of `modes`. Returns one row per file, as
+    `VerificationReport.to_dict()` against the QAT Keras model, with the accuracy drop judged from the
+    float model and `float_model_agreement`, `qat_keras_accuracy` added.
     """
     import tflite
     from mobilenet_keras import qat
@@ -33,25 +33,41 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     qat_model = qat.quantize(model, calibration)
     history = qat.fine_tune(qat_model, images.train, images.validation, epochs=epochs,
                             learning_rate=learning_rate, verbose=1 if verbose else 0)
-    (out / "qat").mkdir(parents=True, exist_ok=True)
+    for folder in ("qat", "tflite"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     qat.save_weights(qat_model, out / "qat" / "qat.weights.h5")
     write_bytes_atomic(out / "qat" / "history.json", json.dumps(history, indent=2).encode())
 
     rows = []
     for mode in modes:
         path = tflite.convert(qat_model, out / "tflite" / f"model_{mode}.tflite", mode)
-        against_qat = tflite.verify(qat_model, path, validation, labels=labels, mode=mode, latency_runs=0)
-        report = tflite.verify(model, path, validation, labels=labels, mode=mode, float32_size=float32_size,
-                               verbose=verbose)
-        row = report.to_dict()
-        row["qat_keras_agreement"] = against_qat.top1_agreement
-        row["qat_keras_accuracy"] = against_qat.float_accuracy
-        rows.append(row)
-        if verbose:
-            print(f"  {path.name}: agrees with the QAT Keras model on {against_qat.top1_agreement:.1%}, "
-                  f"with the float model on {report.top1_agreement:.1%}; accuracy "
-                  f"{report.tflite_accuracy:.1%} (float {report.float_accuracy:.1%})", file=sys.stderr)
+        rows.append(_judge(model, qat_model, path, mode, validation, labels, float32_size, verbose))
     return rows
+
+
+def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_size, verbose: bool) -> dict:
+    """A QAT file's row: figures against the QAT Keras model it was converted from (its reference, as the
+    float model is for a PTQ file), accuracy against the float model the user started from."""
+    import tflite
+
+    against_qat = tflite.verify(qat_model, path, validation, labels=labels, mode=mode, float32_size=float32_size,
+                                verbose=verbose)
+    against_float = tflite.verify(model, path, validation, labels=labels, mode=mode, latency_runs=0)
+    row = against_qat.to_dict()
+    drop = against_float.float_accuracy - against_float.tflite_accuracy
+    row.update(reference="QAT Keras model", qat_keras_agreement=against_qat.top1_agreement,
+               qat_keras_accuracy=against_qat.float_accuracy, float_accuracy=against_float.float_accuracy,
+               float_model_agreement=against_float.top1_agreement, accuracy_drop=drop)
+    limit = against_qat.thresholds.max_accuracy_drop
+    row["failures"] = [f for f in against_qat.failures if not f.startswith("accuracy drop")]
+    if drop > limit:
+        row["failures"].append(f"accuracy drop from the float model {drop * 100:.2f} points > {limit * 100:.1f}")
+    row["passed"] = not row["failures"]
+    if verbose:
+        print(f"  {path.name}: agrees with the QAT Keras model on {against_qat.top1_agreement:.1%}, with the float "
+              f"model on {against_float.top1_agreement:.1%}; accuracy {against_float.tflite_accuracy:.1%} (float "
+              f"{against_float.float_accuracy:.1%}, QAT Keras {against_qat.float_accuracy:.1%})", file=sys.stderr)
+    return row
 
 
 def main_qat(args) -> int:
