@@ -82,7 +82,8 @@ EPILOG_BENCH = """examples:
 
 EPILOG_EXPORT = """examples:
   mobilenet-keras export runs/latest --saved-model serving/mobilenet/1
-  mobilenet-keras export runs/latest --android app/src/main/assets/model.tflite
+  mobilenet-keras export runs/latest --android app/src/main/assets/model.tflite --calibration photos/
+  mobilenet-keras export runs/latest --onnx model.onnx
 """
 
 
@@ -133,8 +134,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "model.keras").exists():
         raise UsageError(f"{run_dir} has no model.keras; give a run folder written by train or pipeline.")
-    if not args.saved_model and not args.android:
-        raise UsageError("say what to export: --saved-model DIR and/or --android FILE.tflite.")
+    if not args.saved_model and not args.android and not args.onnx:
+        raise UsageError("say what to export: --saved-model DIR, --android FILE.tflite and/or --onnx FILE.onnx.")
     model = keras.models.load_model(run_dir / "model.keras")
     labels = (run_dir / "labels.txt").read_text().splitlines() if (run_dir / "labels.txt").exists() else None
     try:
@@ -142,6 +143,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
             from mobilenet_keras.export import export_saved_model
 
             print(export_saved_model(model, args.saved_model, labels=labels, force=args.force))
+        if args.onnx:
+            from mobilenet_keras.onnx_export import export_onnx
+
+            print(export_onnx(model, args.onnx))
         if args.android:
             from mobilenet_keras import data as datasets
             from mobilenet_keras.android import android_file
@@ -235,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="a run folder with model.keras (and labels.txt)")
     export.add_argument("--saved-model", default=None, help="SavedModel folder to write")
     export.add_argument("--android", default=None, help="Android .tflite file to write (uint8, with metadata)")
+    export.add_argument("--onnx", default=None, help="ONNX file to write (needs the onnx extra)")
     export.add_argument("--calibration", default=None, help="folder of typical images (or 'digits') for --android")
     export.add_argument("--force", action="store_true", help="overwrite a non-empty SavedModel folder")
     export.set_defaults(func=_cmd_export)

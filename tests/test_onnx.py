@@ -1,0 +1,39 @@
+"""ONNX export through tf2onnx, checked with onnxruntime against the Keras model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import resize_batch
+
+
+def test_onnx_file_gives_the_keras_answers_on_real_photos(weights_025, photos, tmp_path):
+    pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
+    import onnxruntime as ort
+
+    from mobilenet_keras import MobileNetV1, preprocess_input
+    from mobilenet_keras.onnx_export import export_onnx, verify_onnx
+
+    model = MobileNetV1(input_shape=(128, 128, 3), alpha=0.25, include_top=False, pooling="avg",
+                        weights=str(weights_025))
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["features"]  # a backbone; a classifier's is "probabilities"
+    images = preprocess_input(resize_batch(list(photos.values()), 128))
+    got = session.run(None, {"images": images})[0]
+    assert np.abs(got - model.predict(images, verbose=0)).max() < 1e-4
+    report = verify_onnx(model, path, images, runs=3)
+    assert report.passed and report.mode == "onnx" and report.sqnr_db > 60, report.to_markdown()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary files left
+
+
+def test_onnx_export_refuses_an_any_size_model(tmp_path):
+    pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.onnx_export import export_onnx
+
+    with pytest.raises(ValueError, match="fixed size"):
+        export_onnx(MobileNetV1(alpha=0.25, include_top=False), tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
