@@ -164,6 +164,15 @@ def _callbacks(out: Path, phase: str, best_so_far: float | None = None):
     ]
 
 
+def _remove_empty_folders(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        _remove_empty_folders(child)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1):
     """Train a classifier on `data` (`mobilenet_keras.data.ImageData`) and write a run folder.
 
@@ -227,6 +236,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
             logits.load_weights(out / "best.weights.h5")
         for leftover in ("phase1.json", "phase1.weights.h5"):
             (out / leftover).unlink(missing_ok=True)
+        _remove_empty_folders(out / "backup")  # BackupAndRestore deletes its files, not its folders
         for layer in model.layers:
             layer.trainable = True
     finally:

@@ -47,6 +47,7 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert not (out / "backup").exists()  # a finished run keeps no resume state
 
 
 def test_a_killed_run_resumes_where_it_stopped(digits32, tmp_path, monkeypatch):
