@@ -44,15 +44,6 @@ def _steps(dataset) -> int:
     return count
 
 
-def _fit(model, train, epochs: int, learning_rate: float, callbacks, verbose: int) -> None:
-    import tf_keras
-
-    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
-                  loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
-                  metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
-    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
-
-
 def _back_to_keras(stripped, like):
     import keras
 
@@ -78,7 +69,7 @@ def prune(model, train, *, sparsity: float = 0.5, epochs: int = DEFAULT_EPOCHS,
     """
     if not 0 < sparsity < 1:
         raise ValueError(f"sparsity must be between 0 and 1 (e.g. 0.5); got {sparsity!r}.")
-    from mobilenet_keras.qat import _tfmot
+    from mobilenet_keras.qat import _tfmot, fit_tf_keras
     from mobilenet_keras.twin import tf_keras_twin
 
     twin = tf_keras_twin(model)
@@ -96,7 +87,8 @@ def prune(model, train, *, sparsity: float = 0.5, epochs: int = DEFAULT_EPOCHS,
             return layer
 
         pruned = tf_keras.models.clone_model(twin, clone_function=wrap)
-        _fit(pruned, train, epochs, learning_rate, [tfmot.sparsity.keras.UpdatePruningStep()], verbose)
+        fit_tf_keras(pruned, train, None, epochs, learning_rate, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+                     verbose=verbose)
         stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     return _back_to_keras(stripped, model)
 
@@ -110,7 +102,7 @@ def cluster(model, train, *, clusters: int = 16, epochs: int = DEFAULT_EPOCHS,
     """
     if not isinstance(clusters, int) or not 2 <= clusters <= 256:
         raise ValueError(f"clusters must be an integer from 2 to 256 (e.g. 16); got {clusters!r}.")
-    from mobilenet_keras.qat import _tfmot
+    from mobilenet_keras.qat import _tfmot, fit_tf_keras
     from mobilenet_keras.twin import tf_keras_twin
 
     twin = tf_keras_twin(model)
@@ -128,6 +120,6 @@ def cluster(model, train, *, clusters: int = 16, epochs: int = DEFAULT_EPOCHS,
             return layer
 
         clustered = tf_keras.models.clone_model(twin, clone_function=wrap)
-        _fit(clustered, train, epochs, learning_rate, [], verbose)
+        fit_tf_keras(clustered, train, None, epochs, learning_rate, verbose=verbose)
         stripped = tfmot.clustering.keras.strip_clustering(clustered)
     return _back_to_keras(stripped, model)

@@ -54,12 +54,14 @@ def folded_weights(model) -> dict[str, list[np.ndarray]]:
     kernel * gamma / sqrt(variance + epsilon) and beta - mean * gamma / sqrt(variance + epsilon), per
     output channel (a depthwise kernel's output channel c * multiplier + m), computed in float64.
     """
+    from tflite.bias_correction import folding_gain
+
     folded = {}
     for name in specs.convolution_names():
         kernel = np.asarray(model.get_layer(name).get_weights()[0], np.float64)
         bn = model.get_layer(f"{name}_bn")
-        gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())
-        scale = gamma / np.sqrt(variance + bn.epsilon)
+        _, beta, mean, _ = (np.asarray(w, np.float64) for w in bn.get_weights())
+        scale = folding_gain(bn)
         if kernel.shape[-1] != scale.size:  # depthwise (kh, kw, C, M)
             kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
         else:
@@ -78,9 +80,8 @@ def folded_twin(model):
     twin = _build(tf_keras, fold_batchnorm=True, **architecture_of(model))
     for name, values in folded_weights(model).items():
         twin.get_layer(name).set_weights(values)
-    for name in ("conv_preds",):
-        if any(layer.name == name for layer in model.layers):
-            twin.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    if any(layer.name == "conv_preds" for layer in model.layers):
+        twin.get_layer("conv_preds").set_weights(model.get_layer("conv_preds").get_weights())
     return twin
 
 
@@ -197,6 +198,18 @@ def _preserving(qat_model, preserve: str, names: list[str]):
     return Preserve()
 
 
+def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, label_smoothing: float = 0.1,
+                 callbacks=None, verbose: int = 1) -> dict:
+    """Fine-tune a tfmot-wrapped tf_keras model (softmax output, one-hot labels) with Adam; the history as a dict."""
+    import tf_keras
+
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
+                  loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
+    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, callbacks=callbacks or [])
+    return {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
 def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
               learning_rate: float = DEFAULT_LEARNING_RATE, label_smoothing: float = 0.1,
               preserve: str | None = None, callbacks=None, verbose: int = 1) -> dict:
@@ -208,19 +221,14 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     step (the other weights train); `preserve="clusters"` keeps a clustered model's pointwise kernels
     as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.compress` gained.
     """
-    import tf_keras
-
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
     callbacks = list(callbacks or [])
     if preserve is not None:
         callbacks.append(_preserving(qat_model, preserve, specs.pointwise_names()))
-    qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
-                      loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                      metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
-    history = qat_model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, callbacks=callbacks)
+    history = fit_tf_keras(qat_model, train, validation, epochs, learning_rate, label_smoothing, callbacks, verbose)
     set_weight_ranges(qat_model)
-    return {k: [float(x) for x in v] for k, v in history.history.items()}
+    return history
 
 
 def save_weights(qat_model, path: str | os.PathLike) -> Path:

@@ -28,6 +28,13 @@ def _symmetric_per_channel_error(kernel: np.ndarray, channel_axis: int) -> np.nd
     return np.round(kernel / scale) * scale - kernel
 
 
+def folding_gain(bn) -> np.ndarray:
+    """gamma / sqrt(moving variance + epsilon) of a BatchNorm layer (float64): what folding multiplies a kernel's
+    output channels by (the folded bias is beta - moving mean * gain)."""
+    gamma, _, _, moving_var = (np.asarray(w, np.float64) for w in bn.get_weights())
+    return gamma / np.sqrt(moving_var + bn.epsilon)
+
+
 def _producers(model) -> dict[int, object]:
     return {id(layer.output): layer for layer in model.layers if not isinstance(layer.output, (list, tuple, dict))}
 
@@ -90,11 +97,7 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
     for (conv, bn), mean in zip(plan, means):
         kernel = np.asarray(conv.get_weights()[0], np.float64)
         depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-        if bn is not None:
-            gamma, beta, moving_mean, moving_var = (np.asarray(w, np.float64) for w in bn.get_weights())
-            gain = gamma / np.sqrt(moving_var + bn.epsilon)
-        else:
-            gain = None
+        gain = folding_gain(bn) if bn is not None else None
         if depthwise:
             # kernel (kh, kw, C, multiplier): output channel c*multiplier + m reads input channel c.
             kh, kw, channels, multiplier = kernel.shape
@@ -110,6 +113,7 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
         if bn is not None:
             weights = bn.get_weights()
             names = [w.path.split("/")[-1] for w in bn.weights]
+            beta = np.asarray(weights[names.index("beta")], np.float64)
             weights[names.index("beta")] = (beta - shift).astype(weights[names.index("beta")].dtype)
             bn.set_weights(weights)
         else:
