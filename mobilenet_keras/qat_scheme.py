@@ -36,9 +36,10 @@ RANGE_FLOOR = 1e-3
 
 
 def channel_bounds(max_abs):
-    """Per-channel symmetric range from each channel's max |w| (a tf tensor or numpy array), with the floor."""
-    floor = RANGE_FLOOR * max_abs.max() if hasattr(max_abs, "max") else RANGE_FLOOR * tf.reduce_max(max_abs)
-    return np.maximum(max_abs, floor) if isinstance(max_abs, np.ndarray) else tf.maximum(max_abs, floor)
+    """Per-channel symmetric range from each channel's max |w| (a numpy array or a tf tensor), with the floor."""
+    if isinstance(max_abs, np.ndarray):
+        return np.maximum(max_abs, RANGE_FLOOR * max_abs.max())
+    return tf.maximum(max_abs, RANGE_FLOOR * tf.reduce_max(max_abs))
 
 
 class PerChannelWeightsQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
