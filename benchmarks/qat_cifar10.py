@@ -1,10 +1,10 @@
 """Float vs post-training int8 vs quantization-aware int8 on CIFAR-10, and what pruning and clustering save.
 
 Run by hand: `python benchmarks/qat_cifar10.py [--per-class 300]`. Needs ../shared/data (the 0.25
-ImageNet backbone and CIFAR-10). Trains a classifier with `mobilenet_keras.train` (the training
+ImageNet backbone and CIFAR-10). Trains a classifier with `mobilenet_keras.training.trainer` (the training
 command's recipe: head, then the whole network) on a per-class slice of the CIFAR-10 training folder,
 then on its validation split measures: the float model; PTQ int8 (`tflite.convert`, the default
-fixes); QAT int8 (`mobilenet_keras.qat`); pruned to 50% then PTQ int8; clustered to 16 values then
+fixes); QAT int8 (`mobilenet_keras.optimize.qat`); pruned to 50% then PTQ int8; clustered to 16 values then
 PTQ int8; and the pruned model after sparsity-preserving QAT. Sizes are raw and after gzip -9.
 Targets from the QAT issue: QAT int8 >= float - 0.1 point; PTQ int8 >= float - 0.5 point.
 Results go to benchmarks/RESULTS.md.
@@ -45,16 +45,17 @@ def main() -> None:
     warnings.simplefilter("ignore")
 
     import tflite
-    from mobilenet_keras import compress, data, qat
-    from mobilenet_keras.train import TrainConfig, train
-    from tests.conftest import CIFAR, WEIGHTS_025
+    from mobilenet_keras.optimize import compress, qat
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import TrainConfig, train
+    from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025
 
     started = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = _slice_folder(CIFAR, args.per_class, tmp / "cifar")
-        images = data.load(folder, image_size=args.image_size, batch_size=32, seed=0)
+        images = datasets.load(folder, image_size=args.image_size, batch_size=32, seed=0)
         config = TrainConfig(alpha=0.25, image_size=args.image_size, epochs=3, fine_tune_epochs=3,
                              learning_rate=2e-3, weights=str(WEIGHTS_025))
         model = train(images, tmp / "run", config, verbose=0)

@@ -34,7 +34,7 @@ def main() -> None:
 
     import tflite
     from mobilenet_keras import preprocess_input
-    from tests.cifar import SIZE, cifar_slice, classifier, fine_tuned_classifier
+    from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, fine_tuned_classifier
 
     held_out, labels, _ = cifar_slice(50, 200, SIZE)
     held_out = preprocess_input(held_out)
@@ -52,7 +52,7 @@ def main() -> None:
                                           num_calibration=count, **options)
                     seconds = time.time() - start
                     report = tflite.verify(model, path, held_out, labels=labels, latency_runs=0)
-                    floats = len(tflite.inspect.float_layers(tflite.inspect.read_model(path)))
+                    floats = len(tflite.flatbuffer.float_layers(tflite.flatbuffer.read_model(path)))
                     lines.append(
                         f"| {name} | {report.float_accuracy:.1%} | {variant} | {count} | {report.top1_agreement:.1%} "
                         f"| {report.top5_overlap:.1%} | {report.sqnr_db:.1f} | {report.tflite_accuracy:.1%} | "

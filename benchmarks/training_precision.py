@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -37,8 +38,8 @@ def main() -> None:
 
     import keras
 
-    from mobilenet_keras import data
-    from mobilenet_keras.train import TrainConfig, train
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import TrainConfig, train
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -47,24 +48,15 @@ def main() -> None:
         def on_epoch_end(self, epoch, logs=None):
             self.times.append(time.perf_counter() - self.start)
 
-    import mobilenet_keras.train as training
-
     rows = []
     for precision in ("float32", "mixed_bfloat16"):
         timer = EpochTimer()
         timer.times = []
-        original = training._callbacks
-        training._callbacks = lambda *a, **k: original(*a, **k) + [timer]
-        try:
-            images = data.digits(image_size=args.image_size, batch_size=32)
-            with tempfile.TemporaryDirectory() as out:
-                train(images, out, TrainConfig(alpha=0.25, image_size=args.image_size, epochs=args.epochs,
-                                               learning_rate=2e-2, precision=precision), verbose=0)
-                import json
-
-                final = json.loads(Path(out, "run.json").read_text())["final"]["val_accuracy"]
-        finally:
-            training._callbacks = original
+        images = datasets.digits(image_size=args.image_size, batch_size=32)
+        with tempfile.TemporaryDirectory() as out:
+            train(images, out, TrainConfig(alpha=0.25, image_size=args.image_size, epochs=args.epochs,
+                                           learning_rate=2e-2, precision=precision), verbose=0, callbacks=[timer])
+            final = json.loads(Path(out, "run.json").read_text())["final"]["val_accuracy"]
         steady = sum(timer.times[1:]) / max(len(timer.times) - 1, 1)
         rows.append((precision, steady, final))
         print(precision, steady, final, flush=True)

@@ -1,19 +1,38 @@
-"""MobileNet V1 for Keras 3: the builder, its preprocessing and its multi-scale features."""
+"""MobileNet V1 for Keras 3: the builder, its preprocessing and its multi-scale features.
 
-from mobilenet_keras.complexity import Complexity, complexity, count_complexity
-from mobilenet_keras.features import feature_extractor, feature_layer_names
-from mobilenet_keras.model import MobileNetV1
-from mobilenet_keras.preprocessing import decode_predictions, preprocess_input
+The names below are imported on first use (PEP 562), so that `import mobilenet_keras` and the
+command line's `--help` do not import Keras and TensorFlow.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = [
-    "Complexity",
-    "MobileNetV1",
-    "complexity",
-    "count_complexity",
-    "decode_predictions",
-    "feature_extractor",
-    "feature_layer_names",
-    "preprocess_input",
-]
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "Complexity": "mobilenet_keras.complexity",
+    "complexity": "mobilenet_keras.complexity",
+    "count_complexity": "mobilenet_keras.complexity",
+    "feature_extractor": "mobilenet_keras.features",
+    "feature_layer_names": "mobilenet_keras.features",
+    "MobileNetV1": "mobilenet_keras.model",
+    "decode_predictions": "mobilenet_keras.preprocessing",
+    "preprocess_input": "mobilenet_keras.preprocessing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mobilenet_keras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

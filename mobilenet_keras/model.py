@@ -63,7 +63,7 @@ def MobileNetV1(  # noqa: N802 - named like keras.applications.MobileNet on purp
     Raises:
         ValueError: for arguments outside what is listed above, with what is allowed.
     """
-    return _build(
+    return build_network(
         keras,
         input_shape=input_shape,
         alpha=alpha,
@@ -117,7 +117,7 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
     return input_shape
 
 
-def _build(
+def build_network(
     k: types.ModuleType,
     *,
     input_shape=None,
@@ -134,9 +134,9 @@ def _build(
     name=None,
     fold_batchnorm=False,
 ):
-    """Build the network with the Keras namespace `k` (`keras`, or `tf_keras` for the QAT twin).
+    """Build MobileNet V1 with the Keras namespace `k`: `keras`, or `tf_keras` for tensorflow-model-optimization.
 
-    `fold_batchnorm=True` builds the inference form that TFLite runs: every convolution carries a bias
+    Takes `MobileNetV1`'s arguments. `fold_batchnorm=True` builds the inference form that TFLite runs: every convolution carries a bias
     and no BatchNormalization follows it (the QAT twin trains in this form, so that its simulated
     weight quantization is the one the converted file uses).
     """

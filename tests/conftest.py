@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MOBILENET_KERAS_DATA", ROOT.parent / "shared" / "data"))
-
-WEIGHTS_025 = DATA / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
-IMAGES = DATA / "images"
-CIFAR = DATA / "cifar10" / "train"
-TFLITE_REFERENCE = DATA / "tflite-reference"
-LABELS = DATA / "labels"
-
-
-def require(path: Path) -> Path:
-    """Skip the calling test, saying what is missing, when a piece of reference data is absent."""
-    if not path.exists():
-        pytest.skip(f"reference data {path} is absent (see ../shared/data/README.md)")
-    return path
+from mobilenet_keras.testing.reference_data import (  # noqa: F401 - re-exported for the tests
+    CIFAR, DATA, IMAGES, LABELS, ROOT, TFLITE_REFERENCE, WEIGHTS_025, require)
 
 
 @pytest.fixture(scope="session")

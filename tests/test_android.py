@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from tests.cifar import SIZE, cifar_slice, classifier, converted
+from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, converted
 
 
 def _mediapipe_or_skip() -> str:
-    from mobilenet_keras.android import mediapipe_python
+    from mobilenet_keras.deploy.android import mediapipe_python
 
     python = mediapipe_python()
     if python is None:
@@ -23,7 +23,7 @@ def _mediapipe_or_skip() -> str:
 
 @pytest.fixture(scope="module")
 def android(tmp_path_factory):
-    from mobilenet_keras.android import android_file
+    from mobilenet_keras.deploy.android import android_file
 
     _mediapipe_or_skip()
     folder = tmp_path_factory.mktemp("android")
@@ -38,7 +38,7 @@ def test_the_file_carries_metadata_with_labels_and_normalization(android):
     import io
     import zipfile
 
-    from mobilenet_keras.android import has_metadata
+    from mobilenet_keras.deploy.android import has_metadata
 
     path, class_names = android
     assert has_metadata(path)
@@ -52,7 +52,7 @@ def test_the_file_carries_metadata_with_labels_and_normalization(android):
 def test_mediapipe_image_classifier_answers_as_litert(android, tmp_path):
     from PIL import Image
 
-    from mobilenet_keras.android import run_mediapipe_tools
+    from mobilenet_keras.deploy.android import run_mediapipe_tools
     from tflite import TFLiteModel
 
     path, class_names = android
@@ -86,7 +86,7 @@ def test_the_android_file_is_checked_against_the_float_model(android):
 
 
 def test_a_wrong_mediapipe_python_is_named(monkeypatch, tmp_path):
-    from mobilenet_keras.android import mediapipe_python
+    from mobilenet_keras.deploy.android import mediapipe_python
 
     monkeypatch.setenv("MOBILENET_KERAS_MEDIAPIPE_PYTHON", str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="MOBILENET_KERAS_MEDIAPIPE_PYTHON"):

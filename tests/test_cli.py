@@ -3,7 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mobilenet_keras.cli import main
+from mobilenet_keras.app.cli import main
 
 
 def test_summary_prints_multiply_adds(capsys):
@@ -18,7 +18,7 @@ def test_user_error_is_one_line_and_status_2(capsys):
 
 
 def test_help_on_the_console_script():
-    result = subprocess.run([sys.executable, "-m", "mobilenet_keras.cli", "summary", "--help"],
+    result = subprocess.run([sys.executable, "-m", "mobilenet_keras", "summary", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "examples:" in result.stdout
 

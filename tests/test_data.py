@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenet_keras import data
+from mobilenet_keras.training import datasets
 
 
 def _folder(root, classes: dict[str, int], size=(40, 30), mode="RGB"):
@@ -20,7 +20,7 @@ def _folder(root, classes: dict[str, int], size=(40, 30), mode="RGB"):
 
 
 def test_digits_is_real_and_scaled():
-    loaded = data.digits(image_size=32, batch_size=64, augment=False)
+    loaded = datasets.digits(image_size=32, batch_size=64, augment=False)
     assert loaded.class_names == [str(d) for d in range(10)]
     assert loaded.num_train + loaded.num_validation == 1797
     x, y = next(iter(loaded.train))
@@ -33,7 +33,7 @@ def test_digits_is_real_and_scaled():
 def test_image_folder_with_grayscale_and_rgba(tmp_path):
     root = _folder(tmp_path / "d", {"a": 6}, mode="L")
     _folder(root, {"b": 6}, mode="RGBA")
-    loaded = data.image_folder(root, image_size=32, batch_size=4, validation_split=0.25)
+    loaded = datasets.image_folder(root, image_size=32, batch_size=4, validation_split=0.25)
     assert loaded.class_names == ["a", "b"]
     x, y = next(iter(loaded.train))
     assert tuple(x.shape[1:]) == (32, 32, 3)
@@ -42,8 +42,8 @@ def test_image_folder_with_grayscale_and_rgba(tmp_path):
 
 def test_same_seed_same_split(tmp_path):
     root = _folder(tmp_path / "d", {"a": 10, "b": 10})
-    first = data.image_folder(root, image_size=32, augment=False, cache=False).validation_arrays()
-    second = data.image_folder(root, image_size=32, augment=False, cache=False).validation_arrays()
+    first = datasets.image_folder(root, image_size=32, augment=False, cache=False).validation_arrays()
+    second = datasets.image_folder(root, image_size=32, augment=False, cache=False).validation_arrays()
     np.testing.assert_array_equal(np.sort(first[0].reshape(len(first[0]), -1).sum(1)),
                                   np.sort(second[0].reshape(len(second[0]), -1).sum(1)))
 
@@ -57,16 +57,16 @@ def test_bad_folders(tmp_path, setup, words):
     root = tmp_path / "d"
     setup(root)
     with pytest.raises(ValueError, match=words):
-        data.image_folder(root, image_size=32)
+        datasets.image_folder(root, image_size=32)
 
 
 def test_a_corrupt_file_is_named(tmp_path):
     root = _folder(tmp_path / "d", {"a": 3, "b": 3})
     (root / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(ValueError, match="broken.jpg"):
-        data.image_folder(root, image_size=32)
+        datasets.image_folder(root, image_size=32)
 
 
 def test_missing_folder_points_at_digits(tmp_path):
     with pytest.raises(ValueError, match="does not exist.*digits"):
-        data.load(tmp_path / "nope")
+        datasets.load(tmp_path / "nope")

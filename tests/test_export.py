@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mobilenet_keras import MobileNetV1, preprocess_input
-from mobilenet_keras.export import export_saved_model
+from mobilenet_keras.deploy.saved_model import export_saved_model
 from tests.conftest import IMAGES, require
 
 SIZE = 64

@@ -13,7 +13,7 @@ def test_onnx_file_gives_the_keras_answers_on_real_photos(weights_025, photos, t
     import onnxruntime as ort
 
     from mobilenet_keras import MobileNetV1, preprocess_input
-    from mobilenet_keras.onnx_export import export_onnx, verify_onnx
+    from mobilenet_keras.deploy.onnx_file import export_onnx, verify_onnx
 
     model = MobileNetV1(input_shape=(128, 128, 3), alpha=0.25, include_top=False, pooling="avg",
                         weights=str(weights_025))
@@ -32,7 +32,7 @@ def test_onnx_file_gives_the_keras_answers_on_real_photos(weights_025, photos, t
 def test_onnx_export_refuses_an_any_size_model(tmp_path):
     pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
     from mobilenet_keras import MobileNetV1
-    from mobilenet_keras.onnx_export import export_onnx
+    from mobilenet_keras.deploy.onnx_file import export_onnx
 
     with pytest.raises(ValueError, match="fixed size"):
         export_onnx(MobileNetV1(alpha=0.25, include_top=False), tmp_path / "x.onnx")

@@ -15,7 +15,7 @@ FIGURES = ("top1_agreement", "top5_overlap", "mean_abs_diff", "max_abs_diff", "m
 
 
 def cli(*args, timeout=1200):
-    return subprocess.run([sys.executable, "-m", "mobilenet_keras.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mobilenet_keras", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -37,7 +37,7 @@ def test_pipeline_on_digits(tmp_path):
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:8] == PNG, plot
     assert len(report["worst_layers"]) == 5
-    from mobilenet_keras.android import has_metadata, mediapipe_python
+    from mobilenet_keras.deploy.android import has_metadata, mediapipe_python
 
     if mediapipe_python() is not None:  # .ci/run provides one
         assert has_metadata(out / "android" / "model.tflite")
@@ -119,7 +119,7 @@ def test_a_folder_without_classes_and_an_output_that_is_a_file(tmp_path):
 
 
 def test_every_command_has_help(capsys):
-    from mobilenet_keras.cli import build_parser
+    from mobilenet_keras.app.cli import build_parser
 
     for command in ("summary", "train", "pipeline", "qat", "predict", "bench", "export"):
         with pytest.raises(SystemExit) as exited:

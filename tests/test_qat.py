@@ -32,7 +32,7 @@ def _with_statistics(model, seed: int = 0):
 ])
 def test_twin_has_the_same_layers_and_outputs(arguments):
     from mobilenet_keras import MobileNetV1
-    from mobilenet_keras.twin import tf_keras_twin
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
     model = _with_statistics(MobileNetV1(**arguments))
     twin = tf_keras_twin(model)
@@ -44,7 +44,7 @@ def test_twin_has_the_same_layers_and_outputs(arguments):
 
 def test_weights_come_back_from_the_twin():
     from mobilenet_keras import MobileNetV1
-    from mobilenet_keras.twin import tf_keras_twin
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
     from mobilenet_keras.weights import transfer_weights
 
     model = _with_statistics(MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, classes=5))
@@ -60,7 +60,7 @@ def test_weights_come_back_from_the_twin():
 def test_twin_refuses_a_model_that_is_not_mobilenet():
     import keras
 
-    from mobilenet_keras.twin import tf_keras_twin
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
     inputs = keras.Input((32, 32, 3))
     other = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv1")(inputs))
@@ -70,7 +70,7 @@ def test_twin_refuses_a_model_that_is_not_mobilenet():
 
 def test_folded_twin_computes_the_same_function():
     from mobilenet_keras import MobileNetV1
-    from mobilenet_keras.qat import folded_twin
+    from mobilenet_keras.optimize.qat import folded_twin
 
     model = _with_statistics(MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, classes=10,
                                          classifier_activation=None))
@@ -82,7 +82,7 @@ def test_folded_twin_computes_the_same_function():
 
 
 def test_importing_the_package_does_not_import_tfmot():
-    code = ("import os, sys, mobilenet_keras, tflite, mobilenet_keras.qat, mobilenet_keras.twin; "
+    code = ("import os, sys, mobilenet_keras, tflite, mobilenet_keras.optimize.qat, mobilenet_keras.optimize.tf_keras_twin; "
             "assert 'tensorflow_model_optimization' not in sys.modules, 'tfmot imported'; "
             "assert 'TF_USE_LEGACY_KERAS' not in os.environ; print('ok')")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
@@ -110,8 +110,9 @@ def qat_run(tmp_path_factory):
     import tensorflow as tf
 
     import tflite
-    from mobilenet_keras import preprocess_input, qat
-    from tests.cifar import SIZE, cifar_slice, classifier, converted
+    from mobilenet_keras import preprocess_input
+    from mobilenet_keras.optimize import qat
+    from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, converted
 
     model = classifier()
     folder = tmp_path_factory.mktemp("qat")
@@ -131,7 +132,7 @@ def qat_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_twin_of_the_real_classifier_is_exact(qat_run):
-    from mobilenet_keras.twin import tf_keras_twin
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
     x = qat_run["held_out"][:64]
     twin = tf_keras_twin(qat_run["model"])
@@ -167,7 +168,7 @@ def test_qat_file_is_not_less_accurate_than_ptq(qat_run):
 
 @pytest.mark.slow
 def test_qat_weights_save_and_reload(qat_run):
-    from mobilenet_keras import qat
+    from mobilenet_keras.optimize import qat
 
     path = qat.save_weights(qat_run["qat_model"], qat_run["folder"] / "qat.weights.h5")
     reloaded = qat.load(qat_run["model"], path)
@@ -181,7 +182,7 @@ def test_qat_weights_save_and_reload(qat_run):
 def test_float_weights_come_back_into_keras_3(qat_run):
     import keras
 
-    from mobilenet_keras import qat
+    from mobilenet_keras.optimize import qat
 
     model, x = qat_run["model"], qat_run["held_out"][:64]
     # Before training, the float weights that come back compute the original model.
@@ -218,8 +219,9 @@ def compressed(qat_run):
     import tensorflow as tf
 
     import tflite
-    from mobilenet_keras import compress, preprocess_input
-    from tests.cifar import SIZE, cifar_slice
+    from mobilenet_keras import preprocess_input
+    from mobilenet_keras.optimize import compress
+    from mobilenet_keras.testing.cifar import SIZE, cifar_slice
 
     images, labels, _ = cifar_slice(100, 0, SIZE)
     train = tf.data.Dataset.from_tensor_slices(
@@ -237,7 +239,7 @@ def compressed(qat_run):
 
 @pytest.mark.slow
 def test_pruning_zeroes_the_asked_fraction(compressed):
-    from mobilenet_keras import compress
+    from mobilenet_keras.optimize import compress
 
     assert 0.45 <= compress.sparsity(compressed[0]["pruned"]) <= 0.55
 
@@ -252,7 +254,7 @@ def test_clustering_leaves_few_distinct_values(compressed):
 @pytest.mark.parametrize("name", ["pruned", "clustered"])
 def test_compressed_files_are_smaller_after_gzip_and_pass_verify(qat_run, compressed, name):
     import tflite
-    from mobilenet_keras import compress
+    from mobilenet_keras.optimize import compress
 
     models, files = compressed
     assert compress.gzip_size(files[name]) < compress.gzip_size(files["plain"])  # the same conversion, uncompressed
@@ -263,7 +265,7 @@ def test_compressed_files_are_smaller_after_gzip_and_pass_verify(qat_run, compre
 
 
 def test_compression_arguments_are_checked():
-    from mobilenet_keras import compress
+    from mobilenet_keras.optimize import compress
 
     with pytest.raises(ValueError, match="sparsity"):
         compress.prune(None, None, sparsity=1.5)

@@ -9,8 +9,8 @@ import pytest
 import tflite
 from mobilenet_keras import preprocess_input
 from tflite import TFLiteModel, verify
-from tflite.inspect import float_layers, operator_names, read_model
-from tests.cifar import SIZE, cifar_slice, classifier, converted
+from tflite.flatbuffer import float_layers, operator_names, read_model
+from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, converted
 
 pytestmark = pytest.mark.slow
 

@@ -8,14 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from mobilenet_keras import data
-from mobilenet_keras.train import TrainConfig, build_classifier, decay_excluded, train
+from mobilenet_keras.training import datasets
+from mobilenet_keras.training.trainer import TrainConfig, build_classifier, decay_excluded, train
 from tests.conftest import CIFAR, require
 
 
 @pytest.fixture(scope="module")
 def digits32():
-    return data.digits(image_size=32, batch_size=64)
+    return datasets.digits(image_size=32, batch_size=64)
 
 
 def test_weight_decay_skips_depthwise_and_batchnorm():
@@ -50,7 +50,7 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     assert not (out / "backup").exists()  # a finished run keeps no resume state
 
 
-def test_a_killed_run_resumes_where_it_stopped(digits32, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_where_it_stopped(digits32, tmp_path):
     out = tmp_path / "run"
     config = TrainConfig(alpha=0.25, image_size=32, epochs=3, batch_size=64)
 
@@ -62,13 +62,8 @@ def test_a_killed_run_resumes_where_it_stopped(digits32, tmp_path, monkeypatch):
             if epoch == 1:
                 raise Killed()
 
-    import mobilenet_keras.train as training
-
-    original = training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [KillAfterEpoch2()])
     with pytest.raises(Killed):
-        train(digits32, out, config, verbose=0)
-    monkeypatch.setattr(training, "_callbacks", original)
+        train(digits32, out, config, verbose=0, callbacks=[KillAfterEpoch2()])
     train(digits32, out, config, verbose=0)
     epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().strip().splitlines()[1:]]
     assert epochs == ["0", "1", "2"]  # epochs 0-1 from the first run, only epoch 2 from the second
@@ -92,7 +87,7 @@ def test_fine_tuning_from_imagenet_beats_random_init_on_cifar(weights_025, tmp_p
         (root / folder.name).mkdir(parents=True)
         for path in sorted(folder.iterdir())[:200]:
             shutil.copy(path, root / folder.name / path.name)
-    loaded = data.image_folder(root, image_size=64, batch_size=32, validation_split=0.2, seed=0)
+    loaded = datasets.image_folder(root, image_size=64, batch_size=32, validation_split=0.2, seed=0)
     common = dict(alpha=0.25, image_size=64, epochs=3, batch_size=32, seed=0)
     pretrained = train(loaded, tmp_path / "pre", TrainConfig(weights=str(weights_025), fine_tune_epochs=2,
                                                              **{**common, "epochs": 1}), verbose=0)

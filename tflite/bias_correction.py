@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mobilenet_keras.folding import fold_kernel, folding_gain
+
 _BATCH = 16
 
 
@@ -26,13 +28,6 @@ def _symmetric_per_channel_error(kernel: np.ndarray, channel_axis: int) -> np.nd
     scale = np.abs(kernel).max(axis=reduce, keepdims=True) / 127.0
     scale = np.where(scale == 0, 1.0, scale)
     return np.round(kernel / scale) * scale - kernel
-
-
-def folding_gain(bn) -> np.ndarray:
-    """gamma / sqrt(moving variance + epsilon) of a BatchNorm layer (float64): what folding multiplies a kernel's
-    output channels by (the folded bias is beta - moving mean * gain)."""
-    gamma, _, _, moving_var = (np.asarray(w, np.float64) for w in bn.get_weights())
-    return gamma / np.sqrt(moving_var + bn.epsilon)
 
 
 def _producers(model) -> dict[int, object]:
@@ -98,16 +93,11 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
         kernel = np.asarray(conv.get_weights()[0], np.float64)
         depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
         gain = folding_gain(bn) if bn is not None else None
+        folded = fold_kernel(kernel, gain if gain is not None else 1.0, depthwise)
         if depthwise:
-            # kernel (kh, kw, C, multiplier): output channel c*multiplier + m reads input channel c.
-            kh, kw, channels, multiplier = kernel.shape
-            folded = kernel.reshape(kh, kw, channels * multiplier)
-            if gain is not None:
-                folded = folded * gain
             error = _symmetric_per_channel_error(folded, channel_axis=2)
-            shift = error.sum(axis=(0, 1)) * np.repeat(mean, multiplier)
+            shift = error.sum(axis=(0, 1)) * np.repeat(mean, kernel.shape[3])
         else:
-            folded = kernel * gain if gain is not None else kernel
             error = _symmetric_per_channel_error(folded, channel_axis=3)
             shift = np.einsum("hwio,i->o", error, mean)
         if bn is not None:

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from mobilenet_keras.atomic import check_output_path, write_bytes_atomic
+from mobilenet_keras.files import check_output_path, write_bytes_atomic
 from tflite.bias_correction import bias_corrected
 from tflite.modes import get_mode
 from tflite.names import keras_layers_in
@@ -50,7 +50,7 @@ def convert(
             folder and renamed, so a failed conversion leaves nothing there.
         mode: one of `tflite.MODES`: `float32`, `dynamic`, `float16`, `int8`, `uint8`,
             `int8_float_io`, `int16x8`, or `qat` / `qat_uint8` (a quantization-aware-trained
-            model from `mobilenet_keras.qat`: its trained ranges are used, no calibration).
+            model from `mobilenet_keras.optimize.qat`: its trained ranges are used, no calibration).
         representative_data: calibration images for the integer and int16x8 modes (optional for
             `dynamic`, where they feed the bias correction only): a numpy array, a
             `tf.data.Dataset`, an iterable of batches, or a folder of images. Float arrays are in the
@@ -86,8 +86,7 @@ def convert(
             f"the model takes images of any size {input_shape}; a TFLite file needs a fixed size. "
             "Rebuild it with input_shape=(height, width, 3) and copy the weights over."
         )
-    qat = spec.name.startswith("qat")
-    if qat and not any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
+    if spec.takes_qat_model and not any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
         raise ValueError(f"mode {mode!r} takes a quantization-aware-trained model (tfmot's quantize_model); this "
                          "model has no quantization wrappers. Use mode 'int8' with representative_data instead.")
     auto = isinstance(denylist, str) and denylist == AUTO
@@ -105,14 +104,14 @@ def convert(
     calibration = None
     if spec.calibrated and representative_data is None:
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
-    if representative_data is not None and (spec.calibrated or spec.name == "dynamic"):
+    if representative_data is not None and (spec.calibrated or spec.recipe == "dynamic"):
         calibration = collect(representative_data, input_shape, limit=num_calibration)
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = model
         if bias_correction and calibration is not None:
             source = bias_corrected(model, calibration, skip=float_layers,
-                                    min_elements=DYNAMIC_MIN_ELEMENTS if spec.name == "dynamic" else 0)
+                                    min_elements=DYNAMIC_MIN_ELEMENTS if spec.recipe == "dynamic" else 0)
         return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
                               progress)
 
@@ -196,36 +195,60 @@ def calibration_generator(calibration: np.ndarray, verbose: bool = False):
     return generate
 
 
+def _float32(converter, tf, spec, calibration, input_range, denylist, layer_names, verbose) -> bytes:
+    return converter.convert()
+
+
+def _dynamic(converter, tf, spec, calibration, input_range, denylist, layer_names, verbose) -> bytes:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def _float16(converter, tf, spec, calibration, input_range, denylist, layer_names, verbose) -> bytes:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def _qat(converter, tf, spec, calibration, input_range, denylist, layer_names, verbose) -> bytes:
+    # The model's fake-quantization nodes carry the trained ranges: no calibration.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.inference_input_type = getattr(tf, spec.input_type)
+    converter.inference_output_type = getattr(tf, spec.output_type)
+    return converter.convert()
+
+
+def _int16x8(converter, tf, spec, calibration, input_range, denylist, layer_names, verbose) -> bytes:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration_generator(calibration, verbose)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return converter.convert()
+
+
+def _integer(converter, tf, spec, calibration, input_range, denylist, layer_names, verbose) -> bytes:
+    # Calibrate, adjust the recorded ranges, then quantize: the same two steps the converter runs
+    # internally, split so that the input range and the denylist apply.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration_generator(calibration, verbose)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - documented by QuantizationDebugger
+    calibrated = converter.convert()
+    if input_range is not None:
+        calibrated = _set_input_range(calibrated, input_range)
+    return _quantize(calibrated, spec, _denylisted_tensors(calibrated, denylist, layer_names))
+
+
+# How each mode's `recipe` (tflite.modes) sets up TFLiteConverter.
+RECIPES = {"float32": _float32, "dynamic": _dynamic, "float16": _float16, "qat": _qat, "int16x8": _int16x8,
+           "integer": _integer}
+
+
 def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, input_range, verbose) -> bytes:
     import tensorflow as tf
 
+    layer_names = {layer.name for layer in model.layers}
     with saved_model_converter(model, batch_size) as converter:
-        if spec.name == "float32":
-            return converter.convert()
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if spec.name == "dynamic" or spec.name.startswith("qat"):
-            if spec.name.startswith("qat"):
-                converter.inference_input_type = getattr(tf, spec.input_type)
-                converter.inference_output_type = getattr(tf, spec.output_type)
-            return converter.convert()
-        if spec.name == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-            return converter.convert()
-        converter.representative_dataset = calibration_generator(calibration, verbose)
-        if spec.name == "int16x8":
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            ]
-            return converter.convert()
-        # Integer modes: calibrate, adjust the recorded ranges, then quantize; the same two steps
-        # the converter runs internally, split so that the input range and the denylist apply.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter._experimental_calibrate_only = True  # noqa: SLF001 - documented by QuantizationDebugger
-        calibrated = converter.convert()
-        if input_range is not None:
-            calibrated = _set_input_range(calibrated, input_range)
-        layer_names = {layer.name for layer in model.layers}
-        return _quantize(calibrated, spec, _denylisted_tensors(calibrated, denylist, layer_names))
+        return RECIPES[spec.recipe](converter, tf, spec, calibration, input_range, denylist, layer_names, verbose)
 
 
 def _export_saved_model(model, path: str, signature) -> None:

@@ -1,4 +1,5 @@
-"""The TFLite flavours this package writes, as data: what each needs and what its file takes."""
+"""The TFLite flavours this package writes, as data: one row per mode. Adding a mode is adding a row
+(and, for a new kind of conversion, one entry in `tflite.converter`'s table of recipes)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,53 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """What a file must reach to pass. Accuracy drop is in fractions (0.01 = 1 point)."""
+
+    min_top1_agreement: float
+    min_top5_overlap: float
+    min_sqnr_db: float
+    max_accuracy_drop: float
+
+
+# Float files must be near-identical to Keras; files with int8 weights but float (or 16-bit)
+# activations close; fully int8 files within int8's known error. Documented in the README.
+FLOAT32_THRESHOLDS = Thresholds(min_top1_agreement=0.99, min_top5_overlap=0.97, min_sqnr_db=35.0,
+                                max_accuracy_drop=0.005)
+FLOAT16_THRESHOLDS = Thresholds(min_top1_agreement=0.99, min_top5_overlap=0.97, min_sqnr_db=30.0,
+                                max_accuracy_drop=0.005)
+WEIGHTS8_THRESHOLDS = Thresholds(min_top1_agreement=0.99, min_top5_overlap=0.95, min_sqnr_db=20.0,
+                                 max_accuracy_drop=0.01)
+INT8_THRESHOLDS = Thresholds(min_top1_agreement=0.97, min_top5_overlap=0.90, min_sqnr_db=15.0,
+                             max_accuracy_drop=0.02)
+
+
+@dataclass(frozen=True)
 class Mode:
+    """One TFLite flavour: how the converter makes it, what its file takes and gives, how it is judged."""
+
     name: str
-    description: str
+    recipe: str  # the converter recipe (tflite.converter.RECIPES): float32, dynamic, float16, int16x8, integer, qat
     calibrated: bool  # needs representative data
     integer: bool  # int8 arithmetic inside (quantized activations)
     input_type: str  # dtype of the file's input tensor
     output_type: str
-    dynamic_batch: bool = True  # batch_size=None supported
+    thresholds: Thresholds
+    takes_qat_model: bool = False  # converts a quantization-aware-trained model (its trained ranges)
 
 
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
-        Mode("float32", "float32 weights and arithmetic", False, False, "float32", "float32"),
-        Mode("dynamic", "int8 weights, float activations (dynamic-range)", False, False, "float32", "float32"),
-        Mode("float16", "float16 weights, float32 arithmetic", False, False, "float32", "float32"),
-        Mode("int8", "full integer, int8 input and output", True, True, "int8", "int8"),
-        Mode("uint8", "full integer inside, uint8 input (raw pixels) and output: Android image classifiers",
-             True, True, "uint8", "uint8"),
-        Mode("int8_float_io", "full integer inside, float input and output", True, True, "float32", "float32"),
-        Mode("int16x8", "16-bit activations, 8-bit weights (slow on CPU)", True, False, "float32", "float32"),
-        Mode("qat", "int8 from a quantization-aware-trained model, int8 input and output", False, True,
-             "int8", "int8"),
-        Mode("qat_uint8", "int8 from a quantization-aware-trained model, uint8 input (raw pixels) and output",
-             False, True, "uint8", "uint8"),
+        Mode("float32", "float32", False, False, "float32", "float32", FLOAT32_THRESHOLDS),
+        Mode("dynamic", "dynamic", False, False, "float32", "float32", WEIGHTS8_THRESHOLDS),
+        Mode("float16", "float16", False, False, "float32", "float32", FLOAT16_THRESHOLDS),
+        Mode("int8", "integer", True, True, "int8", "int8", INT8_THRESHOLDS),
+        Mode("uint8", "integer", True, True, "uint8", "uint8", INT8_THRESHOLDS),
+        Mode("int8_float_io", "integer", True, True, "float32", "float32", INT8_THRESHOLDS),
+        Mode("int16x8", "int16x8", True, False, "float32", "float32", WEIGHTS8_THRESHOLDS),
+        Mode("qat", "qat", False, True, "int8", "int8", INT8_THRESHOLDS, takes_qat_model=True),
+        Mode("qat_uint8", "qat", False, True, "uint8", "uint8", INT8_THRESHOLDS, takes_qat_model=True),
     )
 }
 

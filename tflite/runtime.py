@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite.inspect import detect_mode, operator_names, read_model
+from tflite.flatbuffer import detect_mode, operator_names, read_model
 
 FLATBUFFER_IDENTIFIER = b"TFL3"
 _MIN_SIZE = 16
@@ -62,7 +62,7 @@ class TFLiteModel:
 
     @property
     def mode(self) -> str:
-        """The quantization mode the file looks like (see `tflite.inspect.detect_mode`)."""
+        """The quantization mode the file looks like (see `tflite.flatbuffer.detect_mode`)."""
         return detect_mode(self._model)
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:

@@ -13,39 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.atomic import write_bytes_atomic
+from mobilenet_keras.files import write_bytes_atomic
+from tflite.modes import MODES, Thresholds, get_mode
 from tflite.representative import collect
 from tflite.runtime import TFLiteModel
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """What a file must reach to pass. Accuracy drop is in fractions (0.01 = 1 point)."""
-
-    min_top1_agreement: float
-    min_top5_overlap: float
-    min_sqnr_db: float
-    max_accuracy_drop: float
-
-
-_FLOAT = Thresholds(min_top1_agreement=0.99, min_top5_overlap=0.97, min_sqnr_db=35.0, max_accuracy_drop=0.005)
-_FLOAT16 = Thresholds(min_top1_agreement=0.99, min_top5_overlap=0.97, min_sqnr_db=30.0, max_accuracy_drop=0.005)
-_WEIGHTS8 = Thresholds(min_top1_agreement=0.99, min_top5_overlap=0.95, min_sqnr_db=20.0, max_accuracy_drop=0.01)
-_INT8 = Thresholds(min_top1_agreement=0.97, min_top5_overlap=0.90, min_sqnr_db=15.0, max_accuracy_drop=0.02)
-
-# One table, documented in the README: float files must be near-identical to Keras; files with int8
-# weights but float (or 16-bit) activations close; fully int8 files within int8's known error.
-DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "float32": _FLOAT,
-    "float16": _FLOAT16,
-    "dynamic": _WEIGHTS8,
-    "int16x8": _WEIGHTS8,
-    "int8": _INT8,
-    "uint8": _INT8,
-    "int8_float_io": _INT8,
-    "qat": _INT8,
-    "qat_uint8": _INT8,
-}
+# Each mode's thresholds, from its row in tflite.modes (kept as a name for callers of tflite.verify).
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {name: mode.thresholds for name, mode in MODES.items()}
 
 
 @dataclass
@@ -213,7 +188,7 @@ def verify(
     if not np.isfinite(got).all():
         figures["sqnr_db"] = -math.inf
 
-    limits = DEFAULT_THRESHOLDS.get(mode, _INT8)
+    limits = get_mode(mode).thresholds
     if isinstance(thresholds, Thresholds):
         limits = thresholds
     elif isinstance(thresholds, dict):
@@ -232,11 +207,11 @@ def verify(
             raise ValueError(f"{len(labels)} labels for {len(images)} images; give one label per image.")
         report.float_accuracy = float(np.mean(expected.argmax(1) == labels))
         report.tflite_accuracy = float(np.mean(got.argmax(1) == labels))
-    report.failures = _judge(report, limits)
+    report.failures = judge(report, limits)
     return report
 
 
-def _judge(report: VerificationReport, limits: Thresholds) -> list[str]:
+def judge(report: VerificationReport, limits: Thresholds) -> list[str]:
     failures = []
     if report.top1_agreement < limits.min_top1_agreement:
         failures.append(f"top-1 agreement {report.top1_agreement:.2%} < {limits.min_top1_agreement:.0%}")

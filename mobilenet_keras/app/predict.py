@@ -62,18 +62,22 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
     raise ValueError(f"{model_path} is not a .tflite file, a .keras file or a SavedModel folder.")
 
 
-def main_predict(args) -> int:
-    model_path = Path(args.model)
+def print_top_classes(model: str | Path, images: list[str | Path], labels: str | Path | None = None,
+                      top: int = 5) -> int:
+    """`mobilenet-keras predict`: print each image's `top` classes with their scores."""
+    model_path = Path(model)
     if not model_path.exists():
         raise ValueError(f"{model_path} does not exist.")
-    images = [Path(p) for p in args.images]
+    if labels is not None and not Path(labels).is_file():
+        raise ValueError(f"labels file {labels} does not exist; give a labels.txt with one class name per line.")
+    images = [Path(p) for p in images]
     for image in images:
         load_image(image)  # names an unreadable file before any model loads
     result = scores(model_path, images)
-    labels = _find_labels(model_path, args.labels)
+    names = _find_labels(model_path, str(labels) if labels is not None else None)
     for image, row in zip(images, result):
         print(image)
-        for index in np.argsort(-row)[: args.top]:
-            name = labels[index] if labels and index < len(labels) else str(index)
+        for index in np.argsort(-row)[:top]:
+            name = names[index] if names and index < len(names) else str(index)
             print(f"  {row[index]:.4f}  {name}")
     return 0

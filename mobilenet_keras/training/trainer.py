@@ -135,7 +135,7 @@ def logits_view(model):
 
 def plot_history(history: dict, path: Path) -> Path:
     """Loss and accuracy curves (training and validation) as a PNG."""
-    from mobilenet_keras.report import save_figure, pyplot
+    from mobilenet_keras.plotting import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -173,8 +173,9 @@ def _remove_empty_folders(folder: Path) -> None:
         folder.rmdir()
 
 
-def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1):
-    """Train a classifier on `data` (`mobilenet_keras.data.ImageData`) and write a run folder.
+def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1,
+          callbacks: list | None = None):
+    """Train a classifier on `data` (`mobilenet_keras.training.datasets.ImageData`) and write a run folder.
 
     Writes `model.keras` (ending in softmax, best validation accuracy), `labels.txt`, `history.csv`,
     `training.png`, TensorBoard logs under `logs/`, and `run.json`. A run killed part-way resumes
@@ -182,11 +183,12 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
 
     With `config.weights` set, phase 1 trains only the new head (the frozen backbone's BatchNorm runs
     in inference mode); phase 2, if `fine_tune_epochs` > 0, unfreezes everything at a lower learning
-    rate. Returns the trained Keras model.
+    rate. `callbacks` (Keras callbacks) run in both phases after the package's own (backup, best
+    checkpoint, CSV log, TensorBoard). Returns the trained Keras model.
     """
     import keras
 
-    from mobilenet_keras.atomic import write_bytes_atomic
+    from mobilenet_keras.files import write_bytes_atomic
 
     config = config or TrainConfig()
     config.check()
@@ -215,7 +217,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
             logits.load_weights(out / "phase1.weights.h5")
         else:
             history = logits.fit(data.train, validation_data=data.validation, epochs=config.epochs,
-                                 verbose=verbose, callbacks=_callbacks(out, "phase1"))
+                                 verbose=verbose, callbacks=_callbacks(out, "phase1") + list(callbacks or []))
             merged = {k: [float(x) for x in v] for k, v in history.history.items()}
             if config.fine_tune_epochs:
                 logits.save_weights(out / "phase1.weights.h5")
@@ -229,7 +231,8 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
                                loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
             history = logits.fit(data.train, validation_data=data.validation, epochs=config.fine_tune_epochs,
                                  verbose=verbose,
-                                 callbacks=_callbacks(out, "phase2", max(merged.get("val_accuracy", [0.0]))))
+                                 callbacks=_callbacks(out, "phase2", max(merged.get("val_accuracy", [0.0])))
+                                 + list(callbacks or []))
             for key, values in history.history.items():
                 merged.setdefault(key, []).extend(values)
         if (out / "best.weights.h5").exists():
@@ -273,37 +276,22 @@ def _versions() -> dict:
     return found
 
 
-def config_from_args(args) -> TrainConfig:
-    """A TrainConfig from the CLI's training options, with defaults that depend on the data and weights."""
-    from mobilenet_keras import data as datasets
+def default_config(data_source: str, *, weights: str | None = None, image_size: int | None = None,
+                   epochs: int | None = None, learning_rate: float | None = None, **settings) -> TrainConfig:
+    """A checked TrainConfig whose unset values (None) follow the data and the weights.
 
-    if args.image_size is None:
-        args.image_size = 32 if args.data == datasets.DIGITS else 96
-    scratch = args.weights is None
-    if args.epochs is None:
-        args.epochs = 30 if scratch else 5
-    if args.learning_rate is None:
-        # From random weights MobileNet needs a larger step; a pretrained backbone a gentler one.
-        args.learning_rate = 2e-2 if scratch else 2e-3
-    config = TrainConfig(alpha=args.alpha, image_size=args.image_size, epochs=args.epochs,
-                         fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
-                         optimizer=args.optimizer, learning_rate=args.learning_rate, weights=args.weights,
-                         strategy=args.strategy, precision=args.precision, seed=args.seed)
+    From random weights MobileNet needs more epochs and a larger step than a pretrained backbone:
+    30 epochs at 0.02 from scratch, 5 head epochs at 0.002 with `weights`. Images are 32 px for the
+    embedded digits (their native 8 px upsampled) and 96 px otherwise. `settings` are other
+    TrainConfig fields (alpha, batch_size, ...).
+    """
+    from mobilenet_keras.training import datasets
+
+    scratch = weights is None
+    config = TrainConfig(
+        image_size=image_size if image_size is not None else (32 if data_source == datasets.DIGITS else 96),
+        epochs=epochs if epochs is not None else (30 if scratch else 5),
+        learning_rate=learning_rate if learning_rate is not None else (2e-2 if scratch else 2e-3),
+        weights=weights, **settings)
     config.check()
     return config
-
-
-def main_train(args) -> int:
-    """The `mobilenet-keras train` command (argument parsing lives in the CLI)."""
-    from mobilenet_keras import data as datasets
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the run.")
-    config = config_from_args(args)
-    loaded = datasets.load(args.data, image_size=args.image_size, batch_size=args.batch_size, seed=args.seed)
-    print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
-          f"{len(loaded.class_names)} classes", file=sys.stderr)
-    train(loaded, out, config, verbose=0 if args.quiet else 1)
-    print(f"wrote {out / 'model.keras'}", file=sys.stderr)
-    return 0

@@ -2,7 +2,7 @@
 
 tensorflow-model-optimization (quantization-aware training, pruning, clustering) accepts only
 tf_keras models. Rather than keep a second copy of the architecture, the twin is built by the same
-builder function (`mobilenet_keras.model._build`) with the `tf_keras` namespace, from build
+builder function (`mobilenet_keras.model.build_network`) with the `tf_keras` namespace, from build
 arguments read off the Keras 3 model, and the weights are copied across by layer name. The twin's
 outputs equal the Keras 3 model's; `mobilenet_keras.weights.transfer_weights` copies trained weights
 back, from a twin or from tfmot's quantization-wrapped model.
@@ -54,19 +54,17 @@ def architecture_of(model) -> dict[str, Any]:
     Raises:
         ValueError: `model` was not built by `MobileNetV1` (its layer names differ).
     """
-    try:
-        depthwise = model.get_layer("conv_dw_1")
-        arguments: dict[str, Any] = {
-            "input_shape": tuple(model.input_shape[1:]),
-            "alpha": _alpha(model),
-            "depth_multiplier": int(depthwise.depth_multiplier),
-            "output_stride": _output_stride(model),
-            "name": model.name,
-        }
-    except ValueError as error:
-        if "match no width" in str(error):
-            raise
-        raise ValueError(f"{model.name} is not a MobileNet V1 built by MobileNetV1 (layer names differ).") from None
+    names = {layer.name for layer in model.layers}
+    missing = [name for name in specs.convolution_names() if name not in names]
+    if missing:
+        raise ValueError(f"{model.name} is not a MobileNet V1 built by MobileNetV1 (it has no layer {missing[0]!r}).")
+    arguments: dict[str, Any] = {
+        "input_shape": tuple(model.input_shape[1:]),
+        "alpha": _alpha(model),
+        "depth_multiplier": int(model.get_layer("conv_dw_1").depth_multiplier),
+        "output_stride": _output_stride(model),
+        "name": model.name,
+    }
     preds = _layer(model, "conv_preds")
     arguments["include_top"] = preds is not None
     if preds is not None:
@@ -86,17 +84,17 @@ def tf_keras_twin(model):
     """A tf_keras model with `model`'s layers, names, shapes, BatchNorm settings and weights.
 
     Args:
-        model: a Keras 3 model built by `MobileNetV1` (or trained by `mobilenet_keras.train`).
+        model: a Keras 3 model built by `MobileNetV1` (or trained by `mobilenet_keras.training.trainer`).
 
     Returns:
         A `tf_keras.Model` whose outputs equal `model`'s, ready for tensorflow-model-optimization.
     """
     import tf_keras
 
-    from mobilenet_keras.model import _build
+    from mobilenet_keras.model import build_network
     from mobilenet_keras.weights import transfer_weights
 
-    twin = _build(tf_keras, **architecture_of(model))
+    twin = build_network(tf_keras, **architecture_of(model))
     for layer in twin.layers:
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             source = model.get_layer(layer.name)

@@ -1,6 +1,6 @@
 """How tensorflow-model-optimization quantizes the BatchNorm-folded MobileNet twin.
 
-This module imports tfmot at the top (its classes subclass tfmot's), so only `mobilenet_keras.qat`
+This module imports tfmot at the top (its classes subclass tfmot's), so only `mobilenet_keras.optimize.qat`
 imports it, inside the functions that need it.
 
 Why not tfmot's default scheme as is:
@@ -28,7 +28,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import model_transformer
 
 _NUM_BITS = 8
-_INITIAL_RANGE = 6.0  # replaced from the weights before training (mobilenet_keras.qat.init_ranges)
+_INITIAL_RANGE = 6.0  # replaced from the weights before training (mobilenet_keras.optimize.qat.init_ranges)
 # No channel's range is narrower than this fraction of its layer's widest. Folding ImageNet's dead
 # channels leaves kernels of ~1e-12 beside a bias of ~1: with their own range, the file's int32 bias
 # (bias / (input scale * weight scale)) overflows and the channel's constant output is lost.

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mobilenet_keras.atomic import check_output_path
+from mobilenet_keras.files import check_output_path
 
 OPSET = 17
 
@@ -67,7 +67,8 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
     import onnxruntime as ort
 
     from tflite.representative import collect
-    from tflite.verify import DEFAULT_THRESHOLDS, VerificationReport, _judge, compare, float32_size_estimate
+    from tflite.modes import FLOAT32_THRESHOLDS
+    from tflite.verify import VerificationReport, compare, float32_size_estimate, judge
 
     _require()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -82,7 +83,7 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
         start = time.perf_counter()
         session.run(None, {name: images[:1]})
         times.append(time.perf_counter() - start)
-    limits = DEFAULT_THRESHOLDS["float32"]
+    limits = FLOAT32_THRESHOLDS
     size = Path(path).stat().st_size
     report = VerificationReport(file=str(path), mode="onnx", samples=len(images), size_bytes=size,
                                 float32_size_bytes=float32_size_estimate(float_model),
@@ -93,5 +94,5 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
         labels = np.asarray(labels).reshape(-1)
         report.float_accuracy = float(np.mean(expected.argmax(1) == labels))
         report.tflite_accuracy = float(np.mean(got.argmax(1) == labels))
-    report.failures = _judge(report, limits)
+    report.failures = judge(report, limits)
     return report

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.atomic import write_bytes_atomic
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write `fig` as a PNG (temporary file, then rename) and close it."""
-    plt = pyplot()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+from mobilenet_keras.files import write_bytes_atomic
+from mobilenet_keras.plotting import pyplot, save_figure
 
 
 def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path) -> Path:

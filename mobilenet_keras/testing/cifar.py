@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.images import load_images, scan_folder
-from tests.conftest import CIFAR, WEIGHTS_025, require
+from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025, require
 
 SIZE = 96
 

@@ -8,7 +8,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.atomic import write_bytes_atomic
+from mobilenet_keras.files import write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 # MediaPipe's metadata describes normalization as (pixel - mean) / std.
@@ -17,31 +17,28 @@ NORM_STD = 1.0 / INPUT_SCALE  # 127.5
 
 
 MEDIAPIPE_PYTHON_ENV = "MOBILENET_KERAS_MEDIAPIPE_PYTHON"
-_TOOLS = Path(__file__).with_name("mediapipe_tools.py")
+_TOOLS = Path(__file__).with_name("mediapipe_metadata.py")
 
 
 def mediapipe_python() -> str | None:
-    """The interpreter that has mediapipe, for `mediapipe_tools.py`; None when there is none.
+    """The interpreter that has mediapipe, for `mediapipe_metadata.py`; None when there is none.
 
     mediapipe 1.2.3 cannot share this environment (it pins absl-py~=2.3 against
     tensorflow-model-optimization's ~=1.2), so it lives in its own virtual environment: the one named by
-    $MOBILENET_KERAS_MEDIAPIPE_PYTHON, else `.venv-mediapipe/bin/python` in the current folder or in
-    this package's source checkout.
+    $MOBILENET_KERAS_MEDIAPIPE_PYTHON, else `.venv-mediapipe/bin/python` in this package's source
+    checkout. Never one in the current folder: a file planted there would be executed.
     """
     named = os.environ.get(MEDIAPIPE_PYTHON_ENV)
     if named:
         if not Path(named).is_file():
             raise ValueError(f"${MEDIAPIPE_PYTHON_ENV}={named} is not a file; point it at a Python with mediapipe.")
         return named
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = root / ".venv-mediapipe" / "bin" / "python"
-        if candidate.is_file():
-            return str(candidate)
-    return None
+    candidate = Path(__file__).resolve().parents[2] / ".venv-mediapipe" / "bin" / "python"
+    return str(candidate) if candidate.is_file() else None
 
 
 def run_mediapipe_tools(*args: str, timeout: int = 300) -> str:
-    """Run `mediapipe_tools.py` with the mediapipe interpreter; its stdout, or a ValueError with its last error line."""
+    """Run `mediapipe_metadata.py` with the mediapipe interpreter; its stdout, or a ValueError with its last error line."""
     python = mediapipe_python()
     if python is None:
         raise ValueError("no Python with mediapipe found: python3 -m venv .venv-mediapipe && "
@@ -55,7 +52,7 @@ def run_mediapipe_tools(*args: str, timeout: int = 300) -> str:
 
 def has_metadata(path: str | os.PathLike) -> bool:
     """Whether a .tflite file carries TFLite metadata (a `TFLITE_METADATA` entry)."""
-    from tflite.inspect import read_model
+    from tflite.flatbuffer import read_model
 
     return any(entry.name == b"TFLITE_METADATA" for entry in (read_model(path).metadata or []))
 

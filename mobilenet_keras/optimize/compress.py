@@ -69,13 +69,14 @@ def prune(model, train, *, sparsity: float = 0.5, epochs: int = DEFAULT_EPOCHS,
     """
     if not 0 < sparsity < 1:
         raise ValueError(f"sparsity must be between 0 and 1 (e.g. 0.5); got {sparsity!r}.")
-    from mobilenet_keras.qat import _tfmot, fit_tf_keras
-    from mobilenet_keras.twin import tf_keras_twin
+    from mobilenet_keras.optimize.qat import fit_tf_keras
+    from mobilenet_keras.optimize.tfmot_loader import load_tfmot
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
     twin = tf_keras_twin(model)
     end = max(_steps(train) * epochs - 1, 1)
     targets = set(specs.pointwise_names())
-    with _tfmot() as (tfmot, _):
+    with load_tfmot() as (tfmot, _):
         import tf_keras
 
         schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
@@ -102,13 +103,14 @@ def cluster(model, train, *, clusters: int = 16, epochs: int = DEFAULT_EPOCHS,
     """
     if not isinstance(clusters, int) or not 2 <= clusters <= 256:
         raise ValueError(f"clusters must be an integer from 2 to 256 (e.g. 16); got {clusters!r}.")
-    from mobilenet_keras.qat import _tfmot, fit_tf_keras
-    from mobilenet_keras.twin import tf_keras_twin
+    from mobilenet_keras.optimize.qat import fit_tf_keras
+    from mobilenet_keras.optimize.tfmot_loader import load_tfmot
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
     twin = tf_keras_twin(model)
     _steps(train)
     targets = set(specs.pointwise_names())
-    with _tfmot() as (tfmot, _):
+    with load_tfmot() as (tfmot, _):
         import tf_keras
 
         init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS

@@ -1,12 +1,12 @@
 """Quantization-aware training (QAT) of a trained Keras 3 MobileNet with tensorflow-model-optimization.
 
-    from mobilenet_keras import qat
+    from mobilenet_keras.optimize import qat
     qat_model = qat.quantize(model, calibration)          # folded tf_keras twin, ranges from calibration
     qat.fine_tune(qat_model, data.train, data.validation, epochs=2)
     tflite.convert(qat_model, "model_qat.tflite", "qat")   # int8 with the trained ranges
 
 tfmot accepts only tf_keras models, so QAT runs on a tf_keras twin built from the same block table
-(`mobilenet_keras.twin`) in the form TFLite runs: each BatchNorm folded into the convolution before
+(`mobilenet_keras.optimize.tf_keras_twin`) in the form TFLite runs: each BatchNorm folded into the convolution before
 it, so that training sees the weights (and their per-channel int8 grid) the file will hold. Before
 training, every quantizer range is set from the model itself (weights) and from calibration images
 (activations): tfmot's defaults ([-6, 6] for every activation, [0, 0] for the input) start QAT at
@@ -18,66 +18,28 @@ process, which is restored right after, so Keras 3 code keeps working beside a Q
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from mobilenet_keras import specs
+from mobilenet_keras.optimize.tfmot_loader import load_tfmot
 
 DEFAULT_EPOCHS = 2
 DEFAULT_LEARNING_RATE = 1e-5
 INPUT_RANGE = (-1.0, 1.0)  # MobileNet's input convention (mobilenet_keras.preprocessing)
 
 
-@contextlib.contextmanager
-def _tfmot():
-    """Import tfmot and its scheme without leaving TF_USE_LEGACY_KERAS changed for the rest of the process."""
-    before = os.environ.get("TF_USE_LEGACY_KERAS")
-    try:
-        import tensorflow_model_optimization as tfmot
-
-        from mobilenet_keras import qat_scheme
-
-        yield tfmot, qat_scheme
-    finally:
-        if before is None:
-            os.environ.pop("TF_USE_LEGACY_KERAS", None)
-        else:
-            os.environ["TF_USE_LEGACY_KERAS"] = before
-
-
-def folded_weights(model) -> dict[str, list[np.ndarray]]:
-    """`{convolution name: [kernel, bias]}` with the BatchNorm after each convolution folded into it.
-
-    kernel * gamma / sqrt(variance + epsilon) and beta - mean * gamma / sqrt(variance + epsilon), per
-    output channel (a depthwise kernel's output channel c * multiplier + m), computed in float64.
-    """
-    from tflite.bias_correction import folding_gain
-
-    folded = {}
-    for name in specs.convolution_names():
-        kernel = np.asarray(model.get_layer(name).get_weights()[0], np.float64)
-        bn = model.get_layer(f"{name}_bn")
-        _, beta, mean, _ = (np.asarray(w, np.float64) for w in bn.get_weights())
-        scale = folding_gain(bn)
-        if kernel.shape[-1] != scale.size:  # depthwise (kh, kw, C, M)
-            kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
-        else:
-            kernel = kernel * scale
-        folded[name] = [kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)]
-    return folded
-
-
 def folded_twin(model):
     """A tf_keras model of `model` with every BatchNorm folded into its convolution (same outputs, to rounding)."""
     import tf_keras
 
-    from mobilenet_keras.model import _build
-    from mobilenet_keras.twin import architecture_of
+    from mobilenet_keras.folding import folded_weights
+    from mobilenet_keras.model import build_network
+    from mobilenet_keras.optimize.tf_keras_twin import architecture_of
 
-    twin = _build(tf_keras, fold_batchnorm=True, **architecture_of(model))
+    twin = build_network(tf_keras, fold_batchnorm=True, **architecture_of(model))
     for name, values in folded_weights(model).items():
         twin.get_layer(name).set_weights(values)
     if any(layer.name == "conv_preds" for layer in model.layers):
@@ -89,7 +51,7 @@ def quantize(model, calibration=None, num_calibration: int = 200):
     """A quantization-aware tf_keras model of the Keras 3 `model`, ready to `fine_tune` and convert.
 
     Args:
-        model: a trained Keras 3 MobileNet (from `MobileNetV1` or `mobilenet_keras.train`).
+        model: a trained Keras 3 MobileNet (from `MobileNetV1` or `mobilenet_keras.training.trainer`).
         calibration: images (in any form `tflite.representative.collect` takes) to set the activation
             ranges from, and to bias-correct the weights with, before training; None copies the
             weights as they are and leaves tfmot's initial ranges (for loading saved weights).
@@ -108,7 +70,7 @@ def quantize(model, calibration=None, num_calibration: int = 200):
         # error of each convolution folded into its bias (tflite.bias_correction).
         model = bias_corrected(model, images)
     twin = folded_twin(model)
-    with _tfmot() as (tfmot, scheme):
+    with load_tfmot() as (tfmot, scheme):
         import tf_keras
 
         def annotate(layer):
@@ -135,7 +97,7 @@ def set_weight_ranges(qat_model) -> None:
     tfmot's LastValue quantizers record the range of the last training batch's weights, one optimizer
     step behind the final weights; this brings them level with the weights the file will hold.
     """
-    from mobilenet_keras.qat_scheme import channel_bounds
+    from mobilenet_keras.optimize.qat_scheme import channel_bounds
 
     for layer in qat_model.layers:
         for weight, quantizer, ranges in getattr(layer, "_weight_vars", []):
@@ -216,10 +178,10 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     """Train the QAT model at a low learning rate; returns the Keras history.
 
     `train` and `validation` are `tf.data` datasets (or anything tf_keras's `fit` takes) of images
-    in the model's convention and one-hot labels, such as `mobilenet_keras.data.ImageData.train`.
+    in the model's convention and one-hot labels, such as `mobilenet_keras.training.datasets.ImageData.train`.
     `preserve="sparsity"` keeps the zeros of a pruned model's pointwise kernels at zero after every
     step (the other weights train); `preserve="clusters"` keeps a clustered model's pointwise kernels
-    as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.compress` gained.
+    as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.optimize.compress` gained.
     """
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
@@ -249,7 +211,7 @@ def save_weights(qat_model, path: str | os.PathLike) -> Path:
 def load(model, path: str | os.PathLike):
     """The QAT model of `model` with the weights and ranges that `save_weights` wrote to `path`."""
     if not Path(path).is_file():
-        raise ValueError(f"QAT weights file {path} does not exist (write it with mobilenet_keras.qat.save_weights).")
+        raise ValueError(f"QAT weights file {path} does not exist (write it with mobilenet_keras.optimize.qat.save_weights).")
     qat_model = quantize(model)
     qat_model.load_weights(str(path))
     return qat_model

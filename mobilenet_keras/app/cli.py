@@ -11,20 +11,6 @@ class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
-def _delegate(module: str, function: str):
-    """A command that runs `module.function(args)`, imported only when used; a ValueError is a usage error."""
-
-    def command(args: argparse.Namespace) -> int:
-        import importlib
-
-        try:
-            return getattr(importlib.import_module(module), function)(args)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    return command
-
-
 EPILOG_SUMMARY = """examples:
   mobilenet-keras summary                       # 1.0/224 with the ImageNet top
   mobilenet-keras summary --alpha 0.25 --image-size 128 --no-top
@@ -55,7 +41,37 @@ resumes from its last finished epoch when the same command is run again.
 """
 
 
-_cmd_train = _delegate("mobilenet_keras.train", "main_train")
+def train_config(args: argparse.Namespace):
+    """The TrainConfig that the training options of `train` and `pipeline` ask for."""
+    from mobilenet_keras.training.trainer import default_config
+
+    return default_config(args.data, weights=args.weights, image_size=args.image_size, epochs=args.epochs,
+                          learning_rate=args.learning_rate, alpha=args.alpha,
+                          fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+                          optimizer=args.optimizer, strategy=args.strategy, precision=args.precision,
+                          seed=args.seed)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import train
+
+    try:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder for the run.")
+        config = train_config(args)
+        loaded = datasets.load(args.data, image_size=config.image_size, batch_size=config.batch_size,
+                               seed=config.seed)
+        print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
+              f"{len(loaded.class_names)} classes", file=sys.stderr)
+        train(loaded, out, config, verbose=0 if args.quiet else 1)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {out / 'model.keras'}", file=sys.stderr)
+    return 0
 
 
 EPILOG_PIPELINE = """examples:
@@ -98,13 +114,38 @@ model and against the QAT Keras model. Exit status 1 when a file fails verificat
 """
 
 
-_cmd_qat = _delegate("mobilenet_keras.qat_run", "main_qat")
+def _cmd_qat(args: argparse.Namespace) -> int:
+    from mobilenet_keras.app.qat_stage import qat_run_folder
+
+    try:
+        return qat_run_folder(args.run_dir, epochs=args.epochs, learning_rate=args.learning_rate, data=args.data,
+                              verbose=not args.quiet)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-_cmd_pipeline = _delegate("mobilenet_keras.pipeline", "run")
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mobilenet_keras.app.pipeline import PipelineSettings, parse_modes, run_pipeline
+
+    try:
+        settings = PipelineSettings(data=args.data, out=Path(args.out), config=train_config(args),
+                                    modes=parse_modes(args.modes), qat_epochs=args.qat_epochs,
+                                    qat_learning_rate=args.qat_learning_rate, force=args.force,
+                                    verbose=not args.quiet)
+        return run_pipeline(settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-_cmd_predict = _delegate("mobilenet_keras.predict", "main_predict")
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mobilenet_keras.app.predict import print_top_classes
+
+    try:
+        return print_top_classes(args.model, args.images, labels=args.labels, top=args.top)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -140,16 +181,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     labels = (run_dir / "labels.txt").read_text().splitlines() if (run_dir / "labels.txt").exists() else None
     try:
         if args.saved_model:
-            from mobilenet_keras.export import export_saved_model
+            from mobilenet_keras.deploy.saved_model import export_saved_model
 
             print(export_saved_model(model, args.saved_model, labels=labels, force=args.force))
         if args.onnx:
-            from mobilenet_keras.onnx_export import export_onnx
+            from mobilenet_keras.deploy.onnx_file import export_onnx
 
             print(export_onnx(model, args.onnx))
         if args.android:
-            from mobilenet_keras import data as datasets
-            from mobilenet_keras.android import android_file
+            from mobilenet_keras.training import datasets
+            from mobilenet_keras.deploy.android import android_file
 
             if args.calibration is None:
                 raise ValueError("--android needs --calibration DIR (typical images, e.g. the training folder).")

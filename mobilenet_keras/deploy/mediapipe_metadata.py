@@ -2,11 +2,11 @@
 
 mediapipe 1.2.3 cannot share this package's environment (it pins absl-py~=2.3 against
 tensorflow-model-optimization's ~=1.2), so this file imports nothing from the package or from
-TensorFlow: `mobilenet_keras.android` runs it as a script with a separate interpreter
+TensorFlow: `mobilenet_keras.deploy.android` runs it as a script with a separate interpreter
 (`python -m venv .venv-mediapipe && .venv-mediapipe/bin/pip install mediapipe==1.2.3`).
 
-    python mediapipe_tools.py write IN.tflite OUT.tflite --labels labels.txt --name N --version 1
-    python mediapipe_tools.py classify MODEL.tflite IMAGE...      # one JSON line per image
+    python mediapipe_metadata.py write IN.tflite OUT.tflite --labels labels.txt --name N --version 1
+    python mediapipe_metadata.py classify MODEL.tflite IMAGE...      # one JSON line per image
 
 `write` uses MediaPipe's image-classifier metadata writer. Its wheel lacks the compiled module that
 computes `min_parser_version`; `min_parser_version` below computes it from the schema's history for

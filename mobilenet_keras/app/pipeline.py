@@ -1,0 +1,179 @@
+"""`mobilenet-keras pipeline`: data -> trained model -> every TFLite flavour checked -> deployable files -> report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CALIBRATION_IMAGES = 200
+
+
+class Stages:
+    """One progress line per stage, with the elapsed time."""
+
+    def __init__(self):
+        self.start = time.time()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.time() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def parse_modes(text: str) -> list[str]:
+    from tflite.modes import MODES
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODES)}.")
+    return modes
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run.")
+    if out.exists() and (out / "report.json").exists() and not force:
+        raise ValueError(f"{out} already holds a finished run; choose another --out or pass --force.")
+
+
+@dataclass
+class PipelineSettings:
+    """What `mobilenet-keras pipeline` does; the CLI fills it from its options."""
+
+    data: str
+    out: Path
+    config: object  # mobilenet_keras.training.trainer.TrainConfig
+    modes: list[str] = field(default_factory=lambda: ["float32", "float16", "dynamic", "int8", "uint8"])
+    qat_epochs: int = 2
+    qat_learning_rate: float = 1e-5
+    force: bool = False
+    verbose: bool = True
+
+
+def train_stage(settings: PipelineSettings, stage: Stages):
+    """Read the data and train; returns (model, ImageData)."""
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import train
+
+    config = settings.config
+    stage(f"reading {settings.data}")
+    images = datasets.load(settings.data, image_size=config.image_size, batch_size=config.batch_size,
+                           seed=config.seed)
+    stage(f"training on {images.num_train} images, validating on {images.num_validation} "
+          f"({len(images.class_names)} classes)")
+    (settings.out / "report.json").unlink(missing_ok=True)
+    model = train(images, settings.out, config, verbose=1 if settings.verbose else 0)
+    return model, images
+
+
+def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: Stages) -> list[dict]:
+    """Convert every post-training mode, verify each file against the float model, then the QAT modes."""
+    import tflite
+
+    validation, labels = images.validation_arrays()
+    calibration = images.calibration_arrays(CALIBRATION_IMAGES)
+    files_dir = settings.out / "tflite"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    float32_size = None
+    qat_modes = [m for m in settings.modes if tflite.get_mode(m).takes_qat_model]
+    for mode in (m for m in settings.modes if m not in qat_modes):
+        stage(f"converting {mode}")
+        path = tflite.convert(model, files_dir / f"model_{mode}.tflite", mode, representative_data=calibration,
+                              verbose=settings.verbose)
+        if mode == "float32":
+            float32_size = path.stat().st_size
+        stage(f"verifying {mode} on {len(validation)} images")
+        report = tflite.verify(model, path, validation, labels=labels, float32_size=float32_size,
+                               verbose=settings.verbose)
+        rows.append({**report.to_dict(), "reference": "float model"})
+    if qat_modes:
+        from mobilenet_keras.app.qat_stage import qat_files
+
+        stage(f"quantization-aware training ({settings.qat_epochs} epochs), then {', '.join(qat_modes)}")
+        rows += qat_files(model, images, settings.out, epochs=settings.qat_epochs,
+                          learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
+                          verbose=settings.verbose)
+    return rows
+
+
+def export_stage(model, images, settings: PipelineSettings, stage: Stages) -> dict[str, str]:
+    """The SavedModel and the Android file; returns their paths relative to the run folder."""
+    from mobilenet_keras.deploy.android import android_file
+    from mobilenet_keras.deploy.saved_model import export_saved_model
+
+    out = settings.out
+    stage("exporting the SavedModel and the Android file")
+    saved = export_saved_model(model, out / "saved_model", labels=images.class_names, force=True)
+    uint8_file = out / "tflite" / "model_uint8.tflite" if "uint8" in settings.modes else None
+    android = android_file(model, out / "android" / "model.tflite", images.calibration_arrays(CALIBRATION_IMAGES),
+                           images.class_names, uint8_file=uint8_file)
+    return {"saved_model": str(saved.relative_to(out)), "android": str(android.relative_to(out)),
+            "keras": "model.keras", "labels": "labels.txt"}
+
+
+def report_stage(model, images, rows: list[dict], deployables: dict[str, str], settings: PipelineSettings,
+                 stage: Stages) -> list[str]:
+    """Per-layer errors, plots, report.md and report.json (written last); returns the failures."""
+    import tflite
+    from mobilenet_keras.app import report
+
+    out = settings.out
+    validation, labels = images.validation_arrays()
+    worst = []
+    if any(tflite.get_mode(m).integer and not tflite.get_mode(m).takes_qat_model for m in settings.modes):
+        stage("per-layer int8 errors")
+        calibration = images.calibration_arrays(CALIBRATION_IMAGES)
+        worst = [vars(row) for row in tflite.layer_errors(model, calibration, num_calibration=100, num_debug=20)[:5]]
+
+    stage("plots and report")
+    plots = ["training.png"]
+    float_probs = model.predict(validation, verbose=0)
+    report.confusion_matrix(labels, float_probs.argmax(1), images.class_names, out / "confusion_matrix.png")
+    plots.append("confusion_matrix.png")
+    integer = next((r for r in rows if tflite.get_mode(r["mode"]).integer
+                    and not tflite.get_mode(r["mode"]).takes_qat_model), None)
+    if integer is not None:
+        file_probs = tflite.TFLiteModel(integer["file"]).predict(validation)
+        report.probability_scatter(float_probs, file_probs, integer["mode"], out / "scatter_float_vs_int8.png")
+        plots.append("scatter_float_vs_int8.png")
+    report.size_accuracy(rows, out / "size_vs_accuracy.png")
+    plots.append("size_vs_accuracy.png")
+
+    failures = [f"{Path(r['file']).name}: {failure}" for r in rows for failure in r["failures"]]
+    summary = {
+        "verdict": "PASS" if not failures else "FAIL",
+        "passed": not failures,
+        "failures": failures,
+        "run": json.loads((out / "run.json").read_text()),
+        "files": rows,
+        "worst_layers": worst,
+        "plots": plots,
+        "deployables": deployables,
+        "seconds": round(time.time() - stage.start, 1),
+    }
+    report.write(summary, out)
+    stage(f"wrote {out / 'report.md'}")
+    return failures
+
+
+def run_pipeline(settings: PipelineSettings) -> int:
+    """Every stage in order; returns 0 when every file passes verification, 1 otherwise."""
+    import tflite
+    from mobilenet_keras.app.qat_stage import check_qat_settings
+
+    for mode in settings.modes:
+        tflite.get_mode(mode)
+    check_out(settings.out, settings.force)
+    if any(tflite.get_mode(m).takes_qat_model for m in settings.modes):
+        check_qat_settings(settings.qat_epochs, settings.qat_learning_rate)
+    stage = Stages()
+    model, images = train_stage(settings, stage)
+    rows = convert_and_verify_stage(model, images, settings, stage)
+    deployables = export_stage(model, images, settings, stage)
+    failures = report_stage(model, images, rows, deployables, settings, stage)
+    for failure in failures:
+        print(f"FAIL {failure}", file=sys.stderr)
+    return 0 if not failures else 1
