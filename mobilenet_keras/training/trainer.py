@@ -189,11 +189,16 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     import keras
 
     from mobilenet_keras.files import write_bytes_atomic
+    from mobilenet_keras.training.run_folder import RunFolder, check_class_names
 
     config = config or TrainConfig()
     config.check()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_class_names(data.class_names, data.source)
+    folder = RunFolder(out_dir)
+    out = folder.check_writable()
+    folder.invalidate()  # no verdict or file made from the old model outlives it
+    if not folder.has_resume_state():  # a new run: its history does not mix with an old run's
+        (out / "history.csv").unlink(missing_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -248,7 +253,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
 
     model.save(out / "model.keras.tmp.keras")
     os.replace(out / "model.keras.tmp.keras", out / "model.keras")
-    write_bytes_atomic(out / "labels.txt", ("\n".join(data.class_names) + "\n").encode())
+    folder.write_labels(data.class_names, data.source)
     plot_history(merged, out / "training.png")
     val_loss, val_accuracy = logits.evaluate(data.validation, verbose=0)
     run = {
@@ -260,7 +265,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
         "seconds": round(time.time() - started, 1),
         "versions": _versions(),
     }
-    write_bytes_atomic(out / "run.json", json.dumps(run, indent=2).encode())
+    folder.write_run(run)
     return model
 
 

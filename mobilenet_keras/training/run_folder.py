@@ -1,0 +1,198 @@
+"""A run folder: what `train` and `pipeline` write there, and the checks on it, in one place.
+
+A finished training run holds `model.keras`, `labels.txt`, `history.csv`, `training.png`, `logs/`
+and `run.json` (written last). A finished pipeline run adds files made from that model (`tflite/`,
+`android/`, `saved_model/`, `qat/`, plots) and `report.md`/`report.json` (written last: a folder
+with `report.json` holds a verdict). While training, `backup/`, `best.weights.h5` and `phase1.*`
+are the resume state.
+
+    folder = RunFolder("runs/latest")
+    folder.check_writable()
+    folder.invalidate()          # before training again: no verdict about a model that is gone
+    ...
+    folder.write_labels(names)
+    folder.write_run(run)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mobilenet_keras.files import write_bytes_atomic
+
+#: The files of a finished pipeline's verdict; removed first, so no verdict outlives its model.
+REPORT_FILES = ("report.json", "report.md")
+#: Folders of files made from a trained model by `pipeline`, `qat` and `export`.
+DERIVED_FOLDERS = ("tflite", "android", "saved_model", "qat")
+#: Plots made from a trained model (`training.png` is made by `train` and is not one of them).
+DERIVED_PLOTS = ("confusion_matrix.png", "scatter_float_vs_int8.png", "size_vs_accuracy.png")
+#: Resume state of an unfinished `train`.
+RESUME_FILES = ("phase1.json", "phase1.weights.h5")
+RESUME_FOLDERS = ("backup",)
+BEST_WEIGHTS = "best.weights.h5"
+#: What a finished `train` writes.
+TRAIN_FILES = ("model.keras", "labels.txt", "history.csv", "training.png", "run.json")
+TRAIN_FOLDERS = ("logs",)
+#: Keys every run.json has.
+RUN_KEYS = ("config", "data", "final")
+
+
+def check_class_names(names, source: str | os.PathLike | None = None) -> list[str]:
+    """Refuse class names that labels.txt can't hold one per line; returns them as a list.
+
+    `source` (the data folder, when the names are its subfolders) is named in the message.
+    """
+    names = list(names)
+    where = f" in {source}" if source is not None else ""
+    for name in names:
+        problem = None
+        if not isinstance(name, str):
+            problem = f"it is a {type(name).__name__}, not text"
+        elif not name:
+            problem = "it is empty"
+        elif "\n" in name or "\r" in name or any(ch in name for ch in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            problem = "it holds a line break"
+        elif name != name.strip():
+            problem = "it starts or ends with whitespace"
+        if problem:
+            raise ValueError(f"class name {name!r}{where} can't be written one per line in labels.txt ({problem}); "
+                             f"rename that class folder.")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"class names{where} are not unique ({', '.join(map(repr, duplicates))}).")
+    return names
+
+
+class RunFolder:
+    """The run folder at `path` (created by `check_writable`)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- checks -------------------------------------------------------------------------------------
+
+    def check_writable(self) -> Path:
+        """Create the folder if needed and check a file can be written there (one-line ValueError)."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"run folder {path} is not a folder (a file is there); give a folder.")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"run folder {path} can't be created ({exc.strerror or exc}).") from None
+        try:  # os.access says yes to root even on a read-only mount or an immutable folder: try it
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ValueError(f"run folder {path} is not writable ({exc.strerror or exc}).") from None
+        return path
+
+    # -- labels.txt -----------------------------------------------------------------------------------
+
+    def write_labels(self, names, source: str | os.PathLike | None = None) -> Path:
+        """labels.txt, one class name per line; refuses names that can't be written so."""
+        names = check_class_names(names, source)
+        return write_bytes_atomic(self.path / "labels.txt", ("\n".join(names) + "\n").encode())
+
+    def labels(self) -> list[str] | None:
+        """The class names in labels.txt, or None when there is none."""
+        file = self.path / "labels.txt"
+        if not file.is_file():
+            return None
+        try:
+            return file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{file} can't be read ({exc}); train again.") from None
+
+    # -- run.json -------------------------------------------------------------------------------------
+
+    def write_run(self, run: dict) -> Path:
+        return write_bytes_atomic(self.path / "run.json", json.dumps(run, indent=2).encode())
+
+    def read_run(self) -> dict:
+        """run.json as a dict; a one-line ValueError when it is missing or damaged."""
+        file = self.path / "run.json"
+        if not file.is_file():
+            raise ValueError(f"{self.path} has no run.json; give a run folder written by train or pipeline.")
+        try:
+            run = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{file} is damaged ({exc}); train again.") from None
+        if not isinstance(run, dict):
+            raise ValueError(f"{file} is damaged (not a JSON object); train again.")
+        missing = [key for key in RUN_KEYS if key not in run]
+        if missing:
+            raise ValueError(f"{file} is damaged (missing {', '.join(missing)}); train again.")
+        return run
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def has_model(self) -> bool:
+        """A finished training run: model.keras and run.json (written last) are both there."""
+        return (self.path / "model.keras").is_file() and (self.path / "run.json").is_file()
+
+    def has_report(self) -> bool:
+        return (self.path / "report.json").is_file()
+
+    def has_resume_state(self) -> bool:
+        """An unfinished `train` left something to resume from (a backup or a finished first phase)."""
+        if any((self.path / name).is_file() for name in RESUME_FILES):
+            return True
+        return any(f.is_file() for name in RESUME_FOLDERS for f in (self.path / name).rglob("*")
+                   if not f.name.endswith(".torn"))
+
+    # -- removing -------------------------------------------------------------------------------------
+
+    def invalidate(self) -> list[str]:
+        """Remove the verdict (report.md/report.json, first) and the files made from the old model.
+
+        Call before the model changes, so a folder never holds a PASS about a model that is gone.
+        Returns the names removed.
+        """
+        plots = set(DERIVED_PLOTS)
+        try:  # plots the report listed, in case there were more than this version knows
+            listed = json.loads((self.path / "report.json").read_text()).get("plots", [])
+            plots |= {p for p in listed if isinstance(p, str) and p.endswith(".png") and "/" not in p
+                      and "\\" not in p and p != "training.png" and not p.startswith(".")}
+        except (OSError, ValueError, AttributeError):
+            pass
+        names = list(REPORT_FILES) + list(DERIVED_FOLDERS) + sorted(plots)
+        return self._remove(names)
+
+    def clear(self) -> list[str]:
+        """Remove every file the package manages here (for --force): a fresh run, history.csv too."""
+        removed = self.invalidate()
+        names = (list(TRAIN_FILES) + list(TRAIN_FOLDERS) + list(RESUME_FILES) + list(RESUME_FOLDERS)
+                 + [BEST_WEIGHTS])
+        removed += self._remove(names)
+        for leftover in self.path.glob(".*.tmp"):  # temporary files of a write that was killed
+            leftover.unlink(missing_ok=True)
+        return removed
+
+    def clear_resume_state(self) -> None:
+        """Remove the resume state (after a run finished, or to start fresh)."""
+        self._remove(list(RESUME_FILES) + list(RESUME_FOLDERS) + [BEST_WEIGHTS])
+
+    def _remove(self, names) -> list[str]:
+        removed = []
+        for name in names:
+            target = self.path / name
+            try:
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                else:
+                    continue
+            except OSError as exc:
+                raise ValueError(f"can't remove {target} ({exc.strerror or exc}); remove it by hand.") from None
+            removed.append(name)
+        return removed
