@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import types
 from typing import Any, Callable
@@ -14,6 +16,22 @@ from mobilenet_keras.weights import load_weights
 _POOLING = (None, "avg", "max")
 _OUTPUT_STRIDES = (None, 8, 16, 32)
 MIN_SIZE = 32
+# Upper bounds that no real model reaches, so a typo (alpha=25, classes=10**9) fails at once with a
+# message instead of exhausting memory while the layers are built.
+MIN_ALPHA = 1 / 32  # the stem's 32 filters keep one
+MAX_ALPHA = 16.0
+MAX_DEPTH_MULTIPLIER = 64
+MAX_CLASSES = 1_000_000
+MAX_SIZE = 16384
+MAX_CHANNELS = 1024
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def MobileNetV1(  # noqa: N802 - named like keras.applications.MobileNet on purpose
@@ -82,18 +100,20 @@ def MobileNetV1(  # noqa: N802 - named like keras.applications.MobileNet on purp
 
 def _validate(input_shape, alpha, depth_multiplier, include_top, weights, pooling, classes,
               classifier_activation, output_stride, dropout) -> tuple[int | None, int | None, int]:
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
-        raise ValueError(f"alpha must be a number > 0 (ImageNet weights: 0.25, 0.5, 0.75, 1.0); got {alpha!r}.")
-    if not isinstance(depth_multiplier, int) or isinstance(depth_multiplier, bool) or depth_multiplier < 1:
-        raise ValueError(f"depth_multiplier must be an integer >= 1; got {depth_multiplier!r}.")
+    if not _is_number(alpha) or not math.isfinite(alpha) or not MIN_ALPHA <= alpha <= MAX_ALPHA:
+        raise ValueError(f"alpha must be a number > 0 and finite, from {MIN_ALPHA} (so every layer keeps a filter) to "
+                         f"{MAX_ALPHA:g} (ImageNet weights: 0.25, 0.5, 0.75, 1.0); got {alpha!r}.")
+    if not _is_integer(depth_multiplier) or not 1 <= depth_multiplier <= MAX_DEPTH_MULTIPLIER:
+        raise ValueError(f"depth_multiplier must be an integer >= 1 and <= {MAX_DEPTH_MULTIPLIER}; "
+                         f"got {depth_multiplier!r}.")
     if pooling not in _POOLING:
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}.")
     if output_stride not in _OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be None, 8, 16 or 32; got {output_stride!r}.")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}.")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"classes must be a positive integer; got {classes!r}.")
+    if not _is_number(dropout) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
+    if include_top and (not _is_integer(classes) or not 1 <= classes <= MAX_CLASSES):
+        raise ValueError(f"classes must be an integer from 1 to {MAX_CLASSES}; got {classes!r}.")
     if weights is not None and weights != "imagenet" and not os.path.isfile(weights):
         raise ValueError(
             f"weights must be None, 'imagenet' or the path to a weights file; {str(weights)!r} is not a file."
@@ -105,13 +125,20 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
 
     if input_shape is None:
         input_shape = (224, 224, 3) if include_top else (None, None, 3)
-    input_shape = tuple(input_shape)
+    try:
+        input_shape = tuple(input_shape)
+    except TypeError:
+        raise ValueError(f"input_shape must be (height, width, channels); got {input_shape!r}.") from None
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
     rows, cols, channels = input_shape
     for side in (rows, cols):
-        if side is not None and side < MIN_SIZE:
-            raise ValueError(f"input height and width must be at least {MIN_SIZE} (or None); got {input_shape}.")
+        if side is not None and (not _is_integer(side) or not MIN_SIZE <= side <= MAX_SIZE):
+            raise ValueError(f"input height and width must be integers, at least {MIN_SIZE} and at most {MAX_SIZE} (or None); "
+                             f"got {input_shape}.")
+    if not _is_integer(channels) or not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"input channels must be an integer from 1 to {MAX_CHANNELS}; got {input_shape}.")
+    input_shape = tuple(None if v is None else int(v) for v in input_shape)
     if weights is not None and channels != 3:
         raise ValueError(f"pretrained weights need 3 input channels (RGB); got input_shape={input_shape}.")
     return input_shape
@@ -199,7 +226,18 @@ def build_network(
 
     if weights == "imagenet":
         file = pretrained.file_name(alpha, weights_size, include_top)
-        weights = k.utils.get_file(file, pretrained.BASE_URL + file, cache_subdir="models")
+        weights = _imagenet_file(k, file)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _imagenet_file(k, file: str) -> str:
+    """Keras's ImageNet weights file (downloaded once into $KERAS_HOME/models), or a ValueError that
+    says how to do without the network."""
+    try:
+        return k.utils.get_file(file, pretrained.BASE_URL + file, cache_subdir="models")
+    except Exception as exc:  # noqa: BLE001 - urllib, socket and Keras raise several types offline
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise ValueError(f"could not download Keras's ImageNet weights {file} ({reason[:200]}); pass a path to "
+                         f"the .h5 file or put it in $KERAS_HOME/models (~/.keras/models).") from None

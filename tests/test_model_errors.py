@@ -22,6 +22,21 @@ from mobilenet_keras import MobileNetV1
         ({"weights": "imagenet", "depth_multiplier": 2}, "depth_multiplier=1"),
         ({"weights": "/no/such/file.h5"}, "is not a file"),
         ({"input_shape": (64, 64)}, "(height, width, channels)"),
+        ({"alpha": float("inf")}, "alpha must be a number > 0 and finite"),
+        ({"alpha": float("nan")}, "alpha must be a number > 0 and finite"),
+        ({"alpha": 1e9}, "to 16"),
+        ({"alpha": 0.01}, "from 0.03125"),
+        ({"alpha": True}, "alpha must be a number"),
+        ({"input_shape": (64, 64, 0), "include_top": False}, "input channels must be an integer from 1"),
+        ({"input_shape": (64.5, 64, 3), "include_top": False}, "must be integers"),
+        ({"input_shape": ("64", 64, 3), "include_top": False}, "must be integers"),
+        ({"input_shape": 64}, "(height, width, channels)"),
+        ({"depth_multiplier": 1.5}, "depth_multiplier must be an integer"),
+        ({"depth_multiplier": 10**6}, "<= 64"),
+        ({"classes": 0}, "classes must be an integer from 1"),
+        ({"classes": 2.5}, "classes must be an integer from 1"),
+        ({"dropout": float("nan")}, "dropout must be a number in [0, 1)"),
+        ({"dropout": 1.0}, "dropout must be a number in [0, 1)"),
     ],
 )
 def test_bad_arguments(kwargs, words):
@@ -57,3 +72,24 @@ def test_a_file_that_is_not_hdf5(tmp_path):
     bad.write_bytes(b"not an hdf5 file at all")
     with pytest.raises(ValueError, match="not a readable HDF5"):
         MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=bad)
+
+
+def test_imagenet_without_network_says_where_to_put_the_file(tmp_path, monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(ValueError) as info:
+        MobileNetV1(input_shape=(128, 128, 3), alpha=0.25, weights="imagenet")
+    message = str(info.value)
+    assert "could not download Keras's ImageNet weights" in message and "Name or service not known" in message
+    assert "$KERAS_HOME/models" in message and "\n" not in message
+
+
+def test_numpy_integers_are_accepted():
+    import numpy as np
+
+    model = MobileNetV1(input_shape=(np.int64(32), 32, 3), alpha=np.float32(0.25), classes=np.int32(3))
+    assert model.output.shape[-1] == 3
