@@ -1,10 +1,62 @@
-"""Writing outputs so that a failure never leaves a half-written file where the user looks."""
+"""Writing outputs so that a failure never leaves a half-written file where the user looks.
+
+Every file is written to a temporary file in the same folder and renamed into place, so a kill, a
+crash or a full disk leaves either the old file or the new one. Written files and folders follow the
+umask like any other program's (0644 and 0755 under umask 022), not mkstemp's private 0600. A full
+disk is a one-line ValueError ("disk full writing X") and the temporary file is removed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+#: errno values that mean "no room": the disk, or the user's quota, is full.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status),
+    else by setting and restoring it under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a new file gets from open(): 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode a new folder gets from mkdir: 0777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (OSError, h5py's OSError without errno, TensorFlow's errors) means the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(exc)
+    return ("No space left on device" in text or "Disk quota exceeded" in text or "errno = 28" in text
+            or "errno=28" in text)
+
+
+def disk_full_error(path, exc: BaseException | None = None) -> ValueError:
+    return ValueError(f"disk full writing {path}; free some space (or choose another folder) and run again.")
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -20,16 +72,77 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _temp_name(path: Path) -> Path:
+    """A fresh name beside `path` that keeps its suffix (Keras picks the format by the suffix)."""
+    tail = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{tail}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _remove_quietly(path: Path) -> None:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        if path.is_dir() and not path.is_symlink():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path` for a writer that wants a file name (Keras's save,
+    h5py, matplotlib); on success it gets the umask's mode and is renamed onto `path`, on any failure
+    it is removed. A full disk becomes a ValueError naming `path`."""
+    path = check_output_path(path)
+    try:
+        tmp = _temp_name(path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename it into place (mode 0666 & ~umask)."""
+    path = check_output_path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
+    return path
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """mkdir -p with the umask's mode (0755 under umask 022); a full disk is a one-line ValueError."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o777, parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
         raise
     return path

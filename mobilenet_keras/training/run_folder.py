@@ -173,9 +173,27 @@ class RunFolder:
         names = (list(TRAIN_FILES) + list(TRAIN_FOLDERS) + list(RESUME_FILES) + list(RESUME_FOLDERS)
                  + [BEST_WEIGHTS])
         removed += self._remove(names)
-        for leftover in self.path.glob(".*.tmp"):  # temporary files of a write that was killed
-            leftover.unlink(missing_ok=True)
+        self.remove_temp_files()
         return removed
+
+    def remove_temp_files(self) -> None:
+        """Temporary files of writes that were killed (`.NAME.XXXX.tmp...`, see mobilenet_keras.files)."""
+        if not self.path.is_dir():
+            return
+        for leftover in self.path.glob(".*.tmp*"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+
+    def read_json(self, path: str | os.PathLike, what: str) -> dict:
+        """A JSON file of the run (resume state), or a one-line ValueError when it is damaged."""
+        file = self.path / path
+        try:
+            value = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{file} ({what}) is damaged ({exc}); remove it and train again.") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{file} ({what}) is damaged (not a JSON object); remove it and train again.")
+        return value
 
     def clear_resume_state(self) -> None:
         """Remove the resume state (after a run finished, or to start fresh)."""

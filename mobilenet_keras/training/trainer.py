@@ -151,26 +151,171 @@ def plot_history(history: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _callbacks(out: Path, phase: str, best_so_far: float | None = None):
+HISTORY_FILE = "history.csv"
+
+
+def write_history_csv(history: dict, path: Path) -> Path:
+    """history.csv (epoch, then the metrics in name order, as Keras's CSVLogger), written atomically
+    from the whole history, so it always matches the state a resumed run starts from."""
+    from mobilenet_keras.files import write_bytes_atomic
+
+    keys = sorted(history)
+    rows = max((len(v) for v in history.values()), default=0)
+    lines = [",".join(["epoch"] + keys)]
+    for i in range(rows):
+        lines.append(",".join([str(i)] + [repr(float(history[k][i])) if i < len(history[k]) else "" for k in keys]))
+    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def _backup_callback_class():
+    """`AtomicBackupAndRestore`, made on first use so that importing this module needs no Keras."""
+    global _BACKUP_CLASS
+    if _BACKUP_CLASS is not None:
+        return _BACKUP_CLASS
     import keras
 
-    return [
-        keras.callbacks.BackupAndRestore(str(out / "backup" / phase), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(out / "best.weights.h5"), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, save_weights_only=True, verbose=0,
-                                        initial_value_threshold=best_so_far),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False),
-    ]
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """BackupAndRestore that survives a kill at any moment and keeps the whole history.
+
+        Keras's callback writes its .h5 in place: a SIGKILL while it writes leaves a torn file that
+        every later run dies on. Here the weights and the metadata (epoch and the history of every
+        finished epoch) are each written to a temporary file and renamed; a backup that can't be read
+        at start (torn by an older version, or damaged) is set aside as *.torn with a one-line
+        warning, and training starts again from the last good state.
+        """
+
+        def __init__(self, backup_dir, prior_history: dict | None = None, history_file: Path | None = None):
+            # kept until the whole run is finished (train removes it after run.json): deleting it at the
+            # end of phase 1 would lose the run if it were killed before phase1.json is written
+            super().__init__(str(backup_dir), delete_checkpoint=False)
+            self.prior_history = {k: list(v) for k, v in (prior_history or {}).items()}
+            self.history: dict[str, list[float]] = {}
+            self.history_file = history_file
+
+        def whole_history(self) -> dict:
+            """The earlier phase's history, then this phase's (restored epochs included)."""
+            keys = list(self.prior_history) + [k for k in self.history if k not in self.prior_history]
+            return {k: self.prior_history.get(k, []) + self.history.get(k, []) for k in keys}
+
+        def on_train_begin(self, logs=None):
+            folder = Path(self.backup_dir)
+            for leftover in folder.glob(".*.tmp*") if folder.is_dir() else []:
+                leftover.unlink(missing_ok=True)  # a write that was killed; the old file is intact
+            problem = self._check_backup()
+            if problem is None and Path(self._weights_path).exists():
+                snapshot = [v.numpy() for v in self.model.weights]
+                try:
+                    super().on_train_begin(logs)
+                    self.history = self._read_metadata().get("history", {})
+                    return
+                except Exception as exc:  # noqa: BLE001 - any failure to load means the backup is unusable
+                    for variable, value in zip(self.model.weights, snapshot):
+                        variable.assign(value)
+                    self.model._initial_epoch = 0
+                    problem = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:160]}"
+            if problem is not None:
+                self._set_aside(problem)
+            self.history = {}
+
+        def _read_metadata(self) -> dict:
+            return json.loads(Path(self._training_metadata_path).read_text())
+
+        def _check_backup(self) -> str | None:
+            """Why the backup can't be used, or None (also None when there is no backup)."""
+            weights, metadata = Path(self._weights_path), Path(self._training_metadata_path)
+            if not weights.exists() and not metadata.exists():
+                return None
+            if not weights.exists():
+                return f"{metadata.name} without {weights.name}"
+            try:
+                import h5py
+
+                with h5py.File(weights, "r") as f:
+                    def read(name, item):
+                        if isinstance(item, h5py.Dataset):
+                            item[()]
+                    f.visititems(read)
+            except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError ...
+                return f"{weights.name} is not a readable HDF5 file: {' '.join(str(exc).split())[:160]}"
+            if metadata.exists():
+                try:
+                    meta = self._read_metadata()
+                    if not isinstance(meta.get("epoch"), int):
+                        return f"{metadata.name} has no epoch"
+                except (OSError, ValueError, AttributeError) as exc:
+                    return f"{metadata.name} is damaged: {exc}"
+            return None
+
+        def _set_aside(self, problem: str) -> None:
+            import warnings
+
+            moved = []
+            for path in (Path(self._weights_path), Path(self._training_metadata_path)):
+                if path.exists():
+                    os.replace(path, path.with_name(path.name + ".torn"))
+                    moved.append(path.name + ".torn")
+            message = (f"the training backup in {self.backup_dir} can't be read ({problem}); set it aside as "
+                       f"{', '.join(moved)} and starting this phase again from the last good state.")
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            if self.history_file is not None:
+                write_history_csv(self.whole_history(), self.history_file)
+            super().on_epoch_end(epoch, logs)
+
+        def _save_model(self):
+            from mobilenet_keras.files import atomic_path, make_folder, write_bytes_atomic
+
+            make_folder(self.backup_dir)
+            with atomic_path(self._weights_path) as tmp:
+                self.model.save_weights(filepath=str(tmp), overwrite=True)
+            write_bytes_atomic(self._training_metadata_path, json.dumps(
+                {"epoch": self._current_epoch, "batch": self._last_batch_seen, "history": self.history}).encode())
+
+    class AtomicBestCheckpoint(keras.callbacks.Callback):
+        """The weights of the best `val_accuracy` so far, written atomically. "So far" includes the
+        epochs before a resume (the backup's history) and `threshold` (an earlier phase's best)."""
+
+        def __init__(self, path: Path, backup: AtomicBackupAndRestore, threshold: float | None = None,
+                     monitor: str = "val_accuracy"):
+            super().__init__()
+            self.path, self.backup, self.threshold, self.monitor = Path(path), backup, threshold, monitor
+            self.best = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            from mobilenet_keras.files import atomic_path
+
+            current = (logs or {}).get(self.monitor)
+            if current is None or not np.isfinite(current):
+                return
+            # the backup appends this epoch after us: its history holds the epochs before this one
+            earlier = [v for v in self.backup.history.get(self.monitor, []) if np.isfinite(v)]
+            candidates = earlier + ([self.threshold] if self.threshold is not None else [])
+            best = max(candidates) if candidates else None
+            if best is None or current > best or not self.path.exists():
+                with atomic_path(self.path) as tmp:
+                    self.model.save_weights(str(tmp), overwrite=True)
+
+    AtomicBackupAndRestore.BestCheckpoint = AtomicBestCheckpoint
+    _BACKUP_CLASS = AtomicBackupAndRestore
+    return _BACKUP_CLASS
 
 
-def _remove_empty_folders(folder: Path) -> None:
-    if not folder.is_dir():
-        return
-    for child in folder.iterdir():
-        _remove_empty_folders(child)
-    if not any(folder.iterdir()):
-        folder.rmdir()
+_BACKUP_CLASS = None
+
+
+def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_history: dict | None = None):
+    """The package's callbacks of one phase: best checkpoint (before the backup, so a kill between the
+    two never leaves a history whose best epoch has no weights), backup, TensorBoard."""
+    import keras
+
+    backup_class = _backup_callback_class()
+    backup = backup_class(out / "backup" / phase, prior_history=prior_history, history_file=out / HISTORY_FILE)
+    best = backup_class.BestCheckpoint(out / "best.weights.h5", backup, threshold=best_so_far)
+    return [best, backup, keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False)]
 
 
 def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1,
@@ -186,9 +331,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     rate. `callbacks` (Keras callbacks) run in both phases after the package's own (backup, best
     checkpoint, CSV log, TensorBoard). Returns the trained Keras model.
     """
-    import keras
-
-    from mobilenet_keras.files import write_bytes_atomic
+    from mobilenet_keras.files import disk_full_error, is_disk_full
     from mobilenet_keras.training.run_folder import RunFolder, check_class_names
 
     config = config or TrainConfig()
@@ -196,9 +339,28 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     check_class_names(data.class_names, data.source)
     folder = RunFolder(out_dir)
     out = folder.check_writable()
-    folder.invalidate()  # no verdict or file made from the old model outlives it
-    if not folder.has_resume_state():  # a new run: its history does not mix with an old run's
-        (out / "history.csv").unlink(missing_ok=True)
+    try:
+        return _train(data, folder, config, verbose, callbacks)
+    except ValueError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):  # Keras's and TensorFlow's own writes (TensorBoard, h5py) while training
+            folder.remove_temp_files()
+            raise disk_full_error(out, exc) from None
+        raise
+
+
+def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | None):
+    import keras
+
+    from mobilenet_keras.files import atomic_path, write_bytes_atomic
+
+    out = folder.path
+    folder.invalidate()  # no verdict, and no file made from the old model, outlives it
+    folder.remove_temp_files()  # left by a write that was killed
+    if not folder.has_resume_state():  # a new run: nothing of an old run's history or best weights
+        folder.clear_resume_state()
+        (out / HISTORY_FILE).unlink(missing_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -218,14 +380,16 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
                            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
         phase1 = out / "phase1.json"
         if phase1.exists():  # a resumed run whose first phase had finished
-            merged = json.loads(phase1.read_text())
+            merged = folder.read_json(phase1, "phase1.json")
             logits.load_weights(out / "phase1.weights.h5")
         else:
-            history = logits.fit(data.train, validation_data=data.validation, epochs=config.epochs,
-                                 verbose=verbose, callbacks=_callbacks(out, "phase1") + list(callbacks or []))
-            merged = {k: [float(x) for x in v] for k, v in history.history.items()}
+            own = _callbacks(out, "phase1")
+            logits.fit(data.train, validation_data=data.validation, epochs=config.epochs,
+                       verbose=verbose, callbacks=own + list(callbacks or []))
+            merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
-                logits.save_weights(out / "phase1.weights.h5")
+                with atomic_path(out / "phase1.weights.h5") as tmp:
+                    logits.save_weights(str(tmp), overwrite=True)
                 write_bytes_atomic(phase1, json.dumps(merged).encode())
         if config.fine_tune_epochs:
             with strategy.scope():
@@ -234,38 +398,38 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
                 logits.compile(optimizer=make_optimizer(config, steps_per_epoch * config.fine_tune_epochs, logits,
                                                         config.learning_rate * config.fine_tune_lr_factor),
                                loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-            history = logits.fit(data.train, validation_data=data.validation, epochs=config.fine_tune_epochs,
-                                 verbose=verbose,
-                                 callbacks=_callbacks(out, "phase2", max(merged.get("val_accuracy", [0.0])))
-                                 + list(callbacks or []))
-            for key, values in history.history.items():
-                merged.setdefault(key, []).extend(values)
+            earlier = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
+            own = _callbacks(out, "phase2", max(earlier) if earlier else None, prior_history=merged)
+            logits.fit(data.train, validation_data=data.validation, epochs=config.fine_tune_epochs,
+                       verbose=verbose, callbacks=own + list(callbacks or []))
+            merged = own[1].whole_history()
         if (out / "best.weights.h5").exists():
             logits.load_weights(out / "best.weights.h5")
-        for leftover in ("phase1.json", "phase1.weights.h5"):
-            (out / leftover).unlink(missing_ok=True)
-        _remove_empty_folders(out / "backup")  # BackupAndRestore deletes its files, not its folders
         for layer in model.layers:
             layer.trainable = True
     finally:
         if config.precision != "float32":
             keras.mixed_precision.set_global_policy("float32")
 
-    model.save(out / "model.keras.tmp.keras")
-    os.replace(out / "model.keras.tmp.keras", out / "model.keras")
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
     folder.write_labels(data.class_names, data.source)
+    write_history_csv(merged, out / HISTORY_FILE)
     plot_history(merged, out / "training.png")
     val_loss, val_accuracy = logits.evaluate(data.validation, verbose=0)
+    finite = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
     run = {
         "config": asdict(config),
         "data": {"source": data.source, "classes": data.class_names, "train_images": data.num_train,
                  "validation_images": data.num_validation, "image_size": data.image_size},
         "final": {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
-                  "best_val_accuracy": float(max(merged.get("val_accuracy", [val_accuracy])))},
+                  "best_val_accuracy": float(max(finite)) if finite else float(val_accuracy),
+                  "epochs": len(merged.get("loss", []))},
         "seconds": round(time.time() - started, 1),
         "versions": _versions(),
     }
-    folder.write_run(run)
+    folder.write_run(run)  # last: a folder with run.json holds a finished model
+    folder.clear_resume_state()  # backup/, best.weights.h5, phase1.*: the run is finished
     return model
 
 
