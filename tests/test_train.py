@@ -76,6 +76,37 @@ def test_bad_config():
         TrainConfig(precision="int8").check()
 
 
+@pytest.mark.parametrize("field,value,words", [
+    ("epochs", 0, "epochs must be an integer from 1 to"),
+    ("epochs", 2.5, "epochs must be an integer"),
+    ("fine_tune_epochs", -1, "fine_tune_epochs must be an integer from 0"),
+    ("batch_size", 0, "batch_size must be an integer from 1"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number > 0"),
+    ("learning_rate", float("inf"), "learning_rate must be a finite number > 0"),
+    ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
+    ("learning_rate", -0.1, "learning_rate must be a finite number > 0"),
+    ("weight_decay", -1e-4, "weight_decay must be a finite number >= 0"),
+    ("weight_decay", float("nan"), "weight_decay must be a finite number >= 0"),
+    ("label_smoothing", 1.0, "label_smoothing must be a number in [0, 1)"),
+    ("label_smoothing", -0.1, "label_smoothing must be a number in [0, 1)"),
+    ("image_size", 16, "image_size must be an integer from 32"),
+    ("alpha", float("inf"), "alpha must be a finite number > 0"),
+    ("alpha", 0.0, "alpha must be a finite number > 0"),
+    ("seed", 1.5, "seed must be an integer"),
+    ("seed", -1, "seed must be an integer from 0"),
+    ("dropout", float("nan"), "dropout must be a number in [0, 1)"),
+    ("momentum", 1.0, "momentum must be a number in [0, 1)"),
+])
+def test_numbers_out_of_range_are_refused_with_the_range(field, value, words):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**{field: value}).check()
+    assert words in str(info.value) and repr(value) in str(info.value)
+
+
+def test_a_valid_config_passes():
+    TrainConfig(alpha=0.25, image_size=32, epochs=1, label_smoothing=0.0, weight_decay=0.0, seed=7).check()
+
+
 @pytest.mark.slow
 def test_fine_tuning_from_imagenet_beats_random_init_on_cifar(weights_025, tmp_path):
     require(CIFAR)

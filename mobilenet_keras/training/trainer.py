@@ -53,10 +53,48 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}.")
-        if self.epochs < 1 or self.fine_tune_epochs < 0:
-            raise ValueError("epochs must be at least 1 and fine_tune_epochs at least 0.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; got {self.batch_size}.")
+        _integer("epochs", self.epochs, 1, MAX_EPOCHS)
+        _integer("fine_tune_epochs", self.fine_tune_epochs, 0, MAX_EPOCHS)
+        _integer("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _integer("image_size", self.image_size, 32, 16384)
+        _integer("seed", self.seed, 0, 2**32 - 1)
+        _number("alpha", self.alpha, low=1 / 32, high=16.0, what="a finite number > 0, from 0.03125 to 16")
+        _number("learning_rate", self.learning_rate, low=0.0, high=10.0, low_open=True,
+                what="a finite number > 0 and at most 10")
+        _number("fine_tune_lr_factor", self.fine_tune_lr_factor, low=0.0, high=10.0, low_open=True,
+                what="a finite number > 0 and at most 10")
+        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True, what="a number in [0, 1)")
+        _number("weight_decay", self.weight_decay, low=0.0, high=1.0, what="a finite number >= 0 and at most 1")
+        _number("warmup_epochs", self.warmup_epochs, low=0.0, high=float(MAX_EPOCHS),
+                what="a finite number >= 0")
+        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True,
+                what="a number in [0, 1)")
+        _number("dropout", self.dropout, low=0.0, high=1.0, high_open=True, what="a number in [0, 1)")
+        _number("batchnorm_momentum", self.batchnorm_momentum, low=0.0, high=1.0, high_open=True,
+                what="a number in [0, 1)")
+
+
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 20
+
+
+def _integer(name: str, value, low: int, high: int) -> None:
+    import numbers
+
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}; got {value!r}.")
+
+
+def _number(name: str, value, *, low: float, high: float, what: str, low_open: bool = False,
+            high_open: bool = False) -> None:
+    import math
+    import numbers
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
 
 
 def decay_excluded(model) -> list:
