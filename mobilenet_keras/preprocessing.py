@@ -11,17 +11,36 @@ import numpy as np
 from mobilenet_keras import pretrained
 
 # Keras's "tf" mode: pixels 0..255 map onto [-1, 1]. Every converter and exporter in this
-# package reads these two numbers, so the quantized input parameters stay in step.
+# package reads these numbers, so the quantized input parameters stay in step.
 INPUT_SCALE = 1.0 / 127.5
 INPUT_OFFSET = -1.0
+# The model's input range, (low, high) = where pixels 0 and 255 land: (-1.0, 1.0). The one constant
+# for "the input convention" wherever a range is needed (TFLite input quantization, QAT ranges).
+INPUT_RANGE = (INPUT_OFFSET, INPUT_OFFSET + 255.0 * INPUT_SCALE)
+
+_DATA_FORMATS = (None, "channels_last", "channels_first")
 
 
-def preprocess_input(x: Any) -> Any:
-    """Scale RGB pixels from 0..255 to [-1, 1], the range MobileNet V1 was trained on.
+def preprocess_input(x: Any, data_format: str | None = None, mode: str = "tf", **kwargs: Any) -> Any:
+    """Scale RGB pixels from 0..255 to [-1, 1] (`INPUT_RANGE`), the range MobileNet V1 was trained on.
 
-    Takes a numpy array (returns float32 numpy) or a backend tensor (returns a tensor).
+    The same call as `keras.applications.mobilenet.preprocess_input(x, data_format=None)`, so the two
+    are interchangeable. The scaling is one per-pixel operation, so `data_format` ("channels_last",
+    "channels_first" or None) is checked and otherwise changes nothing; `mode` may only be "tf" (the
+    convention MobileNet's weights were trained with); other keyword arguments are refused.
+
+    Takes a numpy array, a list or a number (returns float32 numpy) or a backend tensor (returns a
+    float32 tensor).
     """
-    if isinstance(x, (np.ndarray, list, tuple, int, float)):
+    if kwargs:
+        raise TypeError(f"preprocess_input() got unexpected keyword argument(s) {', '.join(sorted(kwargs))}; "
+                        "it takes x, data_format and mode, as keras.applications.mobilenet.preprocess_input does.")
+    if data_format not in _DATA_FORMATS:
+        raise ValueError(f"data_format must be 'channels_last', 'channels_first' or None; got {data_format!r}.")
+    if mode != "tf":
+        raise ValueError(f"MobileNet V1 takes mode 'tf' (pixels scaled to [-1, 1]); got mode={mode!r}. "
+                         "'caffe' and 'torch' are other networks' conventions.")
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
         return np.asarray(x, dtype=np.float32) * np.float32(INPUT_SCALE) + np.float32(INPUT_OFFSET)
     from keras import ops
 

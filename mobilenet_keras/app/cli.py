@@ -1,19 +1,192 @@
-"""The `mobilenet-keras` command."""
+"""The `mobilenet-keras` command.
+
+This module imports no TensorFlow or Keras: `--help` and `--version` answer at once, and the logging
+of TensorFlow, absl and Keras is set up (`quiet_runtime`) before a command imports them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import re
 import sys
+import threading
 import traceback
+import warnings
+
+from mobilenet_keras import __version__
+
+# Exit statuses, the same for every command (shown in `mobilenet-keras --help`).
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_INCONCLUSIVE = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
+EPILOG_MAIN = """exit status (every command):
+  0    done; every file checked passed its verdict
+  1    a file failed its verdict (FAIL)
+  2    usage or input error: a bad option, a missing or unreadable file or folder, a read-only destination
+  3    inconclusive verdict: too few images to judge a file
+  4    internal error (an unexpected exception): rerun with --debug for the traceback
+  130  interrupted (Ctrl-C)
+
+--quiet, --verbose and --debug go before or after the command. Without a terminal (a log file),
+Keras prints one line per epoch instead of a progress bar.
+"""
+
+# --- quiet TensorFlow --------------------------------------------------------------------------------
+
+# What TensorFlow's native code writes to fd 2 on its own: absl log lines (I0000 00:00:17.. 5569 port.cc:153] ...),
+# TF's older format, absl's pre-init notice, the CPU-feature note's second line, the MLIR quantizer's
+# settings line, LiteRT's delegate notice and CUDA probing on a machine without a GPU.
+NATIVE_CHATTER = re.compile(
+    r"(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]"
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: "
+    r"|fully_quantize: "
+    r"|INFO: Created TensorFlow Lite \w+ delegate"
+    r"|.*\bcuInit\b)")
+_CHATTER_START = re.compile(r"(?:[IWEF]\d|\d{4}-|WARNING: All|To enable|fully_q|INFO: )")
+# Python packages whose UserWarnings are about their own internals, not about what the user did.
+QUIET_PACKAGES = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "absl", "google.protobuf",
+                  "tf2onnx", "h5py")
+
+
+class NativeStderrFilter:
+    """While active, fd 2 goes through a pipe whose reader drops `NATIVE_CHATTER` lines and passes the rest
+    on to the real stderr: TensorFlow's C++ code writes to fd 2 directly, whatever Python's sys.stderr is,
+    and TF_CPP_MIN_LOG_LEVEL does not reach everything (absl's pre-init lines, the converter's).
+    """
+
+    def __init__(self):
+        self._saved = None
+        self._thread = None
+
+    def __enter__(self):
+        _flush_stderr()
+        self._saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(target=self._pump, args=(read,), name="stderr-filter", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        _flush_stderr()
+        os.dup2(self._saved, 2)  # closes the pipe's last writer (unless a child still holds it)
+        self._thread.join(timeout=5)
+        os.close(self._saved)
+        return False
+
+    def _write(self, data: bytes) -> None:
+        while data:
+            try:
+                data = data[os.write(self._saved, data):]
+            except OSError:
+                return
+
+    def _pump(self, read: int) -> None:
+        pending = b""
+        try:
+            while True:
+                chunk = os.read(read, 65536)
+                if not chunk:
+                    break
+                pending += chunk
+                kept, pending = self.filter_complete(pending)
+                if pending and not _CHATTER_START.match(pending.lstrip(b"\r").decode("utf-8", "replace")):
+                    kept, pending = kept + pending, b""  # a progress line ending in \r: show it now
+                self._write(kept)
+        finally:
+            if pending and not NATIVE_CHATTER.match(pending.decode("utf-8", "replace")):
+                self._write(pending)
+            os.close(read)
+
+    @staticmethod
+    def filter_complete(data: bytes) -> tuple[bytes, bytes]:
+        """(the complete lines of `data` that are not chatter, the incomplete rest)."""
+        kept, start = [], 0
+        for match in re.finditer(rb"[^\r\n]*(?:\r\n|\n|\r)", data):
+            line = match.group()
+            if not NATIVE_CHATTER.match(line.decode("utf-8", "replace")):
+                kept.append(line)
+            start = match.end()
+        return b"".join(kept), data[start:]
+
+
+def _flush_stderr() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+@contextlib.contextmanager
+def quiet_runtime(verbose: bool = False):
+    """TensorFlow, absl, Keras and tfmot quiet for one command, set before they are imported.
+
+    Without `verbose`: TF_CPP_MIN_LOG_LEVEL=3 (unless set), the `tensorflow` and `absl` Python loggers at
+    ERROR, UserWarnings raised inside those packages ignored, and TensorFlow's native log lines filtered
+    out of fd 2 (`NativeStderrFilter`). The loggers' levels and the warning filters are put back after.
+    """
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "h5py")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for package in QUIET_PACKAGES:
+                warnings.filterwarnings("ignore", category=UserWarning, module=re.escape(package) + r"(\.|$)")
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=re.escape(package) + r"(\.|$)")
+            with NativeStderrFilter():
+                yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def keras_verbose(args: argparse.Namespace) -> int:
+    """Keras's `verbose` for fit: 0 with --quiet, the progress bar on a terminal, one line per epoch in a log."""
+    if args.quiet:
+        return 0
+    return 1 if _is_tty(sys.stdout) else 2
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def epoch_callbacks(args: argparse.Namespace) -> list:
+    """With --quiet, a callback that prints one line per epoch (Keras's own output is off)."""
+    if not args.quiet:
+        return []
+    from mobilenet_keras.app.pipeline import epoch_lines
+
+    return [epoch_lines()]
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
 EPILOG_SUMMARY = """examples:
   mobilenet-keras summary                       # 1.0/224 with the ImageNet top
-  mobilenet-keras summary --alpha 0.25 --image-size 128 --no-top
+  mobilenet-keras summary --alpha 0.25 --image-size 128 --no-top --quiet
 """
 
 
@@ -67,7 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                seed=config.seed)
         print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
               f"{len(loaded.class_names)} classes", file=sys.stderr)
-        train(loaded, out, config, verbose=0 if args.quiet else 1)
+        train(loaded, out, config, verbose=keras_verbose(args), callbacks=epoch_callbacks(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {out / 'model.keras'}", file=sys.stderr)
@@ -82,7 +255,8 @@ EPILOG_PIPELINE = """examples:
 
 Writes RUN_DIR/report.md and report.json (written last: a folder without report.json is not a
 finished run), the TFLite files in RUN_DIR/tflite/, RUN_DIR/saved_model/, RUN_DIR/android/model.tflite,
-and the plots. Exit status 1 when a file fails verification, 2 for a usage error.
+and the plots. Exit status 0 when every file passes, 1 when a file fails verification, 3 when a
+verdict is inconclusive (too few validation images), 2 for a usage error.
 """
 
 EPILOG_PREDICT = """examples:
@@ -97,9 +271,14 @@ EPILOG_BENCH = """examples:
 """
 
 EPILOG_EXPORT = """examples:
-  mobilenet-keras export runs/latest --saved-model serving/mobilenet/1
-  mobilenet-keras export runs/latest --android app/src/main/assets/model.tflite --calibration photos/
+  mobilenet-keras export runs/latest --saved-model serving/mobilenet/1     # parent folders are created
+  mobilenet-keras export runs/latest --android app/src/main/assets/model.tflite
+  mobilenet-keras export runs/latest --android model.tflite --calibration photos/
   mobilenet-keras export runs/latest --onnx model.onnx
+
+--android calibrates on the run's own training data (run.json's source) unless --calibration is
+given, then checks the written file against the run's validation images: exit status 0 PASS,
+1 FAIL, 3 INCONCLUSIVE.
 """
 
 
@@ -133,7 +312,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         settings = PipelineSettings(data=args.data, out=Path(args.out), config=train_config(args),
                                     modes=parse_modes(args.modes), qat_epochs=args.qat_epochs,
                                     qat_learning_rate=args.qat_learning_rate, force=args.force,
-                                    verbose=not args.quiet)
+                                    verbose=keras_verbose(args), callbacks=epoch_callbacks(args))
         return run_pipeline(settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -149,94 +328,194 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from tflite.latency import tflite_latency
     from tflite.runtime import TFLiteModel
-    from tflite.verify import measure_latency
 
+    if args.runs < 1 or args.threads < 1:
+        raise UsageError("--runs and --threads must be at least 1.")
     rows = []
     try:
         for path in args.files:
             model = TFLiteModel(path)
-            rows.append((path, model.mode, model.size_bytes, measure_latency(model, args.runs, args.threads)))
+            rows.append((path, model.mode, model.size_bytes, tflite_latency(path, args.runs, args.threads)))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     width = max(len(str(r[0])) for r in rows)
-    print(f"{'file':<{width}}  {'mode':<14} {'size KiB':>9} {'ms/image':>9}")
-    for path, mode, size, ms in rows:
-        print(f"{str(path):<{width}}  {mode:<14} {size / 1024:>9.0f} {ms:>9.3f}")
-    print(f"(median of {args.runs} runs at batch 1, {args.threads} threads)")
+    print(f"{'file':<{width}}  {'mode':<14} {'size KiB':>9} {'median ms':>10} {'p90 ms':>9}")
+    for path, mode, size, latency in rows:
+        print(f"{str(path):<{width}}  {mode:<14} {size / 1024:>9.0f} {latency.median_ms:>10.3f} {latency.p90_ms:>9.3f}")
+    print(f"(per image at batch 1, {args.threads} threads: {args.runs} timed runs after at least 1 s and 20 runs "
+          "of warm-up)")
     return 0
+
+
+def check_destination(path, what: str) -> None:
+    """A file or folder can be written at `path` (missing parent folders can be created); else UsageError."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{what} {path}: {folder} is a file, not a folder.")
+    try:  # os.access says yes to root even on a read-only mount: try it
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: folder {folder} is not writable ({exc.strerror or exc}).") from None
+
+
+def run_data(run: dict, run_dir) -> tuple[str, dict]:
+    """(the run's data source, the `datasets.load` settings it was trained with) from run.json."""
+    from pathlib import Path
+
+    from mobilenet_keras.training import datasets
+
+    config, data = run.get("config", {}), run.get("data", {})
+    source = data.get("source") or config.get("data")
+    if not source:
+        raise UsageError(f"{run_dir}/run.json does not say what data the run trained on; pass --calibration DIR.")
+    if str(source) != datasets.DIGITS and not Path(source).is_dir():
+        raise UsageError(f"the run's training data {source} is gone (run.json); pass --calibration DIR with "
+                         "typical images.")
+    settings = {"image_size": int(data.get("image_size") or config["image_size"]),
+                "batch_size": int(config.get("batch_size", 32)), "seed": int(config.get("seed", 0))}
+    return str(source), settings
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import keras
+    from mobilenet_keras.app.pipeline import Stages
+    from mobilenet_keras.training.run_folder import RunFolder
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "model.keras").exists():
+    if not (run_dir / "model.keras").is_file():
         raise UsageError(f"{run_dir} has no model.keras; give a run folder written by train or pipeline.")
     if not args.saved_model and not args.android and not args.onnx:
         raise UsageError("say what to export: --saved-model DIR, --android FILE.tflite and/or --onnx FILE.onnx.")
-    model = keras.models.load_model(run_dir / "model.keras")
-    labels = (run_dir / "labels.txt").read_text().splitlines() if (run_dir / "labels.txt").exists() else None
+    for what, path in (("--saved-model", args.saved_model), ("--android", args.android), ("--onnx", args.onnx)):
+        if path:
+            check_destination(path, what)
+    folder = RunFolder(run_dir)
+    stage = Stages()
     try:
+        labels = folder.labels()
+        source = load_settings = None
+        if args.android and (args.calibration is None or (run_dir / "run.json").is_file()):
+            run = folder.read_run()
+            try:
+                source, load_settings = run_data(run, run_dir)
+            except UsageError as exc:
+                if args.calibration is None:
+                    raise
+                stage(f"the Android file will not be verified: {exc}")
+        stage(f"loading {run_dir / 'model.keras'}")
+        import keras
+
+        model = keras.models.load_model(run_dir / "model.keras")
         if args.saved_model:
             from mobilenet_keras.deploy.saved_model import export_saved_model
 
+            stage(f"writing the SavedModel {args.saved_model}")
             print(export_saved_model(model, args.saved_model, labels=labels, force=args.force))
         if args.onnx:
             from mobilenet_keras.deploy.onnx_file import export_onnx
 
+            stage(f"writing the ONNX file {args.onnx}")
             print(export_onnx(model, args.onnx))
-        if args.android:
-            from mobilenet_keras.training import datasets
-            from mobilenet_keras.deploy.android import android_file
-
-            if args.calibration is None:
-                raise ValueError("--android needs --calibration DIR (typical images, e.g. the training folder).")
-            from tflite.representative import collect
-
-            calibration = collect(args.calibration, tuple(model.input_shape[1:]), limit=200) \
-                if args.calibration != datasets.DIGITS else \
-                datasets.digits(image_size=model.input_shape[1], augment=False).calibration_arrays(200)
-            print(android_file(model, args.android, calibration, labels or [str(i) for i in
-                                                                            range(model.output_shape[-1])]))
+        if not args.android:
+            return EXIT_PASS
+        return _export_android(args, model, labels, source, load_settings, stage)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return 0
+
+
+def _export_android(args, model, labels, source, load_settings, stage) -> int:
+    import tflite
+    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, verdict_of
+    from mobilenet_keras.deploy.android import android_file
+    from mobilenet_keras.training import datasets
+
+    images = None
+    if source is not None:
+        stage(f"reading the run's data ({source})")
+        images = datasets.load(source, **load_settings)
+    if args.calibration is None:
+        calibration = images.calibration_arrays(CALIBRATION_IMAGES)
+        stage(f"calibrating on {len(calibration)} of the run's training images")
+    elif args.calibration == datasets.DIGITS:
+        calibration = datasets.digits(image_size=model.input_shape[1], augment=False).calibration_arrays(
+            CALIBRATION_IMAGES)
+    else:
+        from tflite.representative import collect
+
+        calibration = collect(args.calibration, tuple(model.input_shape[1:]), limit=CALIBRATION_IMAGES)
+        stage(f"calibrating on {len(calibration)} images from {args.calibration}")
+    stage(f"converting the Android file (uint8) {args.android}")
+    path = android_file(model, args.android, calibration, labels or [str(i) for i in range(model.output_shape[-1])])
+    print(path)
+    if images is None:
+        return EXIT_PASS
+    validation, truth = images.validation_arrays()
+    stage(f"verifying {path.name} on {len(validation)} validation images")
+    row = tflite.verify(model, path, validation, labels=truth, mode="uint8", latency_runs=0).to_dict()
+    verdict = verdict_of(row)
+    reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
+    print(f"{verdict} {path.name}: top-1 agreement {row['top1_agreement']:.2%}, SQNR {row['sqnr_db']:.1f} dB"
+          + (f" ({reason})" if reason else ""), file=sys.stderr)
+    return VERDICT_EXIT[verdict]
+
+
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """--quiet, --verbose and --debug, for the main parser and (with SUPPRESS defaults, so a value given
+    before the command is kept) for every subcommand: accepted on either side of the command."""
+    default = argparse.SUPPRESS if suppress else False
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options")
+    group.add_argument("--quiet", action="store_true", default=default,
+                       help="one line per stage and per epoch, no progress bar")
+    group.add_argument("--verbose", action="store_true", default=default, help="show TensorFlow's own log lines")
+    group.add_argument("--debug", action="store_true", default=default, help="show the full traceback on errors")
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mobilenet-keras",
         description="MobileNet V1 for Keras 3: build, train, convert to TFLite and check every file.",
+        epilog=EPILOG_MAIN, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_global_options(False)],
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"mobilenet-keras {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = [_global_options(True)]
 
-    summary = sub.add_parser("summary", help="build a model and print its layers, parameters and multiply-adds",
-                             description="Build MobileNet V1 and print its summary, parameters and multiply-adds.",
-                             epilog=EPILOG_SUMMARY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=common, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    summary = command("summary", help="build a model and print its layers, parameters and multiply-adds",
+                      description="Build MobileNet V1 and print its summary, parameters and multiply-adds "
+                                  "(--quiet: only the one-line figures).", epilog=EPILOG_SUMMARY)
     summary.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
     summary.add_argument("--image-size", type=int, default=224, help="input height and width (default 224)")
     summary.add_argument("--classes", type=int, default=1000, help="classes of the top (default 1000)")
     summary.add_argument("--no-top", action="store_true", help="leave out the classifier")
     summary.add_argument("--weights", default=None, help="'imagenet' or a path to a Keras .h5 file")
-    summary.add_argument("--quiet", action="store_true", help="print only the one-line figures")
     summary.set_defaults(func=_cmd_summary)
 
-    train = sub.add_parser("train", help="train or fine-tune a classifier on an image folder (model.fit)",
-                           description="Train MobileNet V1 with model.fit and write a run folder: model.keras, "
-                                       "labels.txt, history.csv, training.png, logs/, run.json.",
-                           epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = command("train", help="train or fine-tune a classifier on an image folder (model.fit)",
+                    description="Train MobileNet V1 with model.fit and write a run folder: model.keras, "
+                                "labels.txt, history.csv, training.png, logs/, run.json.", epilog=EPILOG_TRAIN)
     add_train_arguments(train)
     train.set_defaults(func=_cmd_train)
 
-    pipeline = sub.add_parser("pipeline", help="train, convert every mode, verify each file, export, report",
-                              description="The main job: from an image folder (or the embedded digits) to a "
-                                          "trained model, every TFLite flavour checked against the float model, "
-                                          "a SavedModel, an Android file and a report.",
-                              epilog=EPILOG_PIPELINE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pipeline = command("pipeline", help="train, convert every mode, verify each file, export, report",
+                       description="The main job: from an image folder (or the embedded digits) to a "
+                                   "trained model, every TFLite flavour checked against the float model, "
+                                   "a SavedModel, an Android file and a report.", epilog=EPILOG_PIPELINE)
     add_train_arguments(pipeline)
     pipeline.add_argument("--modes", default="float32,float16,dynamic,int8,uint8",
                           help="comma-separated TFLite modes (default float32,float16,dynamic,int8,uint8)")
@@ -246,20 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     pipeline.set_defaults(func=_cmd_pipeline)
 
-    qat_parser = sub.add_parser("qat", help="quantization-aware training of a trained run, then int8 files",
-                                description="Quantization-aware training with tensorflow-model-optimization on a "
-                                            "tf_keras twin of the run's model, then int8 and uint8 TFLite files.",
-                                epilog=EPILOG_QAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    qat_parser = command("qat", help="quantization-aware training of a trained run, then int8 files",
+                         description="Quantization-aware training with tensorflow-model-optimization on a "
+                                     "tf_keras twin of the run's model, then int8 and uint8 TFLite files.",
+                         epilog=EPILOG_QAT)
     qat_parser.add_argument("run_dir", help="a run folder written by train or pipeline")
     qat_parser.add_argument("--epochs", type=int, default=2, help="QAT epochs (default 2)")
     qat_parser.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5)")
     qat_parser.add_argument("--data", default=None, help="read the data from here instead of run.json's source")
-    qat_parser.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
     qat_parser.set_defaults(func=_cmd_qat)
 
-    predict = sub.add_parser("predict", help="top 5 classes of images with a .tflite, .keras or SavedModel",
-                             description="Classify images and print the top 5 with labels.",
-                             epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict = command("predict", help="top 5 classes of images with a .tflite, .keras or SavedModel",
+                      description="Classify images and print the top 5 with labels.", epilog=EPILOG_PREDICT)
     predict.add_argument("model", help="a .tflite file, a .keras file or a SavedModel folder")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--labels", default=None,
@@ -267,22 +544,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     predict.set_defaults(func=_cmd_predict)
 
-    bench = sub.add_parser("bench", help="latency table of .tflite files",
-                           description="Median latency per image of each .tflite file at batch 1.",
-                           epilog=EPILOG_BENCH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = command("bench", help="latency table of .tflite files",
+                    description="Median latency per image of each .tflite file at batch 1.", epilog=EPILOG_BENCH)
     bench.add_argument("files", nargs="+", help=".tflite files")
     bench.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     bench.add_argument("--runs", type=int, default=50, help="timed runs per file (default 50)")
     bench.set_defaults(func=_cmd_bench)
 
-    export = sub.add_parser("export", help="SavedModel for serving and/or the Android .tflite from a run folder",
-                            description="Export a trained run folder for TF Serving and for Android.",
-                            epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    export.add_argument("run_dir", help="a run folder with model.keras (and labels.txt)")
-    export.add_argument("--saved-model", default=None, help="SavedModel folder to write")
-    export.add_argument("--android", default=None, help="Android .tflite file to write (uint8, with metadata)")
+    export = command("export", help="SavedModel for serving and/or the Android .tflite from a run folder",
+                     description="Export a trained run folder for TF Serving and for Android.", epilog=EPILOG_EXPORT)
+    export.add_argument("run_dir", help="a run folder with model.keras (and labels.txt, run.json)")
+    export.add_argument("--saved-model", default=None,
+                        help="SavedModel folder to write (missing parent folders are created)")
+    export.add_argument("--android", default=None,
+                        help="Android .tflite file to write (uint8, with metadata), then verified")
     export.add_argument("--onnx", default=None, help="ONNX file to write (needs the onnx extra)")
-    export.add_argument("--calibration", default=None, help="folder of typical images (or 'digits') for --android")
+    export.add_argument("--calibration", default=None,
+                        help="folder of typical images (or 'digits') for --android (default: the run's training data)")
     export.add_argument("--force", action="store_true", help="overwrite a non-empty SavedModel folder")
     export.set_defaults(func=_cmd_export)
     return parser
@@ -312,7 +590,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keras mixed-precision policy (default float32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the split, augmentation and weights")
     parser.add_argument("--out", default="runs/latest", help="run folder to write (default runs/latest)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar (for CI logs)")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,14 +602,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except UsageError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"mobilenet-keras {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    where = f"mobilenet-keras {args.command}"
+    with quiet_runtime(args.verbose):
+        try:
+            return args.func(args)
+        except UsageError as exc:
+            if args.debug:
+                traceback.print_exc()
+            print(f"{where}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print(f"{where}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            if args.debug:
+                traceback.print_exc()
+            print(f"{where}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback; --debug shows it
+            if args.debug:
+                traceback.print_exc()
+            print(f"{where}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                  f"(rerun with --debug for the traceback)", file=sys.stderr)
+            return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -10,6 +10,24 @@ from pathlib import Path
 
 CALIBRATION_IMAGES = 200
 
+# Exit status per verdict (the CLI's: 0 pass, 1 a file failed, 3 inconclusive).
+VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
+
+
+def verdict_of(row: dict) -> str:
+    """PASS, FAIL or INCONCLUSIVE for one verification row (`VerificationReport.to_dict()`)."""
+    verdict = str(row.get("verdict") or ("PASS" if row.get("passed") else "FAIL")).upper()
+    return verdict if verdict in VERDICT_EXIT else "FAIL"
+
+
+def overall_verdict(verdicts) -> str:
+    """FAIL if any file failed, else INCONCLUSIVE if any was inconclusive, else PASS."""
+    verdicts = list(verdicts)
+    for worst in ("FAIL", "INCONCLUSIVE"):
+        if worst in verdicts:
+            return worst
+    return "PASS"
+
 
 class Stages:
     """One progress line per stage, with the elapsed time."""
@@ -19,6 +37,19 @@ class Stages:
 
     def __call__(self, message: str) -> None:
         print(f"[{time.time() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def epoch_lines():
+    """A Keras callback printing one line per epoch to stderr: the progress of a run whose bar is off (--quiet)."""
+    import keras
+
+    class EpochLines(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            figures = "  ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items()
+                                if name in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')}  {figures}", file=sys.stderr, flush=True)
+
+    return EpochLines()
 
 
 def parse_modes(text: str) -> list[str]:
@@ -49,7 +80,16 @@ class PipelineSettings:
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     force: bool = False
-    verbose: bool = True
+    # Keras's verbose for training: 1 progress bar, 2 one line per epoch (a log file), 0 none (--quiet).
+    # True and False read as 1 and 0. Conversion and verification show progress only with 1.
+    verbose: int = 1
+    # More Keras callbacks for training (e.g. `epoch_lines()` with verbose=0).
+    callbacks: list = field(default_factory=list)
+
+    @property
+    def progress(self) -> bool:
+        """\\r progress lines (calibration, verification): only on a terminal with the progress bar."""
+        return int(self.verbose) == 1
 
 
 def train_stage(settings: PipelineSettings, stage: Stages):
@@ -64,7 +104,7 @@ def train_stage(settings: PipelineSettings, stage: Stages):
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
     (settings.out / "report.json").unlink(missing_ok=True)
-    model = train(images, settings.out, config, verbose=1 if settings.verbose else 0)
+    model = train(images, settings.out, config, verbose=int(settings.verbose), callbacks=list(settings.callbacks))
     return model, images
 
 
@@ -82,12 +122,12 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
     for mode in (m for m in settings.modes if m not in qat_modes):
         stage(f"converting {mode}")
         path = tflite.convert(model, files_dir / f"model_{mode}.tflite", mode, representative_data=calibration,
-                              verbose=settings.verbose)
+                              verbose=settings.progress)
         if mode == "float32":
             float32_size = path.stat().st_size
         stage(f"verifying {mode} on {len(validation)} images")
         report = tflite.verify(model, path, validation, labels=labels, float32_size=float32_size,
-                               verbose=settings.verbose)
+                               verbose=settings.progress)
         rows.append({**report.to_dict(), "reference": "float model"})
     if qat_modes:
         from mobilenet_keras.app.qat_stage import qat_files
@@ -95,7 +135,7 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
         stage(f"quantization-aware training ({settings.qat_epochs} epochs), then {', '.join(qat_modes)}")
         rows += qat_files(model, images, settings.out, epochs=settings.qat_epochs,
                           learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
-                          verbose=settings.verbose)
+                          verbose=settings.progress)
     return rows
 
 
@@ -115,8 +155,9 @@ def export_stage(model, images, settings: PipelineSettings, stage: Stages) -> di
 
 
 def report_stage(model, images, rows: list[dict], deployables: dict[str, str], settings: PipelineSettings,
-                 stage: Stages) -> list[str]:
-    """Per-layer errors, plots, report.md and report.json (written last); returns the failures."""
+                 stage: Stages) -> tuple[str, list[str], list[str]]:
+    """Per-layer errors, plots, report.md and report.json (written last); returns (the overall verdict,
+    the failures, the inconclusive files)."""
     import tflite
     from mobilenet_keras.app import report
 
@@ -143,10 +184,13 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     plots.append("size_vs_accuracy.png")
 
     failures = [f"{Path(r['file']).name}: {failure}" for r in rows for failure in r["failures"]]
+    verdict = overall_verdict(verdict_of(r) for r in rows)
     summary = {
-        "verdict": "PASS" if not failures else "FAIL",
-        "passed": not failures,
+        "verdict": verdict,
+        "passed": verdict == "PASS",
         "failures": failures,
+        "inconclusive": [f"{Path(r['file']).name}: {r.get('verdict_reason') or 'too few images'}" for r in rows
+                         if verdict_of(r) == "INCONCLUSIVE"],
         "run": json.loads((out / "run.json").read_text()),
         "files": rows,
         "worst_layers": worst,
@@ -156,11 +200,12 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     }
     report.write(summary, out)
     stage(f"wrote {out / 'report.md'}")
-    return failures
+    return verdict, failures, summary["inconclusive"]
 
 
 def run_pipeline(settings: PipelineSettings) -> int:
-    """Every stage in order; returns 0 when every file passes verification, 1 otherwise."""
+    """Every stage in order; returns 0 when every file passes verification, 1 when one fails, 3 when none
+    fails but a verdict is inconclusive (too few validation images)."""
     import tflite
     from mobilenet_keras.app.qat_stage import check_qat_settings
 
@@ -173,7 +218,10 @@ def run_pipeline(settings: PipelineSettings) -> int:
     model, images = train_stage(settings, stage)
     rows = convert_and_verify_stage(model, images, settings, stage)
     deployables = export_stage(model, images, settings, stage)
-    failures = report_stage(model, images, rows, deployables, settings, stage)
+    verdict, failures, inconclusive = report_stage(model, images, rows, deployables, settings, stage)
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)
-    return 0 if not failures else 1
+    for line in inconclusive:
+        print(f"INCONCLUSIVE {line}", file=sys.stderr)
+    print(f"verdict: {verdict} ({len(rows)} files)", file=sys.stderr)
+    return VERDICT_EXIT[verdict]

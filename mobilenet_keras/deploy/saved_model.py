@@ -15,7 +15,7 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     """Write a SavedModel with two signatures, through Keras 3's `ExportArchive`.
 
     - `serving_default`: `images`, float32 [batch, H, W, 3] with pixel values 0..255 (scaled to
-      [-1, 1] inside the graph).
+      `INPUT_RANGE`, [-1, 1], inside the graph).
     - `serving_bytes`: `image_bytes`, a batch of encoded JPEG, PNG, BMP or GIF strings, decoded,
       resized to H x W (bilinear) and scaled inside the graph: what TF Serving's REST API receives as
       `{"b64": ...}` instances.
@@ -23,8 +23,9 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     Both return `probabilities` [batch, classes], `top_k_indices` and `top_k_scores` [batch, k], and
     `top_k_labels` (strings) when `labels` are given.
 
-    The folder is written beside `path` under a temporary name and renamed; an existing non-empty
-    folder is refused unless `force=True`.
+    The folder is written beside `path` under a temporary name and renamed; missing parent folders
+    are created (TF Serving's `serving/mobilenet/1`); an existing non-empty folder is refused unless
+    `force=True`.
     """
     import keras
     import tensorflow as tf
@@ -32,8 +33,8 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
         raise ValueError(f"{path} exists and is not empty; choose another folder or pass force=True (--force).")
-    if not path.parent.is_dir():
-        raise ValueError(f"parent folder {path.parent} does not exist; create it first.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"{path.parent} is a file; give a folder path for the SavedModel.")
     height, width, channels = model.input_shape[1:]
     if height is None or width is None:
         raise ValueError("the model takes images of any size; build it with a fixed input_shape to export.")
@@ -70,6 +71,10 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     archive.add_endpoint("serving_default", serving_default)
     archive.add_endpoint("serving_bytes", serving_bytes)
+    try:  # TF Serving's layout (serving/mobilenet/1) usually starts with missing folders
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"can't create the folder {path.parent} ({exc.strerror or exc}).") from None
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         archive.write_out(str(staging), verbose=False)
