@@ -9,6 +9,14 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+#: The formats TensorFlow's decoder (tf.io.decode_image, behind keras.utils.image_dataset_from_directory)
+#: reads, by their first bytes; PIL reads many more (TIFF, WebP, ...), so PIL opening a file is not enough.
+TF_FORMATS = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+              (b"BM", "BMP"))
+#: First bytes of formats people rename to .jpg/.png by mistake, to say what the file really is.
+OTHER_FORMATS = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP (or another RIFF file)"),
+                 (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"8BPS", "Photoshop"), (b"%PDF", "PDF"),
+                 (b"\x00\x00\x01\x00", "ICO"), (b"<svg", "SVG"), (b"<?xml", "XML/SVG"))
 
 
 @dataclass
@@ -31,7 +39,7 @@ def scan_folder(folder: str | os.PathLike) -> ImageFolder:
     if subfolders:
         paths, labels, names = [], [], []
         for label, sub in enumerate(subfolders):
-            files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = _images_below(sub)
             names.append(sub.name)
             paths += files
             labels += [label] * len(files)
@@ -43,6 +51,34 @@ def scan_folder(folder: str | os.PathLike) -> ImageFolder:
     if not paths:
         raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no class folders.")
     return ImageFolder(paths, None, [])
+
+
+def _images_below(folder: Path) -> list[Path]:
+    """Every image file under `folder`, nested folders too, in the order Keras's
+    image_dataset_from_directory lists them (it walks class folders recursively, following links)."""
+    found = []
+    for here, _, files in sorted(os.walk(folder, followlinks=True), key=lambda entry: entry[0]):
+        found += [Path(here) / name for name in sorted(files) if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def tensorflow_format_problem(path: str | os.PathLike) -> str | None:
+    """Why TensorFlow's image decoder can't read `path` judging by its first bytes, or None when it is
+    a JPEG, PNG, GIF or BMP."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"can't be opened ({exc.strerror or exc})"
+    if not head:
+        return "is empty (0 bytes)"
+    if any(head.startswith(magic) for magic, _ in TF_FORMATS):
+        return None
+    what = next((name for magic, name in OTHER_FORMATS if head.startswith(magic)), None)
+    suffix = Path(path).suffix or "(no suffix)"
+    if what:
+        return f"is a {what} file named {suffix}; TensorFlow reads only JPEG, PNG, GIF and BMP"
+    return "is not a JPEG, PNG, GIF or BMP file (the only formats TensorFlow reads)"
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -58,8 +94,12 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc.__class__.__name__}: {exc}).") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path} is too large to read safely ({' '.join(str(exc).split())}); shrink it or remove "
+                         "it.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"{path} is not a readable image ({exc.__class__.__name__}: {reason}).") from None
 
 
 def load_images(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[Path]]:

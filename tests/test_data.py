@@ -70,3 +70,78 @@ def test_a_corrupt_file_is_named(tmp_path):
 def test_missing_folder_points_at_digits(tmp_path):
     with pytest.raises(ValueError, match="does not exist.*digits"):
         datasets.load(tmp_path / "nope")
+
+
+def _bomb_png(path, side=14000):
+    """A valid 1-bit grayscale PNG of side x side pixels (about 25 KB): PIL refuses it as a
+    decompression bomb at open, before decoding, so the test is quick."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + b"\x00" * ((side + 7) // 8)
+    pixels = zlib.compress(row * side, 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+def _one_line(exc_info) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_two_images_per_class_names_the_empty_validation_split(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 2, "b": 2})
+    with pytest.raises(ValueError) as info:
+        datasets.image_folder(root, image_size=32)
+    message = _one_line(info)
+    assert "validation split" in message and "is empty" in message and "at least 5 images" in message
+    assert "No images found" not in message
+
+
+def test_split_counts_match_keras():
+    from mobilenet_keras.training.datasets import check_split
+
+    assert check_split(10, 2, 0.2, "d") == (8, 2)
+    assert check_split(5, 2, 0.2, "d") == (4, 1)
+
+
+def test_a_decompression_bomb_is_named_in_one_line(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 3, "b": 3})
+    _bomb_png(root / "a" / "huge.png")
+    with pytest.raises(ValueError) as info:
+        datasets.image_folder(root, image_size=32)
+    message = _one_line(info)
+    assert "huge.png" in message and "too large" in message
+
+
+def test_a_tiff_named_png_is_named_even_in_a_nested_folder(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 3, "b": 3})
+    (root / "b" / "deeper").mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "b" / "deeper" / "scan.png", format="TIFF")
+    with pytest.raises(ValueError) as info:
+        datasets.image_folder(root, image_size=32)
+    message = _one_line(info)
+    assert "scan.png" in message and "TIFF" in message and "JPEG, PNG, GIF and BMP" in message
+
+
+def test_a_16_bit_png_and_nested_images_are_read(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 4, "b": 4})
+    (root / "a" / "more").mkdir()
+    Image.fromarray((np.random.default_rng(1).random((20, 20)) * 65535).astype(np.uint16)).save(
+        root / "a" / "more" / "deep16.png")
+    loaded = datasets.image_folder(root, image_size=32, batch_size=4, validation_split=0.25, augment=False)
+    assert loaded.num_train + loaded.num_validation == 9  # the nested file counts, as Keras reads it
+
+
+@pytest.mark.parametrize("name,words", [(" a", "whitespace"), ("a ", "whitespace"), ("a\nb", "line break")])
+def test_class_names_that_labels_txt_cant_hold(tmp_path, name, words):
+    root = _folder(tmp_path / "d", {name: 3, "b": 3})
+    with pytest.raises(ValueError) as info:
+        datasets.image_folder(root, image_size=32)
+    message = str(info.value)
+    assert words in message and str(root) in message and "labels.txt" in message

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.images import IMAGE_SUFFIXES, load_image, scan_folder
+from mobilenet_keras.images import IMAGE_SUFFIXES, load_image, scan_folder, tensorflow_format_problem
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 DIGITS = "digits"
@@ -91,15 +91,38 @@ def _finish(train, validation, image_size, augment, flip, num_classes, cache):
 
 
 def _check_images(folder) -> None:
-    bad = []
+    """Every file must be one TensorFlow's decoder reads (JPEG, PNG, GIF, BMP by their bytes, not their
+    name) and whole (PIL reads it to the end); the message names them, the reason for the first."""
+    bad, first_reason = [], None
     for path in folder.paths:
-        try:
-            load_image(path)
-        except ValueError:
+        problem = tensorflow_format_problem(path)
+        if problem is None:
+            try:
+                load_image(path)
+            except ValueError as exc:
+                problem = str(exc).removeprefix(f"{path} ").rstrip(".")
+        if problem is not None:
             bad.append(str(path))
+            first_reason = first_reason or problem
     if bad:
         listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ValueError(f"{len(bad)} file(s) are not readable images: {listed}. Remove or convert them, then rerun.")
+        raise ValueError(f"{len(bad)} file(s) are not images TensorFlow can read: {listed} (the first {first_reason}). "
+                         "Remove or convert them, then rerun.")
+
+
+def check_split(num_images: int, num_classes: int, validation_split: float, source) -> tuple[int, int]:
+    """(training, validation) image counts, or a ValueError that says how many images the split needs."""
+    import math
+
+    num_validation = int(num_images * validation_split)  # as keras.utils.image_dataset_from_directory
+    num_train = num_images - num_validation
+    if num_validation < 1:
+        need = math.ceil(1 / validation_split - 1e-9)
+        raise ValueError(f"the validation split of {source} is empty: {num_images} images x validation fraction "
+                         f"{validation_split:g} = {validation_split * num_images:.2f}, rounded down to 0. Need at "
+                         f"least {need} images in all (about {math.ceil(need / max(num_classes, 1))} per class for "
+                         f"{num_classes} classes), or a larger validation fraction.")
+    return num_train, num_validation
 
 
 def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int = 32,
@@ -132,6 +155,10 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
         raise ValueError(f"{path} has images in only one class ({', '.join(present)}); a classifier needs two or more.")
     if not 0 < validation_split < 1:
         raise ValueError(f"validation_split must be between 0 and 1; got {validation_split}.")
+    from mobilenet_keras.training.run_folder import check_class_names
+
+    check_class_names(folder.class_names, path)
+    num_train, num_validation = check_split(len(folder.paths), len(folder.class_names), validation_split, path)
     if check_files:
         _check_images(folder)
     common = dict(labels="inferred", label_mode="int", class_names=folder.class_names, color_mode="rgb",
@@ -139,10 +166,9 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
                   validation_split=validation_split, interpolation="bilinear", verbose=False)
     train = keras.utils.image_dataset_from_directory(path, subset="training", shuffle=True, **common)
     validation = keras.utils.image_dataset_from_directory(path, subset="validation", shuffle=True, **common)
-    num_validation = int(len(folder.paths) * validation_split)
     train, validation, plain = _finish(train, validation, image_size, augment, flip, len(folder.class_names), cache)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
-                     len(folder.paths) - num_validation, num_validation, str(path))
+                     num_train, num_validation, str(path))
 
 
 def digits(image_size: int = 64, batch_size: int = 32, validation_split: float = 0.2, seed: int = 0,
