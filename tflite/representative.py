@@ -21,9 +21,26 @@ from mobilenet_keras.images import load_images, scan_folder
 from mobilenet_keras.preprocessing import preprocess_input
 
 
+# When no limit is given, a dataset or iterable (which may be endless: `Dataset.repeat()`, a
+# generator) is read up to this many images, with a warning if there were more.
+DEFAULT_CAP = 10_000
+
+
+def is_labelled_pair(batch) -> bool:
+    """True for an `(images, labels)` pair: two items, the second of fewer dimensions than the first
+    (labels (N,), (N, 1) or one-hot (N, classes) beside images (N, H, W, C); a scalar label beside one
+    (H, W, C) image). Two images (`[img, img]`) have equal dimensions and are images, not a pair."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        return False
+    first, second = np.ndim(batch[0]), np.ndim(batch[1])
+    return first in (3, 4) and second < first and second <= 2
+
+
 def _as_float_images(batch, where: str) -> np.ndarray:
-    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2) and not np.isscalar(batch[0]):
-        batch = batch[0]  # (images, labels) pairs from a labelled dataset
+    if is_labelled_pair(batch):
+        batch = batch[0]
+    elif isinstance(batch, tuple) and len(batch) == 1 and np.ndim(batch[0]) in (3, 4):
+        batch = batch[0]  # (images,) from a dataset of 1-tuples
     array = np.asarray(batch)
     if array.dtype == np.uint8:
         array = preprocess_input(array)
@@ -36,47 +53,45 @@ def _as_float_images(batch, where: str) -> np.ndarray:
 
 
 def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
-            labels_out: list | None = None) -> np.ndarray:
+            labels_out: list | None = None, cap: int = DEFAULT_CAP) -> np.ndarray:
     """Turn `data` into a float32 array of shape (N, H, W, C) in the model's input convention.
 
     Args:
         data: a numpy array, a `tf.data.Dataset`, an iterable of batches (or of `(images, labels)`
-            pairs), or the path to a folder of images.
+            pairs), or the path to a folder of images. A list of images (`[img, img]`) is images.
         input_shape: the model's input shape without the batch, e.g. `(224, 224, 3)`; `None`
             sides accept any size (arrays) or 224 (folders).
-        limit: keep at most this many images (a folder is sampled evenly across classes).
+        limit: keep at most this many images (a folder is sampled evenly across classes). Reading
+            stops as soon as that many are read.
         labels_out: if a list is given, the labels found (folder classes, or dataset labels) are
             appended to it, in the order of the returned images.
+        cap: without a `limit`, read at most this many images of a dataset or iterable (which may be
+            endless) and warn if more were there; arrays and folders are read whole.
 
     Raises:
         ValueError: empty data, non-finite values, or images of the wrong shape.
     """
     height, width, channels = input_shape
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None; got {limit!r}.")
     if isinstance(data, (str, os.PathLike)):
         array, labels = _from_folder(Path(data), (height or 224, width or 224), limit, seed)
         if labels_out is not None and labels is not None:
             labels_out.extend(labels)
     else:
-        if hasattr(data, "as_numpy_iterator"):
-            data = data.as_numpy_iterator()
-        if isinstance(data, np.ndarray) or not isinstance(data, Iterable):
-            batches = [data]
+        dataset = hasattr(data, "as_numpy_iterator")
+        tensor = not dataset and hasattr(data, "shape") and hasattr(data, "dtype")  # numpy or a framework tensor
+        if tensor or (not isinstance(data, Iterable) and not dataset) or is_labelled_pair(data):
+            batches, bound = [data], None
         else:
-            batches = data
-        arrays, count = [], 0
-        for batch in batches:
-            if isinstance(batch, (tuple, list)) and len(batch) == 2 and labels_out is not None:
-                labels_out.extend(np.asarray(batch[1]).reshape(-1).tolist())
-            images = _as_float_images(batch, "representative data")
-            arrays.append(images)
-            count += len(images)
-            if limit is not None and count >= limit:
-                break
-        array = np.concatenate(arrays) if arrays else np.zeros((0, height or 1, width or 1, channels), np.float32)
+            if hasattr(data, "as_numpy_iterator"):
+                data = data.as_numpy_iterator()
+            batches, bound = data, limit if limit is not None else cap
+        array = _read_batches(batches, bound, limit is None, height, width, channels, labels_out)
     if limit is not None:
         array = array[:limit]
-        if labels_out is not None and len(labels_out) > limit:
-            del labels_out[limit:]
+    if labels_out is not None and len(labels_out) > len(array):
+        del labels_out[len(array):]
     if len(array) == 0:
         raise ValueError("representative data is empty: give at least one image.")
     expected = (height, width, channels)
@@ -89,6 +104,30 @@ def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
         bad = int((~np.isfinite(array)).any(axis=(1, 2, 3)).sum())
         raise ValueError(f"representative data has NaN or infinite values in {bad} image(s); clean them first.")
     return array
+
+
+def _read_batches(batches, bound: int | None, capped: bool, height, width, channels, labels_out) -> np.ndarray:
+    """Images of `batches` until `bound` are read (None: all); stops there, never reads an endless source on."""
+    arrays, count = [], 0
+    iterator = iter(batches)
+    for batch in iterator:
+        if is_labelled_pair(batch) and labels_out is not None:
+            found = np.asarray(batch[1])
+            if found.ndim == 2 and found.shape[1] > 1:
+                found = found.argmax(1)  # one-hot labels
+            labels_out.extend(found.reshape(-1).tolist())
+        images = _as_float_images(batch, "representative data")
+        arrays.append(images)
+        count += len(images)
+        if bound is not None and count >= bound:
+            if capped and next(iterator, None) is not None:
+                warnings.warn(f"read the first {bound} images of a dataset or iterable that has more (or is "
+                              "endless); pass a limit (max_samples for verify) to read another number.",
+                              stacklevel=4)
+            break
+    if not arrays:
+        return np.zeros((0, height or 1, width or 1, channels), np.float32)
+    return np.concatenate(arrays)[:bound] if bound is not None else np.concatenate(arrays)
 
 
 def _from_folder(folder: Path, size: tuple[int, int], limit: int | None, seed: int):

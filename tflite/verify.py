@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from mobilenet_keras.files import write_bytes_atomic
+from tflite.latency import NOT_MEASURED, Latency, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
 from tflite.representative import collect
 from tflite.runtime import TFLiteModel
@@ -22,10 +21,37 @@ from tflite.runtime import TFLiteModel
 # Each mode's thresholds, from its row in tflite.modes (kept as a name for callers of tflite.verify).
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {name: mode.thresholds for name, mode in MODES.items()}
 
+# A verdict needs at least this many images. Agreement is a count: on 50 images one disagreement moves
+# it by 2 points, and 50 of 50 agreeing still leaves a 95% interval down to 93%. Below this, the
+# figures are reported and the verdict is INCONCLUSIVE (unless a figure already fails: FAIL).
+MIN_VERDICT_IMAGES = 200
+# verify reads at most this many images of a dataset or iterable when max_samples is not given (an
+# array or a folder is read whole): a `Dataset.repeat()` or an endless generator is not read forever.
+DEFAULT_MAX_SAMPLES = 5000
+# z for a two-sided 95% interval.
+_Z95 = 1.959963984540054
+
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE")
+
+
+def wilson_interval(successes: int, total: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: (low, high); (0, 1) when `total` is 0."""
+    if total <= 0:
+        return (0.0, 1.0)
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
 
 @dataclass
 class VerificationReport:
-    """Figures from comparing one .tflite file with the float model on the same images."""
+    """Figures from comparing one file with the float model on the same images, and the verdict.
+
+    `verdict` is FAIL when a figure misses its threshold, INCONCLUSIVE when none does but fewer than
+    `min_samples` images were compared, PASS otherwise; `passed` is `verdict == "PASS"`.
+    """
 
     file: str
     mode: str
@@ -44,10 +70,36 @@ class VerificationReport:
     tflite_accuracy: float | None = None
     thresholds: Thresholds | None = None
     failures: list[str] = field(default_factory=list)
+    latency_p90_ms: float = float("nan")
+    # "k of N disagree": images whose top-1 class differs between the two.
+    disagreements: int = 0
+    # 95% Wilson score intervals (low, high).
+    top1_agreement_interval: tuple[float, float] = (0.0, 1.0)
+    float_accuracy_interval: tuple[float, float] | None = None
+    tflite_accuracy_interval: tuple[float, float] | None = None
+    min_samples: int = MIN_VERDICT_IMAGES
+
+    @property
+    def verdict(self) -> str:
+        if self.failures:
+            return "FAIL"
+        if self.samples < self.min_samples:
+            return "INCONCLUSIVE"
+        return "PASS"
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return self.verdict == "PASS"
+
+    @property
+    def verdict_reason(self) -> str:
+        """One line: the failures, or why the verdict is inconclusive, or empty for PASS."""
+        if self.failures:
+            return "; ".join(self.failures)
+        if self.samples < self.min_samples:
+            return (f"only {self.samples} images; a verdict needs at least {self.min_samples} "
+                    f"({self.min_samples - self.samples} more)")
+        return ""
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -57,30 +109,48 @@ class VerificationReport:
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        out["verdict"] = self.verdict
+        out["verdict_reason"] = self.verdict_reason
         out["passed"] = self.passed
         out["accuracy_drop"] = self.accuracy_drop
+        for key in ("top1_agreement_interval", "float_accuracy_interval", "tflite_accuracy_interval"):
+            if out[key] is not None:
+                out[key] = list(out[key])
         return out
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return write_bytes_atomic(path, json.dumps(self.to_dict(), indent=2).encode())
 
     def to_markdown(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.failures)
+        verdict = self.verdict + (f": {self.verdict_reason}" if self.verdict_reason else "")
+        low, high = self.top1_agreement_interval
         rows = [
             ("file", f"`{Path(self.file).name}` ({self.mode})"),
             ("samples", str(self.samples)),
-            ("top-1 agreement", f"{self.top1_agreement:.2%}"),
+            ("top-1 agreement", f"{self.top1_agreement:.2%} ({self.disagreements} of {self.samples} disagree; "
+                                f"95% interval {low:.2%} to {high:.2%})"),
             ("top-5 overlap", f"{self.top5_overlap:.2%}"),
             ("mean / max abs diff", f"{self.mean_abs_diff:.2e} / {self.max_abs_diff:.2e}"),
             ("mean cosine", f"{self.mean_cosine:.5f}"),
             ("SQNR", f"{self.sqnr_db:.1f} dB"),
             ("size", f"{self.size_bytes / 1024:,.0f} KiB ({self.size_ratio:.2f}x of float32)"),
-            ("latency (batch 1, 2 threads)", f"{self.latency_ms:.2f} ms"),
+            ("latency (batch 1, 2 threads)", f"median {self.latency_ms:.2f} ms, p90 {self.latency_p90_ms:.2f} ms"),
         ]
+        if self.mode == "dynamic":
+            rows.append(("note", DYNAMIC_NOTE))
         if self.float_accuracy is not None:
-            rows.append(("accuracy float / tflite", f"{self.float_accuracy:.2%} / {self.tflite_accuracy:.2%}"))
+            text = f"{self.float_accuracy:.2%} / {self.tflite_accuracy:.2%}"
+            if self.float_accuracy_interval and self.tflite_accuracy_interval:
+                text += (f" (95% intervals {self.float_accuracy_interval[0]:.2%} to {self.float_accuracy_interval[1]:.2%}"
+                         f" / {self.tflite_accuracy_interval[0]:.2%} to {self.tflite_accuracy_interval[1]:.2%})")
+            rows.append(("accuracy float / tflite", text))
         rows.append(("verdict", verdict))
         return "\n".join(["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
+
+
+# Dynamic-range files dequantize int8 weights to float at run time; measured slower than float32 on
+# this package's small MobileNets on x86 (see the README's mode table): a mode for size, not speed.
+DYNAMIC_NOTE = "dynamic is for size, not speed: measured slower than float32 on x86 CPUs"
 
 
 def _top5_overlap(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -125,19 +195,110 @@ def float32_size_estimate(model) -> int:
 
 
 def measure_latency(tflite_file: TFLiteModel | str | os.PathLike, runs: int = 30, threads: int = 2) -> float:
-    """Median milliseconds per image at batch 1 (per batch / batch for a static larger batch)."""
+    """Median milliseconds per image at the file's batch (see `tflite.latency` for the method)."""
     path = tflite_file.path if isinstance(tflite_file, TFLiteModel) else tflite_file
-    timed = TFLiteModel(path, num_threads=threads)
-    batch = max(timed.input_shape[0], 1)
-    sample = np.zeros((batch, *timed.input_shape[1:]), timed.input_dtype)
-    for _ in range(3):
-        timed.predict_raw(sample)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        timed.predict_raw(sample)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times) / batch
+    return tflite_latency(path, runs, threads).median_ms
+
+
+def resolve_thresholds(mode: str, thresholds: Thresholds | dict | None = None) -> Thresholds:
+    """The thresholds that apply: the mode's, replaced by a `Thresholds` or overridden by a dict.
+
+    Raises:
+        ValueError: an unknown mode (naming the modes there are), or a dict key that is not a threshold
+            (naming the thresholds there are).
+    """
+    limits = get_mode(mode).thresholds
+    if isinstance(thresholds, Thresholds):
+        return thresholds
+    if isinstance(thresholds, dict):
+        allowed = [f.name for f in fields(Thresholds)]
+        unknown = [key for key in thresholds if key not in allowed]
+        if unknown:
+            raise ValueError(f"unknown threshold(s) {', '.join(map(repr, unknown))}; "
+                             f"choose from: {', '.join(allowed)}.")
+        return Thresholds(**{**asdict(limits), **thresholds})
+    if thresholds is not None:
+        raise ValueError(f"thresholds must be a Thresholds, a dict or None; got {type(thresholds).__name__}.")
+    return limits
+
+
+def judge_outputs(
+    expected: np.ndarray,
+    got: np.ndarray,
+    *,
+    file: str | os.PathLike,
+    mode: str,
+    size_bytes: int,
+    float32_size_bytes: int,
+    labels=None,
+    thresholds: Thresholds | dict | None = None,
+    latency: Latency = NOT_MEASURED,
+    min_samples: int = MIN_VERDICT_IMAGES,
+) -> VerificationReport:
+    """The one judge: figures, 95% intervals and the verdict from the two models' outputs on the same images.
+
+    `tflite.verify` and `mobilenet_keras.deploy.onnx_file.verify_onnx` both end here.
+
+    Args:
+        expected: (N, classes) outputs of the reference (float Keras) model.
+        got: (N, classes) outputs of the file, in float.
+        file: the file judged (for the report).
+        mode: a mode of `tflite.MODES` whose thresholds apply, or any label (such as "onnx") when
+            `thresholds` is a complete `Thresholds`.
+        size_bytes, float32_size_bytes: the file's size and the float32 reference size.
+        labels: true classes, for both accuracies (optional).
+        thresholds: a `Thresholds`, or a dict overriding some of the mode's.
+        latency: the file's `tflite.latency.Latency` (not measured by default).
+        min_samples: fewer images than this give INCONCLUSIVE instead of PASS.
+    """
+    limits = thresholds if isinstance(thresholds, Thresholds) else resolve_thresholds(mode, thresholds)
+    expected = np.asarray(expected, dtype=np.float32)
+    got = np.asarray(got, dtype=np.float32)
+    if expected.ndim != 2 or got.ndim != 2 or len(expected) != len(got):
+        raise ValueError(f"expected and got must be (images, classes) arrays of the same length; got "
+                         f"{expected.shape} and {got.shape}.")
+    if expected.shape[1] != got.shape[1]:
+        raise ValueError(f"the model gives {expected.shape[1]} classes but {Path(file).name} gives {got.shape[1]}; "
+                         "verify a file against the model it was converted from.")
+    if len(expected) == 0:
+        raise ValueError("no images to judge on.")
+    figures = compare(expected, got)
+    if not np.isfinite(got).all():
+        figures["sqnr_db"] = -math.inf
+    samples = len(expected)
+    agree = int(np.sum(expected.argmax(1) == got.argmax(1)))
+    report = VerificationReport(
+        file=str(file), mode=mode, samples=samples, size_bytes=int(size_bytes),
+        float32_size_bytes=int(float32_size_bytes), size_ratio=size_bytes / float32_size_bytes,
+        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, thresholds=limits,
+        disagreements=samples - agree, top1_agreement_interval=wilson_interval(agree, samples),
+        min_samples=min_samples, **figures,
+    )
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != samples:
+            raise ValueError(f"{len(labels)} labels for {samples} images; give one label per image.")
+        float_right = int(np.sum(expected.argmax(1) == labels))
+        file_right = int(np.sum(got.argmax(1) == labels))
+        report.float_accuracy = float_right / samples
+        report.tflite_accuracy = file_right / samples
+        report.float_accuracy_interval = wilson_interval(float_right, samples)
+        report.tflite_accuracy_interval = wilson_interval(file_right, samples)
+    report.failures = judge(report, limits)
+    return report
+
+
+def check_model_outputs(float_model) -> int:
+    """Classes of a single-output model; a ValueError for a model with several outputs."""
+    outputs = getattr(float_model, "outputs", None) or []
+    if len(outputs) > 1:
+        names = ", ".join(getattr(t, "name", "?") for t in outputs)
+        raise ValueError(f"verify needs a model with one output (class scores); this model has {len(outputs)} "
+                         f"({names}). Verify a model with one output per file.")
+    shape = getattr(float_model, "output_shape", None)
+    if isinstance(shape, list):
+        shape = shape[0]
+    return int(shape[-1]) if shape and shape[-1] is not None else -1
 
 
 def verify(
@@ -151,70 +312,68 @@ def verify(
     float32_size: int | None = None,
     max_samples: int | None = None,
     latency_runs: int = 30,
+    min_samples: int = MIN_VERDICT_IMAGES,
     verbose: bool = False,
 ) -> VerificationReport:
     """Run the float model and the .tflite file on the same images and judge the file.
 
     Args:
         float_model: the Keras model the file was converted from (or any callable Keras model taking
-            the same input convention).
+            the same input convention), with one output.
         tflite_file: the file, or a loaded `TFLiteModel`.
         data: images in any form `tflite.representative.collect` takes (array, dataset, batches,
             folder); float arrays in the model's convention, uint8 arrays and folders as raw pixels.
         labels: true classes, for accuracy of both models (taken from a folder's class subfolders or a
             labelled dataset when not given).
         thresholds: a `Thresholds`, or a dict overriding some of the mode's defaults
-            (`DEFAULT_THRESHOLDS`).
+            (`DEFAULT_THRESHOLDS`); unknown keys are a ValueError.
         mode: the mode whose thresholds apply; detected from the file's tensor types when not given.
         float32_size: size of the float32 file for the size ratio; estimated from the model's weights
             when not given.
-        max_samples: verify on at most this many images.
-        latency_runs: timed runs for the latency median (0 skips timing).
+        max_samples: verify on at most this many images; by default all of an array or folder, and at
+            most `DEFAULT_MAX_SAMPLES` (5,000) of a dataset or iterable, which may be endless.
+        latency_runs: timed runs for the latency (0 skips timing); see `tflite.latency`.
+        min_samples: a verdict needs at least this many images (`MIN_VERDICT_IMAGES`, 200).
         verbose: print a progress line while running large sets.
 
     Returns:
-        A `VerificationReport`; `report.passed` is the verdict, `report.failures` says which
-        figure missed which threshold.
+        A `VerificationReport`; `report.verdict` is PASS, FAIL (`report.failures` says which figure
+        missed which threshold) or INCONCLUSIVE (too few images); `report.passed` is PASS.
+
+    Raises:
+        ValueError: an unknown mode or threshold, a model with several outputs, a model and file with
+            different numbers of classes, or unusable data.
     """
+    if mode is not None:
+        get_mode(mode)
+    if thresholds is not None:
+        resolve_thresholds(mode or "float32", thresholds)  # unknown keys fail before any work
+    classes = check_model_outputs(float_model)
     model_file = tflite_file if isinstance(tflite_file, TFLiteModel) else TFLiteModel(tflite_file)
     mode = mode or model_file.mode
+    file_classes = int(model_file.output_shape[-1])
+    if classes > 0 and file_classes != classes:
+        raise ValueError(f"the model gives {classes} classes but {model_file.path.name} gives {file_classes}; "
+                         "verify a file against the model it was converted from.")
     found_labels: list = []
-    images = collect(data, tuple(float_model.input_shape[1:]), limit=max_samples, labels_out=found_labels)
+    images = collect(data, tuple(float_model.input_shape[1:]), limit=max_samples, labels_out=found_labels,
+                     cap=DEFAULT_MAX_SAMPLES)
     if labels is None and len(found_labels) == len(images):
         labels = found_labels
     expected = _predict_float(float_model, images)
     got = _predict_tflite(model_file, images, verbose)
-    figures = compare(expected, got)
-    if not np.isfinite(got).all():
-        figures["sqnr_db"] = -math.inf
-
-    limits = get_mode(mode).thresholds
-    if isinstance(thresholds, Thresholds):
-        limits = thresholds
-    elif isinstance(thresholds, dict):
-        limits = Thresholds(**{**asdict(limits), **thresholds})
-
-    reference_size = float32_size or float32_size_estimate(float_model)
-    report = VerificationReport(
-        file=str(model_file.path), mode=mode, samples=len(images), size_bytes=model_file.size_bytes,
-        float32_size_bytes=reference_size, size_ratio=model_file.size_bytes / reference_size,
-        latency_ms=measure_latency(model_file, latency_runs) if latency_runs else float("nan"),
-        thresholds=limits, **figures,
-    )
-    if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) != len(images):
-            raise ValueError(f"{len(labels)} labels for {len(images)} images; give one label per image.")
-        report.float_accuracy = float(np.mean(expected.argmax(1) == labels))
-        report.tflite_accuracy = float(np.mean(got.argmax(1) == labels))
-    report.failures = judge(report, limits)
-    return report
+    latency = tflite_latency(model_file.path, latency_runs) if latency_runs else NOT_MEASURED
+    return judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
+                         float32_size_bytes=float32_size or float32_size_estimate(float_model), labels=labels,
+                         thresholds=thresholds, latency=latency, min_samples=min_samples)
 
 
 def judge(report: VerificationReport, limits: Thresholds) -> list[str]:
+    """The figures of `report` that miss `limits`, one line each (empty: none)."""
     failures = []
     if report.top1_agreement < limits.min_top1_agreement:
-        failures.append(f"top-1 agreement {report.top1_agreement:.2%} < {limits.min_top1_agreement:.0%}")
+        failures.append(f"top-1 agreement {report.top1_agreement:.2%} < {limits.min_top1_agreement:.0%} "
+                        f"({round((1 - report.top1_agreement) * report.samples)} of {report.samples} disagree)")
     if report.top5_overlap < limits.min_top5_overlap:
         failures.append(f"top-5 overlap {report.top5_overlap:.2%} < {limits.min_top5_overlap:.0%}")
     if not report.sqnr_db >= limits.min_sqnr_db:

@@ -56,9 +56,64 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: l
     return save_figure(fig, path)
 
 
+def row_verdict(row: dict) -> str:
+    """PASS, FAIL or INCONCLUSIVE for one file's row (a `VerificationReport.to_dict()`, maybe amended)."""
+    if row.get("failures"):
+        return "FAIL"
+    verdict = row.get("verdict")
+    if verdict in ("PASS", "FAIL", "INCONCLUSIVE"):
+        return verdict
+    return "PASS" if row.get("passed") else "FAIL"
+
+
+def overall_verdict(summary: dict) -> str:
+    """FAIL when a file failed, else INCONCLUSIVE when a file's verdict was, else the summary's own."""
+    verdicts = [row_verdict(row) for row in summary.get("files", [])]
+    if summary.get("verdict") == "FAIL" or "FAIL" in verdicts:
+        return "FAIL"
+    if "INCONCLUSIVE" in verdicts:
+        return "INCONCLUSIVE"
+    return summary.get("verdict", "PASS")
+
+
+def _agreement(row: dict) -> str:
+    text = f"{row['top1_agreement']:.2%}"
+    interval = row.get("top1_agreement_interval")
+    if interval:
+        samples = row.get("samples", 0)
+        text += (f" ({row.get('disagreements', round((1 - row['top1_agreement']) * samples))} of {samples} "
+                 f"disagree; 95% {interval[0]:.1%}-{interval[1]:.1%})")
+    return text
+
+
+def _accuracy(row: dict) -> str:
+    text = f"{row['tflite_accuracy']:.2%}" if row.get("tflite_accuracy") is not None else "-"
+    interval = row.get("tflite_accuracy_interval")
+    if interval:
+        text += f" (95% {interval[0]:.1%}-{interval[1]:.1%})"
+    return text
+
+
+def _verdict_cell(row: dict) -> str:
+    verdict = row_verdict(row)
+    if verdict == "FAIL":
+        return "FAIL: " + "; ".join(row.get("failures") or ["see the figures"])
+    if verdict == "INCONCLUSIVE":
+        reason = row.get("verdict_reason") or f"only {row.get('samples')} images"
+        return f"INCONCLUSIVE: {reason}"
+    return "PASS"
+
+
+def _latency(row: dict) -> str:
+    p90 = row.get("latency_p90_ms")
+    return f"{row['latency_ms']:.2f} ms" + (f" (p90 {p90:.2f})" if p90 is not None and p90 == p90 else "")
+
+
 def markdown(summary: dict) -> str:
     """The human-readable report."""
-    lines = [f"# mobilenet-keras run: {summary['verdict']}", ""]
+    from tflite.verify import DYNAMIC_NOTE, MIN_VERDICT_IMAGES
+
+    lines = [f"# mobilenet-keras run: {overall_verdict(summary)}", ""]
     data = summary["run"]["data"]
     config = summary["run"]["config"]
     lines += [f"Data: `{data['source']}`, {data['train_images']} training and {data['validation_images']} "
@@ -68,12 +123,15 @@ def markdown(summary: dict) -> str:
     lines += ["| file | mode | size | compression | top-1 agreement | accuracy | SQNR | latency | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in summary["files"]:
-        verdict = "pass" if row["passed"] else "FAIL: " + "; ".join(row["failures"])
         lines.append(f"| `{Path(row['file']).name}` | {row['mode']} | {row['size_bytes'] / 1024:,.0f} KiB | "
-                     f"{1 / row['size_ratio']:.1f}x | {row['top1_agreement']:.2%} | {row['tflite_accuracy']:.2%} | "
-                     f"{row['sqnr_db']:.1f} dB | {row['latency_ms']:.2f} ms | {verdict} |")
-    lines += ["", "Compression is relative to the float32 weights; latency is the median at batch 1 with 2 threads.",
-              ""]
+                     f"{1 / row['size_ratio']:.1f}x | {_agreement(row)} | {_accuracy(row)} | "
+                     f"{row['sqnr_db']:.1f} dB | {_latency(row)} | {_verdict_cell(row)} |")
+    lines += ["", f"Intervals are 95% Wilson score intervals; a verdict needs at least {MIN_VERDICT_IMAGES} "
+              "validation images (fewer: INCONCLUSIVE unless a figure already fails)."]
+    if any(row["mode"] == "dynamic" for row in summary["files"]):
+        lines += ["", f"Note: {DYNAMIC_NOTE}."]
+    lines += ["", "Compression is relative to the float32 weights; latency is the median (and 90th percentile) "
+              "at batch 1 with 2 threads, after at least 1 s of warm-up.", ""]
     qat_rows = [row for row in summary["files"] if "qat_keras_agreement" in row]
     if qat_rows:
         lines += ["## Quantization-aware training", "",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from mobilenet_keras.files import check_output_path
@@ -57,42 +56,37 @@ def export_onnx(model, path: str | os.PathLike, opset: int = OPSET, batch_size: 
     return path
 
 
-def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: int = 30):
+def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: int = 30,
+                max_samples: int | None = None):
     """Run the float model and the ONNX file (onnxruntime, CPU) on the same images and judge the file.
 
-    Returns a `tflite.VerificationReport` with mode `onnx` (float32's thresholds), as `tflite.verify`
-    does for a .tflite file; `latency_ms` is onnxruntime's median at batch 1.
+    Returns a `tflite.VerificationReport` with mode `onnx` (float32's thresholds), judged by the same
+    `tflite.verify.judge_outputs` as a .tflite file (verdict PASS, FAIL or INCONCLUSIVE under
+    `MIN_VERDICT_IMAGES`); the latency is onnxruntime's at batch 1, measured by `tflite.latency`.
     """
     import numpy as np
     import onnxruntime as ort
 
-    from tflite.representative import collect
+    from tflite.latency import NOT_MEASURED, measure
     from tflite.modes import FLOAT32_THRESHOLDS
-    from tflite.verify import VerificationReport, compare, float32_size_estimate, judge
+    from tflite.representative import collect
+    from tflite.verify import DEFAULT_MAX_SAMPLES, check_model_outputs, float32_size_estimate, judge_outputs
 
     _require()
+    check_model_outputs(float_model)
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist or is not a file.")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     found: list = []
-    images = collect(data, tuple(float_model.input_shape[1:]), labels_out=found)
+    images = collect(data, tuple(float_model.input_shape[1:]), limit=max_samples, labels_out=found,
+                     cap=DEFAULT_MAX_SAMPLES)
     labels = found if labels is None and len(found) == len(images) else labels
     expected = np.asarray(float_model.predict(images, batch_size=32, verbose=0), np.float32)
     got = np.concatenate([session.run(None, {name: images[i:i + 32]})[0] for i in range(0, len(images), 32)])
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {name: images[:1]})
-        times.append(time.perf_counter() - start)
-    limits = FLOAT32_THRESHOLDS
-    size = Path(path).stat().st_size
-    report = VerificationReport(file=str(path), mode="onnx", samples=len(images), size_bytes=size,
-                                float32_size_bytes=float32_size_estimate(float_model),
-                                size_ratio=size / float32_size_estimate(float_model),
-                                latency_ms=1000 * float(np.median(times)) if times else float("nan"),
-                                thresholds=limits, **compare(expected, got))
-    if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
-        report.float_accuracy = float(np.mean(expected.argmax(1) == labels))
-        report.tflite_accuracy = float(np.mean(got.argmax(1) == labels))
-    report.failures = judge(report, limits)
-    return report
+    one = images[:1]
+    latency = measure(lambda: session.run(None, {name: one}), runs) if runs else NOT_MEASURED
+    return judge_outputs(expected, got, file=path, mode="onnx", size_bytes=path.stat().st_size,
+                         float32_size_bytes=float32_size_estimate(float_model), labels=labels,
+                         thresholds=FLOAT32_THRESHOLDS, latency=latency)
