@@ -91,3 +91,93 @@ def test_a_wrong_mediapipe_python_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("MOBILENET_KERAS_MEDIAPIPE_PYTHON", str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="MOBILENET_KERAS_MEDIAPIPE_PYTHON"):
         mediapipe_python()
+
+
+# --- where MediaPipe's Python comes from -----------------------------------------------------------------
+
+FAKE_VENV_PYTHON = """#!/bin/sh
+# Stands in for `python3 -m venv DIR`: DIR/bin/python answers `-m pip install ...` with success.
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+  mkdir -p "$3/bin" && printf '#!/bin/sh\\nexit 0\\n' > "$3/bin/python" && chmod +x "$3/bin/python" && exit 0
+fi
+exit 1
+"""
+
+
+def _script(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def no_mediapipe(monkeypatch, tmp_path):
+    """No $MOBILENET_KERAS_MEDIAPIPE_PYTHON, no source-checkout venv, an empty per-user home."""
+    from mobilenet_keras.deploy import android
+
+    monkeypatch.delenv("MOBILENET_KERAS_MEDIAPIPE_PYTHON", raising=False)
+    monkeypatch.setenv("MOBILENET_KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(android, "SOURCE_VENV", tmp_path / "checkout" / ".venv-mediapipe")
+    monkeypatch.setattr(android, "_warned", False)
+    return android
+
+
+def test_lookup_order_env_then_checkout_then_user_cache(no_mediapipe, monkeypatch, tmp_path):
+    android = no_mediapipe
+    assert android.mediapipe_python() is None
+    user = _script(android.user_venv() / "bin" / "python", "#!/bin/sh\n")
+    assert android.user_venv() == tmp_path / "home" / "venv-mediapipe"
+    assert android.mediapipe_python() == str(user)
+    checkout = _script(android.SOURCE_VENV / "bin" / "python", "#!/bin/sh\n")
+    assert android.mediapipe_python() == str(checkout)
+    named = _script(tmp_path / "named" / "python", "#!/bin/sh\n")
+    monkeypatch.setenv("MOBILENET_KERAS_MEDIAPIPE_PYTHON", str(named))
+    assert android.mediapipe_python() == str(named)
+
+
+def test_the_default_home_is_per_user(monkeypatch, tmp_path):
+    from mobilenet_keras.deploy import android
+
+    monkeypatch.delenv("MOBILENET_KERAS_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert android.user_venv() == tmp_path / "cache" / "mobilenet-keras" / "venv-mediapipe"
+
+
+def test_creates_the_user_environment_on_first_need(no_mediapipe, monkeypatch, tmp_path):
+    android = no_mediapipe
+    monkeypatch.setattr(android, "venv_python", str(_script(tmp_path / "fake" / "python3", FAKE_VENV_PYTHON)))
+    messages = []
+    found = android.ensure_mediapipe_python(progress=messages.append)
+    assert found == str(android.user_venv() / "bin" / "python")
+    assert messages == [f"creating MediaPipe's environment in {android.user_venv()} (once, ~30 s)"]
+    assert android.ensure_mediapipe_python(progress=messages.append) == found and len(messages) == 1
+    assert not [p for p in android.user_venv().parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_planted_venv_in_the_current_folder_is_never_run(no_mediapipe, monkeypatch, tmp_path):
+    """Without network (pip fails) the file is written without metadata, with one warning; the
+    `.venv-mediapipe/bin/python` planted in the current folder is not executed."""
+    from tests.conftest import TFLITE_REFERENCE, require
+
+    android = no_mediapipe
+    marker = tmp_path / "planted-ran"
+    work = tmp_path / "work"
+    _script(work / ".venv-mediapipe" / "bin" / "python", f"#!/bin/sh\ntouch {marker}\nexit 0\n")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(android, "venv_python", str(_script(tmp_path / "fake" / "python3", "#!/bin/sh\nexit 1\n")))
+    uint8 = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
+
+    class Model:
+        name = "m"
+
+    with pytest.warns(UserWarning, match="no metadata"):
+        path = android.android_file(Model(), work / "out" / "model.tflite", None, ["a", "b"], uint8_file=uint8)
+    assert path.read_bytes() == uint8.read_bytes() and not marker.exists()
+    assert (android.user_venv().parent / "venv-mediapipe.failed").is_file()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process; a failure is not retried at once
+        android.android_file(Model(), work / "out" / "model.tflite", None, ["a", "b"], uint8_file=uint8)
+    assert not marker.exists()
