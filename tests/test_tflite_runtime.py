@@ -113,3 +113,38 @@ def test_qat_mode_refuses_a_model_that_was_not_quantization_aware_trained(tmp_pa
     with pytest.raises(ValueError, match="quantization-aware"):
         tflite.convert(model, tmp_path / "q.tflite", "qat")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def small_float32_file(tmp_path_factory):
+    import tflite
+    from mobilenet_keras import MobileNetV1
+
+    model = MobileNetV1(alpha=0.25, input_shape=(32, 32, 3), classes=3, weights=None)
+    return tflite.convert(model, tmp_path_factory.mktemp("bench") / "small.tflite", "float32")
+
+
+def test_bench_prints_median_and_p90_and_the_same_file_twice_agrees(small_float32_file, capsys):
+    from mobilenet_keras.app.cli import main
+
+    path = str(small_float32_file)
+    assert main(["bench", path, path, "--runs", "100"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = [line for line in out.splitlines() if line.strip()]
+    assert "median ms" in header and "p90 ms" in header
+    medians = [float(line.split()[-2]) for line in rows if line.startswith(path)]
+    p90s = [float(line.split()[-1]) for line in rows if line.startswith(path)]
+    assert len(medians) == 2 and all(p >= m > 0 for m, p in zip(medians, p90s)), out
+    # warm-up by time (1 s, 20 runs) before timing: the second listing is not the first one's warm-up
+    assert max(medians) <= 1.2 * min(medians), f"medians {medians} differ by more than 20%:\n{out}"
+
+
+def test_latency_helper_warms_up_by_time_and_runs():
+    from tflite.latency import measure
+
+    calls = []
+    latency = measure(lambda: calls.append(1), runs=5, warmup_seconds=0.05, warmup_runs=3)
+    assert latency.runs == 5 and latency.warmup_runs >= 3 and len(calls) == latency.warmup_runs + 5
+    assert 0 <= latency.median_ms <= latency.p90_ms
+    with pytest.raises(ValueError, match="at least 1"):
+        measure(lambda: None, runs=0)
