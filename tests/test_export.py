@@ -104,3 +104,10 @@ def test_refuses_to_overwrite_without_force(model, saved):
     with pytest.raises(ValueError, match="not empty"):
         export_saved_model(model, saved)
     assert export_saved_model(model, saved, force=True) == saved
+
+
+def test_missing_parent_folders_are_created(model, tmp_path):
+    target = tmp_path / "serving" / "mobilenet" / "1"  # TF Serving's layout
+    assert export_saved_model(model, target) == target
+    assert (target / "saved_model.pb").is_file()
+    assert [p.name for p in target.parent.iterdir()] == ["1"]  # no staging folder left beside it

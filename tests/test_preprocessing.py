@@ -26,3 +26,24 @@ def test_decode_predictions_drops_the_background_column_of_tf_slim_files():
 def test_decode_predictions_rejects_other_shapes():
     with pytest.raises(ValueError, match=r"\(batch, 1000\)"):
         decode_predictions(np.zeros((1, 10)), class_index={})
+
+
+def test_preprocess_input_takes_keras_applications_arguments():
+    from keras.applications import mobilenet
+
+    from mobilenet_keras import preprocess_input
+    from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_RANGE, INPUT_SCALE
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, 4, 4)).astype("float32")
+    for data_format in (None, "channels_last", "channels_first"):
+        np.testing.assert_allclose(preprocess_input(pixels, data_format=data_format),
+                                   mobilenet.preprocess_input(pixels.copy(), data_format=data_format), atol=1e-6)
+    assert preprocess_input(pixels, mode="tf").dtype == np.float32
+    assert INPUT_RANGE == (-1.0, 1.0) and INPUT_RANGE == (INPUT_OFFSET, INPUT_OFFSET + 255 * INPUT_SCALE)
+    np.testing.assert_allclose(preprocess_input([0, 255]), INPUT_RANGE)
+    with pytest.raises(ValueError, match="data_format"):
+        preprocess_input(pixels, data_format="channels_middle")
+    with pytest.raises(ValueError, match="mode 'tf'"):
+        preprocess_input(pixels, mode="caffe")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        preprocess_input(pixels, scale=2)

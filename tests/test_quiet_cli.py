@@ -1,0 +1,158 @@
+"""The command line as a user meets it: fast --help, quiet runs, global options anywhere, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mobilenet_keras.app import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TF_LOG_STARTS = ("I0000", "W0000", "E0000", "WARNING: All log messages before absl")
+
+
+def run_cli(*args, timeout=600, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mobilenet_keras", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT)
+
+
+def assert_no_tensorflow_logs(stderr: str) -> None:
+    for line in stderr.splitlines():
+        assert not line.startswith(TF_LOG_STARTS), line
+        assert "cuInit" not in line and "fully_quantize" not in line, line
+
+
+def test_help_imports_no_tensorflow_and_answers_within_a_second():
+    code = ("import sys, time; start = time.perf_counter()\n"
+            "from mobilenet_keras.app.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TOOK', time.perf_counter() - start, file=sys.stderr)\n"
+            "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules), "
+            "file=sys.stderr)")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    took = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert "exit status" in result.stdout and "inconclusive" in result.stdout
+    assert "LOADED []" in result.stderr
+    assert took < 1.0, f"--help took {took:.2f} s (interpreter start included)"
+
+
+def test_version():
+    from mobilenet_keras import __version__
+
+    result = run_cli("--version", timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"mobilenet-keras {__version__}"
+
+
+def test_global_options_go_before_or_after_the_command(capsys):
+    assert cli.main(["summary", "--alpha", "-1", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("mobilenet-keras summary: error:")
+    assert cli.main(["--debug", "summary", "--alpha", "-1"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["--quiet", "--verbose", "summary"])
+    assert args.quiet and args.verbose and not args.debug
+    args = cli.build_parser().parse_args(["summary", "--quiet"])
+    assert args.quiet and not args.verbose
+
+
+def test_a_quiet_run_shows_no_tensorflow_log_lines():
+    result = run_cli("summary", "--alpha", "0.25", "--image-size", "32", "--no-top", "--quiet", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines() == ["mobilenet_0.25_32: 0.8M multiply-adds, 0.22M parameters"]
+    assert_no_tensorflow_logs(result.stderr)
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_the_native_stderr_filter_drops_tensorflow_lines_only(capfd):
+    with cli.NativeStderrFilter():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1795877891.156010    5569 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"our own line\nE0000 00:00:1795877895.044769    5569 cuda_platform.cc:52] failed call to "
+                    b"cuInit: INTERNAL\nfully_quantize: 0, inference_type: 6, input_inference_type: UINT8\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n\r  calibrating 3/9")
+    assert capfd.readouterr().err == "our own line\n\r  calibrating 3/9"
+
+
+def test_an_unexpected_exception_is_one_line_and_status_4(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("something\nunexpected")
+
+    monkeypatch.setattr(cli, "_cmd_summary", broken)
+    assert cli.main(["summary"]) == 4
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["mobilenet-keras summary: internal error: RuntimeError: something unexpected "
+                     "(rerun with --debug for the traceback)"]
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_summary", interrupted)
+    assert cli.main(["summary"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["mobilenet-keras summary: interrupted"]
+
+
+def test_keras_prints_one_line_per_epoch_without_a_terminal(monkeypatch):
+    args = cli.build_parser().parse_args(["train"])
+    monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))
+    assert cli.keras_verbose(args) == 2
+    assert cli.keras_verbose(cli.build_parser().parse_args(["train", "--quiet"])) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder with model.keras and labels.txt (no training): enough for --saved-model."""
+    import keras
+
+    from mobilenet_keras import MobileNetV1
+
+    folder = tmp_path_factory.mktemp("run")
+    keras.utils.set_random_seed(0)
+    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3).save(folder / "model.keras")
+    (folder / "labels.txt").write_text("a\nb\nc\n")
+    return folder
+
+
+def test_export_saved_model_creates_the_serving_layout(tiny_run, tmp_path):
+    target = tmp_path / "serving" / "mobilenet" / "1"
+    result = run_cli("export", str(tiny_run), "--saved-model", str(target), "--quiet", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (target / "saved_model.pb").is_file()
+    assert_no_tensorflow_logs(result.stderr)
+
+
+def test_export_to_a_read_only_place_is_one_line_and_status_2(tiny_run, capsys):
+    assert cli.main(["export", str(tiny_run), "--saved-model", "/proc/mobilenet/1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "not writable" in lines[0], lines
+
+
+def test_export_android_without_calibration_needs_the_run_data(tiny_run, tmp_path, capsys):
+    assert cli.main(["export", str(tiny_run), "--android", str(tmp_path / "m.tflite")]) == 2
+    assert "has no run.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_android_calibrates_on_and_verifies_against_the_run_data(tmp_path):
+    run = tmp_path / "run"
+    trained = run_cli("train", "--data", "digits", "--epochs", "1", "--image-size", "32", "--out", str(run),
+                      "--quiet", timeout=900)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "epoch 1/1" in trained.stderr  # --quiet still says how each epoch went
+    assert_no_tensorflow_logs(trained.stderr)
+    target = tmp_path / "app" / "assets" / "model.tflite"
+    result = run_cli("export", str(run), "--android", str(target), "--quiet", timeout=900)
+    assert target.is_file() and (target.parent / "labels.txt").is_file(), result.stderr[-2000:]
+    assert_no_tensorflow_logs(result.stderr)
+    verdict = [line for line in result.stderr.splitlines() if line.startswith(("PASS ", "FAIL ", "INCONCLUSIVE "))]
+    assert len(verdict) == 1 and "model.tflite" in verdict[0], result.stderr[-2000:]
+    assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[verdict[0].split()[0]]
+    assert "calibrating on 200 of the run's training images" in result.stderr
