@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -80,6 +81,35 @@ def _temp_name(path: Path) -> Path:
     return Path(tmp)
 
 
+def _close_hdf5(path: Path) -> None:
+    """Close HDF5 files still open on `path` after a failed write (Keras leaves its h5py file open when
+    a write fails; h5py would flush it again at exit, print a traceback and crash the interpreter)."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return
+    import gc
+
+    gc.collect()
+    target = os.path.abspath(path)
+    try:
+        ids = h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)
+    except Exception:  # noqa: BLE001 - best effort
+        return
+    for fid in ids:
+        try:
+            name = fid.name.decode() if isinstance(fid.name, bytes) else str(fid.name)
+            if os.path.abspath(name) != target:
+                continue
+        except Exception:  # noqa: BLE001
+            continue
+        for _ in range(2):  # the first close may fail flushing to a full disk; the second drops it
+            try:
+                h5py.File(fid).close()
+                break
+            except Exception:  # noqa: BLE001
+                pass
+
+
 def _remove_quietly(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
@@ -109,6 +139,7 @@ def atomic_path(path: str | os.PathLike):
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
+        _close_hdf5(tmp)
         _remove_quietly(tmp)
         if isinstance(exc, Exception) and is_disk_full(exc):
             raise disk_full_error(path, exc) from None

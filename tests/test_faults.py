@@ -1,0 +1,294 @@
+"""Reliability: no false PASS, nothing lost on a kill or a full disk, one-line errors.
+
+Most tests run `python -m mobilenet_keras train ...` in a subprocess, as a user does, and kill it
+for real. The models are small (alpha 0.25, 32 px, the embedded digits) so the file stays under a
+few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mobilenet_keras.training.run_folder import RunFolder, check_class_names
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--data", "digits", "--alpha", "0.25", "--image-size", "32", "--batch-size", "64", "--quiet"]
+
+
+def _env() -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+
+def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobilenet_keras", *map(str, args)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _assert_one_line_error(result, *words):
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def _history(out: Path) -> list[dict]:
+    with open(out / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*.tmp*")]
+
+
+# -- files follow the umask ------------------------------------------------------------------------
+
+
+def test_written_files_and_folders_follow_the_umask(tmp_path):
+    script = f"""
+import os, stat
+os.umask(0o022)
+from mobilenet_keras.files import atomic_path, make_folder, write_bytes_atomic
+root = {str(tmp_path)!r}
+write_bytes_atomic(os.path.join(root, "a.json"), b"{{}}")
+with atomic_path(os.path.join(root, "b.weights.h5")) as tmp:
+    open(tmp, "wb").write(b"x")
+make_folder(os.path.join(root, "sub", "deeper"))
+os.umask(0o077)
+write_bytes_atomic(os.path.join(root, "private.json"), b"{{}}")
+mode = lambda name: oct(stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode))
+print(mode("a.json"), mode("b.weights.h5"), mode("sub"), mode("sub/deeper"), mode("private.json"))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0o644", "0o644", "0o755", "0o755", "0o600"]
+
+
+# -- the run folder ------------------------------------------------------------------------------
+
+
+def _finished_pipeline_folder(out: Path) -> None:
+    out.mkdir(parents=True)
+    for name in ("model.keras", "labels.txt", "run.json", "training.png", "confusion_matrix.png",
+                 "size_vs_accuracy.png", "scatter_float_vs_int8.png", "extra_plot.png", "my_notes.png"):
+        (out / name).write_bytes(b"old")
+    (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.99,0.1,0.999,0.1\n"
+                                     "1,0.99,0.1,0.999,0.1\n")
+    for folder in ("tflite", "android", "saved_model", "qat"):
+        (out / folder).mkdir()
+        (out / folder / "file").write_bytes(b"old")
+    (out / "report.md").write_text("# PASS\n")
+    (out / "report.json").write_text(json.dumps({"verdict": "PASS", "plots": ["training.png", "extra_plot.png"]}))
+
+
+def test_invalidate_removes_the_verdict_first_and_files_made_from_the_old_model(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _finished_pipeline_folder(out)
+    folder = RunFolder(out)
+    order = []
+    real = RunFolder._remove
+
+    def spy(self, names):
+        order.extend(real(self, names))
+        return order
+
+    monkeypatch.setattr(RunFolder, "_remove", spy)
+    folder.invalidate()
+    assert order[:2] == ["report.json", "report.md"]
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["history.csv", "labels.txt", "model.keras", "my_notes.png", "run.json", "training.png"]
+    folder.clear()
+    assert sorted(p.name for p in out.iterdir()) == ["my_notes.png"]
+
+
+def test_run_json_damaged_or_missing_is_one_line(tmp_path):
+    folder = RunFolder(tmp_path)
+    with pytest.raises(ValueError, match="has no run.json"):
+        folder.read_run()
+    (tmp_path / "run.json").write_text('{"config": {')
+    with pytest.raises(ValueError, match=r"run.json is damaged \(.*\); train again"):
+        folder.read_run()
+    (tmp_path / "run.json").write_text('{"config": {}}')
+    with pytest.raises(ValueError, match=r"damaged \(missing data, final\)"):
+        folder.read_run()
+    folder.write_run({"config": {}, "data": {}, "final": {}})
+    assert folder.read_run()["final"] == {}
+    assert not folder.has_model()
+
+
+@pytest.mark.parametrize("name", ["", " cat", "cat ", "two\nlines", "car\riage", "tab\t"])
+def test_labels_refuses_names_it_cant_write_one_per_line(tmp_path, name):
+    with pytest.raises(ValueError) as info:
+        RunFolder(tmp_path).write_labels(["dog", name], source="photos/")
+    assert "photos/" in str(info.value) and "labels.txt" in str(info.value)
+    assert not (tmp_path / "labels.txt").exists()
+
+
+def test_labels_round_trip(tmp_path):
+    folder = RunFolder(tmp_path)
+    assert folder.labels() is None
+    folder.write_labels(["chat noir", "dog", "été"])
+    assert folder.labels() == ["chat noir", "dog", "été"]
+    assert check_class_names(("a", "b")) == ["a", "b"]
+    with pytest.raises(ValueError, match="not unique"):
+        check_class_names(["a", "a"])
+
+
+def test_check_writable_refuses_a_file_and_an_unwritable_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a folder"):
+        RunFolder(tmp_path / "file").check_writable()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root writes through permissions: an immutable folder stops it
+        made = subprocess.run(["chattr", "+i", str(locked)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"chattr +i is not allowed here ({made.stderr.strip()}), and root ignores mode bits")
+    else:
+        locked.chmod(0o555)
+    try:
+        with pytest.raises(ValueError) as info:
+            RunFolder(locked).check_writable()
+        assert "is not writable" in str(info.value) and "\n" not in str(info.value)
+        assert RunFolder(tmp_path / "new" / "run").check_writable().is_dir()
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(locked)], check=False)
+        locked.chmod(0o755)
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _small_tmpfs(folder: Path, size: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"can't mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_while_writing_a_file_is_one_line_and_leaves_no_half_file(tmp_path):
+    from mobilenet_keras.files import atomic_path, write_bytes_atomic
+
+    with _small_tmpfs(tmp_path / "small", "64k") as small:
+        with pytest.raises(ValueError) as info:
+            write_bytes_atomic(small / "big.bin", b"x" * 200_000)
+        assert str(info.value).startswith(f"disk full writing {small / 'big.bin'}")
+        with pytest.raises(ValueError, match="disk full writing .*model.keras"):
+            with atomic_path(small / "model.keras") as tmp:
+                tmp.write_bytes(b"x" * 200_000)
+        assert list(small.iterdir()) == []
+
+
+def test_a_full_disk_during_training_is_one_line(tmp_path):
+    with _small_tmpfs(tmp_path / "small", "2m") as small:
+        result = _cli("train", *TRAIN, "--epochs", "2", "--out", small / "run")
+        _assert_one_line_error(result, "disk full writing")
+        assert _temp_files(small) == []
+
+
+# -- errors a user makes, as the command shows them -------------------------------------------------
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "tiny"
+    for name in ("a", "b"):
+        (data / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 40), (i * 100, 0, 0)).save(data / name / f"{i}.png")
+    result = _cli("train", "--data", data, "--epochs", "1", "--out", tmp_path / "run")
+    line = _assert_one_line_error(result, "validation split", "is empty", "at least 5 images")
+    assert "No images found" not in line
+    result = _cli("train", *TRAIN, "--learning-rate", "nan", "--out", tmp_path / "run")
+    _assert_one_line_error(result, "learning_rate must be a finite number > 0", "nan")
+    result = _cli("train", *TRAIN, "--alpha", "inf", "--out", tmp_path / "run")
+    _assert_one_line_error(result, "alpha must be a finite number > 0")
+    assert not (tmp_path / "run").exists()
+
+
+# -- kills -----------------------------------------------------------------------------------------
+
+
+def _train_until(out: Path, marker: Path, epochs: int, timeout: float = 240):
+    """Start `train` and SIGKILL it as soon as `marker` exists; returns what was seen before."""
+    process = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "train", *TRAIN, "--epochs", str(epochs),
+                                "--out", str(out)], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    report_gone_first = None
+    try:
+        while not marker.exists():
+            if report_gone_first is None and not (out / "report.json").exists() and (out / "logs").exists():
+                report_gone_first = not (out / "report.md").exists() and not (out / "tflite").exists()
+            assert process.poll() is None, f"train ended before {marker.name} appeared: {process.stderr.read()}"
+            assert time.time() < deadline, f"no {marker} after {timeout} s"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return report_gone_first
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
+    # a folder that holds a finished pipeline run (a PASS) and an old history
+    out = tmp_path / "run"
+    _finished_pipeline_folder(out)
+    backup = out / "backup" / "phase1"
+    gone = _train_until(out, backup / "training_metadata.json", epochs=3)
+    # the verdict and the files made from the old model went before training wrote anything
+    assert gone is not False
+    for name in ("report.json", "report.md", "tflite", "android", "saved_model", "qat", "confusion_matrix.png"):
+        assert not (out / name).exists(), name
+    assert (backup / "latest.weights.h5").is_file()
+    killed_at = json.loads((backup / "training_metadata.json").read_text())["epoch"]
+    assert killed_at >= 1
+    saved = (backup / "latest.weights.h5").read_bytes()
+
+    result = _cli("train", *TRAIN, "--epochs", "3", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _history(out)
+    assert [row["epoch"] for row in history] == ["0", "1", "2"]  # the old run's rows are gone, none twice
+    assert all(float(row["val_accuracy"]) < 0.999 for row in history)
+    run = json.loads((out / "run.json").read_text())
+    assert run["final"]["best_val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in history))
+    assert run["final"]["epochs"] == 3
+    assert not (out / "backup").exists() and not (out / "best.weights.h5").exists()
+    assert _temp_files(out) == []
+
+    # a backup torn by a kill in the middle of Keras's own write: the next run warns and finishes
+    torn = tmp_path / "torn"
+    (torn / "backup" / "phase1").mkdir(parents=True)
+    (torn / "backup" / "phase1" / "latest.weights.h5").write_bytes(saved[: len(saved) // 3])
+    (torn / "backup" / "phase1" / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
+    result = _cli("train", *TRAIN, "--epochs", "2", "--out", torn)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "can't be read" in warnings[0] and ".torn" in warnings[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert [row["epoch"] for row in _history(torn)] == ["0", "1"]  # started again from the last good state
+    assert (torn / "run.json").is_file()
