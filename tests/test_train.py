@@ -50,23 +50,27 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     assert not (out / "backup").exists()  # a finished run keeps no resume state
 
 
-def test_a_killed_run_resumes_where_it_stopped(digits32, tmp_path):
+def test_ctrl_c_keeps_the_resume_state_and_the_rerun_resumes(digits32, tmp_path):
     out = tmp_path / "run"
     config = TrainConfig(alpha=0.25, image_size=32, epochs=3, batch_size=64)
 
-    class Killed(Exception):
-        pass
-
-    class KillAfterEpoch2(keras.callbacks.Callback):
+    class CtrlCAfterEpoch2(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
-                raise Killed()
+                raise KeyboardInterrupt()
 
-    with pytest.raises(Killed):
-        train(digits32, out, config, verbose=0, callbacks=[KillAfterEpoch2()])
+    with pytest.raises(KeyboardInterrupt):
+        train(digits32, out, config, verbose=0, callbacks=[CtrlCAfterEpoch2()])
+    assert (out / "backup" / "phase1" / "latest.weights.h5").is_file()
+    assert json.loads((out / "backup" / "phase1" / "training_metadata.json").read_text())["epoch"] == 2
     train(digits32, out, config, verbose=0)
-    epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().strip().splitlines()[1:]]
-    assert epochs == ["0", "1", "2"]  # epochs 0-1 from the first run, only epoch 2 from the second
+    rows = [line.split(",") for line in (out / "history.csv").read_text().strip().splitlines()]
+    header, rows = rows[0], rows[1:]
+    assert [row[0] for row in rows] == ["0", "1", "2"]  # epochs 0-1 from the first run, only epoch 2 from the second
+    column = header.index("val_accuracy")
+    run = json.loads((out / "run.json").read_text())
+    assert run["final"]["best_val_accuracy"] == pytest.approx(max(float(row[column]) for row in rows))
+    assert not (out / "backup").exists() and not (out / "best.weights.h5").exists()
 
 
 def test_bad_config():
