@@ -361,13 +361,18 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     """Train a classifier on `data` (`mobilenet_keras.training.datasets.ImageData`) and write a run folder.
 
     Writes `model.keras` (ending in softmax, best validation accuracy), `labels.txt`, `history.csv`,
-    `training.png`, TensorBoard logs under `logs/`, and `run.json`. A run killed part-way resumes
-    from its last finished epoch when started again with the same `out_dir` (BackupAndRestore).
+    `training.png`, TensorBoard logs under `logs/`, and `run.json` (last). A run killed part-way
+    (SIGKILL, Ctrl-C, a full disk) resumes from its last finished epoch when started again with the
+    same `out_dir`: backups and the best checkpoint are written atomically, a torn backup is set aside
+    with a warning, and history.csv and the best metric cover every epoch of the run. A new run (no
+    resume state) starts a fresh history.csv; any run first removes the old verdict (report.json,
+    report.md) and the files made from the old model (see `run_folder.RunFolder.invalidate`).
 
     With `config.weights` set, phase 1 trains only the new head (the frozen backbone's BatchNorm runs
     in inference mode); phase 2, if `fine_tune_epochs` > 0, unfreezes everything at a lower learning
     rate. `callbacks` (Keras callbacks) run in both phases after the package's own (backup, best
-    checkpoint, CSV log, TensorBoard). Returns the trained Keras model.
+    checkpoint, backup and history.csv, TensorBoard). Returns the trained Keras model. A full disk is a
+    one-line ValueError ("disk full writing ...").
     """
     from mobilenet_keras.files import disk_full_error, is_disk_full
     from mobilenet_keras.training.run_folder import RunFolder, check_class_names
