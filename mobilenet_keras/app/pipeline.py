@@ -8,6 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from mobilenet_keras.training.run_folder import RunFolder
+
 CALIBRATION_IMAGES = 200
 
 # Exit status per verdict (the CLI's: 0 pass, 1 a file failed, 3 inconclusive).
@@ -103,7 +107,6 @@ def train_stage(settings: PipelineSettings, stage: Stages):
                            seed=config.seed)
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
-    (settings.out / "report.json").unlink(missing_ok=True)
     model = train(images, settings.out, config, verbose=int(settings.verbose), callbacks=list(settings.callbacks))
     return model, images
 
@@ -172,15 +175,19 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     stage("plots and report")
     plots = ["training.png"]
     float_probs = model.predict(validation, verbose=0)
-    report.confusion_matrix(labels, float_probs.argmax(1), images.class_names, out / "confusion_matrix.png")
+    subject = f"{model.name} on {images.source}: {len(validation)} validation images"
+    float_accuracy = float(np.mean(float_probs.argmax(1) == np.asarray(labels).reshape(-1)))
+    report.confusion_matrix(labels, float_probs.argmax(1), images.class_names, out / "confusion_matrix.png",
+                            subject=subject)
     plots.append("confusion_matrix.png")
     integer = next((r for r in rows if tflite.get_mode(r["mode"]).integer
                     and not tflite.get_mode(r["mode"]).takes_qat_model), None)
     if integer is not None:
         file_probs = tflite.TFLiteModel(integer["file"]).predict(validation)
-        report.probability_scatter(float_probs, file_probs, integer["mode"], out / "scatter_float_vs_int8.png")
+        report.probability_scatter(float_probs, file_probs, integer["mode"], out / "scatter_float_vs_int8.png",
+                                   subject=subject)
         plots.append("scatter_float_vs_int8.png")
-    report.size_accuracy(rows, out / "size_vs_accuracy.png")
+    report.size_accuracy(rows, out / "size_vs_accuracy.png", subject=subject, float_accuracy=float_accuracy)
     plots.append("size_vs_accuracy.png")
 
     failures = [f"{Path(r['file']).name}: {failure}" for r in rows for failure in r["failures"]]
@@ -214,6 +221,10 @@ def run_pipeline(settings: PipelineSettings) -> int:
     check_out(settings.out, settings.force)
     if any(tflite.get_mode(m).takes_qat_model for m in settings.modes):
         check_qat_settings(settings.qat_epochs, settings.qat_learning_rate)
+    folder = RunFolder(settings.out)
+    folder.check_writable()
+    if settings.force:
+        folder.clear()  # nothing of the old run may sit beside the new report
     stage = Stages()
     model, images = train_stage(settings, stage)
     rows = convert_and_verify_stage(model, images, settings, stage)

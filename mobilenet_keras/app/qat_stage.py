@@ -91,17 +91,19 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
 
     from mobilenet_keras.files import write_bytes_atomic
     from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.run_folder import RunFolder
 
     check_qat_settings(epochs, learning_rate)
     run_dir = Path(run_dir)
-    if not (run_dir / "model.keras").is_file() or not (run_dir / "run.json").is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_model():
         raise ValueError(f"{run_dir} has no model.keras and run.json; give a run folder written by train or pipeline.")
+    run = folder.read_run()
     try:
-        run = json.loads((run_dir / "run.json").read_text())
         source = data or run["data"]["source"]
         image_size, batch_size, seed = run["data"]["image_size"], run["config"]["batch_size"], run["config"]["seed"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{run_dir / 'run.json'} is damaged ({exc}); train the run again.") from None
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{run_dir / 'run.json'} is damaged (no {exc}); train the run again.") from None
     images = datasets.load(source, image_size=image_size, batch_size=batch_size, seed=seed)
     model = keras.models.load_model(run_dir / "model.keras")
     rows = qat_files(model, images, run_dir, epochs=epochs, learning_rate=learning_rate, verbose=verbose)

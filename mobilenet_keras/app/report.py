@@ -11,48 +11,68 @@ from mobilenet_keras.files import write_bytes_atomic
 from mobilenet_keras.plotting import pyplot, save_figure
 
 
-def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path) -> Path:
+def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path,
+                        subject: str = "") -> Path:
     """Every class probability of every image: float model (x) against the file (y)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(6, 6))
     ax.scatter(float_probs.reshape(-1), file_probs.reshape(-1), s=4, alpha=0.3)
-    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
-    ax.set_xlabel("float model probability")
-    ax.set_ylabel(f"{name} probability")
-    ax.set_title(f"float vs {name}")
-    return save_figure(fig, path)
-
-
-def size_accuracy(rows: list[dict], path: Path) -> Path:
-    """File size against accuracy, one point per mode."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        ax.scatter(row["size_bytes"] / 1024, 100 * row["tflite_accuracy"], s=40)
-        ax.annotate(row["mode"], (row["size_bytes"] / 1024, 100 * row["tflite_accuracy"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("file size (KiB)")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="identical answers")
+    ax.set_xlabel("float Keras model: class probability")
+    ax.set_ylabel(f"{name} .tflite file: class probability")
+    ax.set_title(f"Float model vs the {name} file\n{subject}".strip(), fontsize=10)
+    ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: list[str], path: Path) -> Path:
-    """Counts of true class (rows) against predicted class (columns)."""
+# Accuracy differences of a few tenths of a point must not look like a cliff: the y-axis spans at least this.
+MIN_ACCURACY_SPAN = 5.0
+
+
+def size_accuracy(rows: list[dict], path: Path, subject: str = "", float_accuracy: float | None = None) -> Path:
+    """File size against validation accuracy, one marker per file, named in the legend (labels never overlap)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = "osD^v<>PX*h"
+    values = []
+    for i, row in enumerate(rows):
+        if row.get("tflite_accuracy") is None:
+            continue
+        size, accuracy = row["size_bytes"] / 1024, 100 * row["tflite_accuracy"]
+        values.append(accuracy)
+        ax.scatter(size, accuracy, s=60, marker=markers[i % len(markers)], zorder=3,
+                   label=f"{row['mode']}: {size:,.0f} KiB, {accuracy:.1f}%")
+    if float_accuracy is not None:
+        values.append(100 * float_accuracy)
+        ax.axhline(100 * float_accuracy, color="k", linestyle="--", linewidth=1,
+                   label=f"float Keras model: {100 * float_accuracy:.1f}%")
+    if values:
+        middle = (max(values) + min(values)) / 2
+        half = max((max(values) - min(values)) / 2 + 0.5, MIN_ACCURACY_SPAN / 2)
+        ax.set_ylim(max(middle - half, 0.0), min(middle + half, 100.5))
+    ax.set_xlabel("file size (KiB)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"Size and accuracy of each TFLite file\n{subject}".strip(), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save_figure(fig, path)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: list[str], path: Path,
+                     subject: str = "") -> Path:
+    """Counts of true class (rows) against predicted class (columns), with the class names."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     plt = pyplot()
     n = len(class_names)
-    counts = np.zeros((n, n), dtype=int)
-    np.add.at(counts, (labels, predictions), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 1.0 + 0.45 * n))
-    ax.imshow(counts, cmap="Blues")
-    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), class_names, fontsize=7)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6,
-                    color="white" if counts[i, j] > counts.max() / 2 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    side = min(max(6.0, 0.6 * n + 2.5), 30.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ConfusionMatrixDisplay.from_predictions(labels, predictions, labels=list(range(n)), display_labels=class_names,
+                                            cmap="Blues", colorbar=False, ax=ax,
+                                            xticks_rotation="vertical" if n > 6 else "horizontal",
+                                            text_kw={"fontsize": 8 if n <= 20 else 5})
+    ax.set_title(f"Confusion matrix of the float Keras model\n{subject}".strip(), fontsize=10)
     return save_figure(fig, path)
 
 
