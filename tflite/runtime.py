@@ -32,7 +32,7 @@ class TFLiteModel:
             self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ValueError(f"{self.path} could not be loaded by the LiteRT interpreter: {exc}") from None
+            raise ValueError(f"{self.path} could not be loaded by the LiteRT interpreter: {one_line(exc)}") from None
         self._content = content
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -83,8 +83,12 @@ class TFLiteModel:
             if self._dynamic_batch and tuple(self._interpreter.get_input_details()[0]["shape"]) != chunk.shape:
                 self._interpreter.resize_tensor_input(self._input["index"], chunk.shape)
                 self._interpreter.allocate_tensors()
-            self._interpreter.set_tensor(self._input["index"], chunk)
-            self._interpreter.invoke()
+            try:
+                self._interpreter.set_tensor(self._input["index"], chunk)
+                self._interpreter.invoke()
+            except (ValueError, RuntimeError) as exc:
+                raise ValueError(f"{self.path} failed to run in the LiteRT interpreter (a damaged file?): "
+                                 f"{one_line(exc)}") from None
             results.append(self._interpreter.get_tensor(self._output["index"])[:real].copy())
         return np.concatenate(results)
 
@@ -130,21 +134,65 @@ def _read_checked(path: Path):
     return content, _verify_flatbuffer(path, content)
 
 
+def one_line(exc: BaseException | str) -> str:
+    """An error's text on one line (the interpreter's messages span several)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def _verify_flatbuffer(path: Path, content: bytes):
-    """Parse the file and reject damaged ones before the interpreter sees them: it trusts offsets it reads."""
+    """Parse the file and reject damaged ones before the interpreter sees them: it trusts offsets it reads.
+
+    Checked: every graph has tensors and ops that point inside their tables (buffers, tensors, op
+    codes), weight buffers inside the file, and every tensor an op reads is a graph input, an op's
+    output, a variable, or a constant that has data (a damaged file otherwise fails part-way through
+    a run with "Input tensor N lacks data").
+    """
     try:
         model = read_model(content)
         buffers = model.buffers or []
         graphs = model.subgraphs or []
+        codes = model.operatorCodes or []
         if not graphs:
             raise ValueError("no subgraph")
-        for graph in graphs:
-            for tensor in graph.tensors or []:
-                if not 0 <= tensor.buffer < max(len(buffers), 1):
-                    raise ValueError(f"tensor {tensor.name!r} points at buffer {tensor.buffer}")
         for buffer in buffers:
             if buffer.offset and buffer.offset + buffer.size > len(content):
                 raise ValueError("a weight buffer runs past the end of the file")
+        for graph in graphs:
+            tensors = graph.tensors or []
+            for tensor in tensors:
+                if not 0 <= tensor.buffer < max(len(buffers), 1):
+                    raise ValueError(f"tensor {tensor.name!r} points at buffer {tensor.buffer}")
+            inputs = [int(i) for i in _indices(graph.inputs)]
+            outputs = [int(i) for i in _indices(graph.outputs)]
+            operators = graph.operators or []
+            produced = set(inputs)
+            for op in operators:
+                produced.update(int(i) for i in _indices(op.outputs))
+            for index in inputs + outputs + sorted(produced):
+                if not 0 <= index < len(tensors):
+                    raise ValueError(f"tensor index {index} of a graph with {len(tensors)} tensors")
+            for number, op in enumerate(operators):
+                if not 0 <= op.opcodeIndex < len(codes):
+                    raise ValueError(f"op {number} has op code {op.opcodeIndex} of {len(codes)}")
+                for index in (int(i) for i in _indices(op.inputs)):
+                    if index == -1:  # an optional input left out
+                        continue
+                    if not 0 <= index < len(tensors):
+                        raise ValueError(f"op {number} reads tensor {index} of {len(tensors)}")
+                    tensor = tensors[index]
+                    if index not in produced and not tensor.isVariable and not _has_data(buffers, tensor.buffer):
+                        raise ValueError(f"op {number} reads tensor {index}, a constant without data")
     except Exception as exc:  # the flatbuffer reader raises whatever a bad offset causes
-        raise ValueError(f"{path} is damaged or truncated ({exc.__class__.__name__}: {exc}).") from None
+        raise ValueError(f"{path} is damaged or truncated ({exc.__class__.__name__}: {one_line(exc)}).") from None
     return model
+
+
+def _indices(values) -> list:
+    return [] if values is None else list(values)
+
+
+def _has_data(buffers, index: int) -> bool:
+    if not 0 <= index < len(buffers):
+        return False
+    buffer = buffers[index]
+    return (buffer.data is not None and len(buffer.data) > 0) or bool(buffer.offset and buffer.size)
