@@ -228,3 +228,55 @@ def test_a_failed_conversion_leaves_nothing(model, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         tflite.convert(model, tmp_path / "m.tflite", "float32")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the input range of integer files (input_range=None) -------------------------------------------
+
+def _small_mobilenet():
+    import keras
+
+    from mobilenet_keras import MobileNetV1
+
+    keras.utils.set_random_seed(0)
+    return MobileNetV1(alpha=0.25, input_shape=(32, 32, 3), classes=3, weights=None)
+
+
+def test_a_mobilenet_keeps_its_preprocessing_range_and_raw_pixels_warn(tmp_path):
+    import warnings
+
+    from tflite.converter import MOBILENET_INPUT_RANGE
+
+    assert MOBILENET_INPUT_RANGE == (-1.0, 1.0)
+    mobilenet = _small_mobilenet()
+    calibration = np.random.default_rng(0).uniform(-0.9, 0.8, (16, 32, 32, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # images inside [-1, 1]: no warning
+        path = tflite.convert(mobilenet, tmp_path / "m.tflite", "uint8", representative_data=calibration,
+                              denylist=None, bias_correction=False)
+    scale, zero_point = TFLiteModel(path).input_quantization
+    # [-1, 1] as before (0..255 within one step), not the [-0.9, 0.8] the images reach
+    assert scale == pytest.approx(2 / 255, rel=1e-3) and zero_point in (127, 128)
+    with pytest.warns(UserWarning, match=r"reach \[255, 255\], outside the input range \[-1, 1\]"):
+        tflite.convert(mobilenet, tmp_path / "w.tflite", "int8", representative_data=calibration * 0 + 255,
+                       denylist=None, bias_correction=False)
+
+
+def test_a_model_that_takes_0_255_pixels_is_not_clipped(tmp_path):
+    import keras
+
+    mobilenet = _small_mobilenet()
+    inputs = keras.Input((32, 32, 3))
+    pixels_model = keras.Model(inputs, mobilenet(keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)))
+    rng = np.random.default_rng(1)
+    calibration = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    path = tflite.convert(pixels_model, tmp_path / "p.tflite", "uint8", representative_data=calibration,
+                          denylist=None, bias_correction=False)
+    file = TFLiteModel(path)
+    scale, zero_point = file.input_quantization
+    assert abs(zero_point * -scale) <= scale and abs((255 - zero_point) * scale - 255) <= 2 * scale  # 0..255
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    got, expected = file.predict(images), pixels_model.predict(images, verbose=0)
+    assert np.abs(got - expected).max() < 0.1 * max(np.abs(expected).max(), 1e-6) + 0.05
+    with pytest.raises(ValueError, match="input_range must"):
+        tflite.convert(pixels_model, tmp_path / "x.tflite", "int8", representative_data=calibration,
+                       input_range=(1.0, 255.0))

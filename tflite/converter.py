@@ -7,21 +7,26 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from mobilenet_keras.files import check_output_path, write_bytes_atomic
+from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 from tflite.bias_correction import bias_corrected
 from tflite.modes import get_mode
 from tflite.names import keras_layers_in
 from tflite.representative import collect
 
-# MobileNet's input convention ([-1, 1], see mobilenet_keras.preprocessing). Pinning the calibrated
-# input range to it makes the quantized input map raw pixels 0..255 onto [-1, 1] (scale 2/255,
-# uint8 zero point 128), whatever range the calibration images happened to reach.
-DEFAULT_INPUT_RANGE = (-1.0, 1.0)
+# MobileNet's input convention: raw pixels 0..255 through mobilenet_keras.preprocessing's scale and
+# offset, i.e. [-1, 1]. Pinning a MobileNet's input range to it makes the quantized input map raw pixels
+# 0..255 onto [-1, 1] (scale 2/255, uint8 zero point 128), whatever range the calibration images reached.
+MOBILENET_INPUT_RANGE = (float(INPUT_OFFSET), float(255 * INPUT_SCALE + INPUT_OFFSET))
+DEFAULT_INPUT_RANGE = MOBILENET_INPUT_RANGE  # the name before input_range=None chose per model
+# Layers that mark a MobileNet of this package (mobilenet_keras.MobileNetV1) at the top level of a model.
+_MOBILENET_LAYERS = ("conv1", "conv_dw_1")
 AUTO = "auto"
 # Dynamic-range conversion keeps kernels smaller than this in float (TFLite's default).
 DYNAMIC_MIN_ELEMENTS = 1024
@@ -36,7 +41,7 @@ def convert(
     batch_size: int | None = 1,
     denylist: Iterable[str] | str | None = "auto",
     *,
-    input_range: tuple[float, float] | None = DEFAULT_INPUT_RANGE,
+    input_range: tuple[float, float] | None = None,
     bias_correction: bool = True,
     target_agreement: float = 0.99,
     verbose: bool = False,
@@ -63,9 +68,12 @@ def convert(
             the fewest leading convolutions in float (0, then the stem, then whole blocks, up to 9
             layers) that reach `target_agreement` with the float model on the calibration images;
             None or [] quantizes every layer.
-        input_range: the float range the model's input covers. For integer files the input's
-            quantization is set from it, so a `uint8` file takes raw pixels 0..255 (scale 2/255,
-            zero point 128) and maps them onto [-1, 1]. None keeps the calibrated range.
+        input_range: the float range the model's input covers; integer files quantize their input
+            over it. None (the default): for a MobileNet of this package (layers `conv1` and
+            `conv_dw_1`), its preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
+            (scale 2/255, zero point 128); for any other model, the range of the calibration images
+            (widened to hold 0), so a model that takes 0..255 pixels is not clipped to [-1, 1]. A
+            one-line warning says when calibration images fall outside the range used.
         bias_correction: when calibration images are given, fold the expected int8 weight-rounding error of every
             convolution into its bias first (`tflite.bias_correction`); the file is still checked
             against the original model.
@@ -106,6 +114,8 @@ def convert(
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
     if representative_data is not None and (spec.calibrated or spec.recipe == "dynamic"):
         calibration = collect(representative_data, input_shape, limit=num_calibration)
+    if spec.recipe == "integer":
+        input_range = resolve_input_range(model, calibration, input_range)
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = model
@@ -120,6 +130,33 @@ def convert(
     else:
         flatbuffer = convert_with(denylist)
     return write_bytes_atomic(output_path, flatbuffer)
+
+
+def is_package_mobilenet(model) -> bool:
+    """True for a model built by `mobilenet_keras.MobileNetV1` (its layer names at the top level)."""
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    return all(name in names for name in _MOBILENET_LAYERS)
+
+
+def resolve_input_range(model, calibration: np.ndarray | None, input_range=None) -> tuple[float, float]:
+    """The input range an integer file quantizes over (see `convert`), with a warning when the
+    calibration images reach outside it (they would be clipped)."""
+    if input_range is None:
+        if is_package_mobilenet(model) or calibration is None:
+            input_range = MOBILENET_INPUT_RANGE
+        else:
+            input_range = (min(float(calibration.min()), 0.0), max(float(calibration.max()), 0.0))
+    low, high = (float(v) for v in input_range)
+    if not (low <= 0 <= high and low < high) or not np.isfinite([low, high]).all():
+        raise ValueError(f"input_range must be finite, hold 0 and have low < high; got {input_range}.")
+    if calibration is not None:
+        seen_low, seen_high = float(calibration.min()), float(calibration.max())
+        slack = 1e-6 * (high - low)
+        if seen_low < low - slack or seen_high > high + slack:
+            warnings.warn(f"calibration images reach [{seen_low:.4g}, {seen_high:.4g}], outside the input range "
+                          f"[{low:.4g}, {high:.4g}] the file quantizes over: those values will be clipped (check "
+                          "the images' preprocessing, or pass input_range).", stacklevel=3)
+    return (low, high)
 
 
 # How many leading convolutions may stay in float: the stem and the first four blocks of MobileNet.
@@ -279,8 +316,8 @@ def _write_model(model_object) -> bytes:
 
 def _set_input_range(calibrated: bytes, input_range: tuple[float, float]) -> bytes:
     low, high = input_range
-    if not low < 0 < high:
-        raise ValueError(f"input_range must contain 0 (low < 0 < high); got {input_range}.")
+    if not low <= 0 <= high or not low < high:
+        raise ValueError(f"input_range must contain 0 (low <= 0 <= high, low < high); got {input_range}.")
     model = _read_model(calibrated)
     graph = model.subgraphs[0]
     for index in graph.inputs:
