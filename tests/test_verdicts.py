@@ -177,6 +177,12 @@ def test_verify_caps_an_endless_dataset_without_max_samples(model3, file3, monke
     assert report.samples == 64 and report.verdict == "INCONCLUSIVE"
 
 
+def test_convert_reads_only_the_calibration_images_of_an_endless_generator(model3, tmp_path):
+    path = tflite.convert(model3, tmp_path / "d.tflite", "dynamic", representative_data=_endless(),
+                          num_calibration=16)
+    assert tflite.TFLiteModel(path).mode == "dynamic"
+
+
 def test_a_list_of_two_images_is_two_images(model3, file3):
     img = _images(1)[0]
     with warnings.catch_warnings():
