@@ -73,7 +73,8 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     row["failures"] = list(against_qat.failures)
     if drop > limit:
         row["failures"].append(f"accuracy drop from the float model {drop * 100:.2f} points > {limit * 100:.1f}")
-    row["passed"] = not row["failures"]
+    row["verdict"] = "FAIL" if row["failures"] else against_qat.verdict
+    row["passed"] = row["verdict"] == "PASS"
     if verbose:
         print(f"  {path.name}: agrees with the QAT Keras model on {against_qat.top1_agreement:.1%}, with the float "
               f"model on {against_float.top1_agreement:.1%}; accuracy {against_float.tflite_accuracy:.1%} (float "
@@ -83,7 +84,8 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
 
 def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, data: str | None = None,
                    verbose: bool = True) -> int:
-    """`mobilenet-keras qat RUN_DIR`: QAT files for a finished training run; 0 when every file passes, else 1.
+    """`mobilenet-keras qat RUN_DIR`: QAT files for a finished training run; 0 when every file passes, 1 when
+    one fails, 3 when none fails but a verdict is inconclusive (too few validation images).
 
     The data is read again from run.json's source, or from `data` when given.
     """
@@ -109,5 +111,7 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     rows = qat_files(model, images, run_dir, epochs=epochs, learning_rate=learning_rate, verbose=verbose)
     write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
     for row in rows:
-        print(f"{row['file']}: {'PASS' if not row['failures'] else 'FAIL ' + '; '.join(row['failures'])}")
-    return 1 if any(row["failures"] for row in rows) else 0
+        detail = "; ".join(row["failures"]) or row.get("verdict_reason") or ""
+        print(f"{row['file']}: {row['verdict']}{' ' + detail if row['verdict'] != 'PASS' else ''}")
+    verdicts = {row["verdict"] for row in rows}
+    return 1 if "FAIL" in verdicts else 3 if "INCONCLUSIVE" in verdicts else 0
