@@ -43,8 +43,10 @@ request = json.load(open(request_path))
 assert request["signature_name"] == "serving_bytes"
 encoded = [base64.b64decode(instance["b64"]) for instance in request["instances"]]
 by_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded))
-decoded = tf.stack([tf.image.resize(tf.cast(tf.io.decode_image(e, channels=3, expand_animations=False), tf.float32),
-                    (pixels.shape[1], pixels.shape[2])) for e in encoded]).numpy()
+# the package's one decode and resize (mobilenet_keras.images.decode_and_resize), written out in TF alone
+decoded = tf.stack([tf.clip_by_value(tf.round(tf.image.resize(
+    tf.cast(tf.io.decode_image(e, channels=3, expand_animations=False), tf.float32),
+    (pixels.shape[1], pixels.shape[2]), method="bilinear", antialias=True)), 0, 255) for e in encoded]).numpy()
 np.savez(out_path, pixels_probs=by_pixels["probabilities"].numpy(), bytes_probs=by_bytes["probabilities"].numpy(),
          labels=by_pixels["top_k_labels"].numpy(), indices=by_pixels["top_k_indices"].numpy(), decoded=decoded)
 print(sorted(by_pixels), sorted(by_bytes))

@@ -4,8 +4,9 @@ Conventions, in one place:
 - float arrays, tensors and datasets are taken to be in the model's own input convention
   (for MobileNet, pixels already scaled to [-1, 1] by `preprocess_input`);
 - uint8 arrays are raw RGB pixels and are scaled with `preprocess_input` here;
-- a folder of images (class subfolders or flat) is read, resized to the model's input size and
-  scaled with `preprocess_input`.
+- a folder of images (class subfolders or flat) is read with `mobilenet_keras.images.load_images`
+  (TensorFlow's decoders and the package's one resize, the pixels training, predict and the
+  SavedModel see), resized to the model's input size and scaled with `preprocess_input`.
 """
 
 from __future__ import annotations

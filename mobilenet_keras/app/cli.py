@@ -216,8 +216,10 @@ resumes from its last finished epoch when the same command is run again.
 
 def train_config(args: argparse.Namespace):
     """The TrainConfig that the training options of `train` and `pipeline` ask for."""
-    from mobilenet_keras.training.trainer import default_config
+    from mobilenet_keras.training.trainer import default_config, make_strategy
 
+    if args.strategy == "multiworker":
+        make_strategy(args.strategy)  # before any other TensorFlow work: collective ops start with the runtime
     return default_config(args.data, weights=args.weights, image_size=args.image_size, epochs=args.epochs,
                           learning_rate=args.learning_rate, alpha=args.alpha,
                           fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
@@ -572,15 +574,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "(scikit-learn's embedded handwritten digits; the default)")
     parser.add_argument("--alpha", type=float, default=0.25, help="width multiplier (default 0.25)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="input height and width (default 32 for digits, 96 otherwise)")
+                        help="input height and width (default 32 for digits, 96 otherwise; with --weights on a "
+                             "folder: from the images' size, e.g. 128 for 32 px images, 160 for photos)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs (of the new head when fine-tuning); default 30 from scratch, 5 with --weights")
-    parser.add_argument("--fine-tune-epochs", type=int, default=0,
-                        help="then unfreeze the backbone for this many epochs at a tenth of the learning rate")
+                        help="epochs (of the new head when fine-tuning); default 30 from scratch; with --weights 5 "
+                             "on digits, 1 (5,000+ images) or 3 on a folder")
+    parser.add_argument("--fine-tune-epochs", type=int, default=None,
+                        help="then unfreeze the backbone for this many epochs at a tenth of the learning rate "
+                             "(default: with --weights on a folder and no --epochs, about 400,000 images' worth, "
+                             "3 to 15 epochs; otherwise 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw", help="default adamw")
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="peak learning rate; default 0.02 from scratch, 0.002 with --weights")
+                        help="peak learning rate; default 0.02 from scratch, 0.01 with --weights on a folder "
+                             "(0.002 on digits)")
     parser.add_argument("--weights", default=None,
                         help="'imagenet' or a path to a Keras backbone .h5 file: fine-tune instead of training "
                              "from scratch")

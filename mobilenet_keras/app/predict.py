@@ -37,7 +37,9 @@ def _find_labels(model_path: Path, given: str | None) -> list[str] | None:
 
 
 def scores(model_path: Path, images: list[Path]) -> np.ndarray:
-    """Class scores for image files, with each format's own input convention."""
+    """Class scores for image files, with each format's own input convention. Every format sees the same
+    pixels: `load_image` here and the SavedModel's `serving_bytes` both decode and resize with
+    `mobilenet_keras.images.decode_and_resize`, as training and calibration do."""
     if model_path.suffix == ".tflite":
         from tflite import TFLiteModel
 

@@ -16,9 +16,11 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     - `serving_default`: `images`, float32 [batch, H, W, 3] with pixel values 0..255 (scaled to
       `INPUT_RANGE`, [-1, 1], inside the graph).
-    - `serving_bytes`: `image_bytes`, a batch of encoded JPEG, PNG, BMP or GIF strings, decoded,
-      resized to H x W (bilinear) and scaled inside the graph: what TF Serving's REST API receives as
-      `{"b64": ...}` instances.
+    - `serving_bytes`: `image_bytes`, a batch of encoded JPEG, PNG, BMP or GIF strings, decoded and
+      resized to H x W inside the graph by `mobilenet_keras.images.decode_and_resize` (the decoder and
+      resize that training, calibration, verify and predict use, so a photo gets the same pixels and
+      probabilities here as from model.keras and the float .tflite), then scaled: what TF Serving's
+      REST API receives as `{"b64": ...}` instances.
 
     Both return `probabilities` [batch, classes], `top_k_indices` and `top_k_scores` [batch, k], and
     `top_k_labels` (strings) when `labels` are given.
@@ -30,6 +32,8 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     import keras
     import tensorflow as tf
 
+    from mobilenet_keras.images import decode_and_resize
+
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
         raise ValueError(f"{path} exists and is not empty; choose another folder or pass force=True (--force).")
@@ -38,6 +42,8 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     height, width, channels = model.input_shape[1:]
     if height is None or width is None:
         raise ValueError("the model takes images of any size; build it with a fixed input_shape to export.")
+    if channels != 3:
+        raise ValueError(f"the model takes {channels} channels; serving_bytes decodes RGB images (3 channels).")
     classes = model.output_shape[-1]
     if labels is not None and len(labels) != classes:
         raise ValueError(f"{len(labels)} labels for a model with {classes} classes.")
@@ -62,8 +68,7 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serving_bytes(image_bytes):
         def decode(encoded):
-            image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-            return tf.image.resize(tf.cast(image, tf.float32), (height, width), method="bilinear")
+            return decode_and_resize(encoded, (height, width))
 
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels],
                                                                                   tf.float32))

@@ -1,12 +1,19 @@
 """Image datasets for training: a folder of class subfolders, or the embedded `digits` set.
 
 Every dataset yields `(images, one_hot_labels)` batches with images already in the model's input
-convention ([-1, 1]); augmentation (random resized crop, optional horizontal flip) runs as Keras
-preprocessing layers inside the tf.data pipeline, so the exported model stays free of it.
+convention ([-1, 1]).
+
+The input pipeline: each file is decoded once, with TensorFlow's decoders (`mobilenet_keras.images.
+decode_image`, the same decoder predict, calibration and the SavedModel use), in a parallel tf.data
+pass. The decoded images are kept in memory at their own size when they fit (`memory_limit`),
+otherwise in a tf.data cache file. Each epoch then shuffles, crops and resizes on the fly in parallel
+`map` calls (random resized crop and, optionally, a horizontal flip for training; the plain
+`images.resize_image` for validation) and prefetches: no Python runs per image, and the exported model
+stays free of augmentation.
 
 Bad files: a folder is checked before training. Files that are not readable images stop the run with
-a message naming them (remove or convert them); grayscale, palette and RGBA images are converted to
-RGB as they are read.
+a message naming them (remove or convert them); grayscale, palette, 16-bit, CMYK and RGBA images are
+converted to RGB as they are decoded.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.images import IMAGE_SUFFIXES, load_image, scan_folder, tensorflow_format_problem
+from mobilenet_keras.images import IMAGE_SUFFIXES, _decoder_reason, _header_problem, decode_files, scan_folder
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 DIGITS = "digits"
@@ -57,57 +64,143 @@ def _arrays(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
 
 
-def augmentation(image_size: int, flip: bool = True):
-    """Random resized crop (zoom in by up to 35% with independent width and height, then shift) and,
-    for subjects without a handedness, a horizontal flip."""
-    import keras
-
-    layers = [
-        keras.layers.RandomZoom(height_factor=(-0.35, 0.0), width_factor=(-0.35, 0.0), fill_mode="reflect"),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect"),
-    ]
-    if flip:
-        layers.append(keras.layers.RandomFlip("horizontal"))
-    return keras.Sequential(layers, name="augmentation")
+#: Random resized crop: each side keeps 65% to 100% of the image (independently), anywhere inside it.
+CROP_SCALE = (0.65, 1.0)
 
 
-def _finish(train, validation, image_size, augment, flip, num_classes, cache):
+def augment_image(image, image_size: int, flip: bool = True):
+    """One training image (uint8 [h, w, 3], any size) to float32 pixels [image_size, image_size, 3]:
+    a random crop (each side 65-100% of the image, anywhere in it), resized with the package's one
+    resize (`images.resize_image`), and, for subjects without a handedness, a horizontal flip."""
     import tensorflow as tf
 
-    def prepare(images, labels):
-        images = tf.cast(images, tf.float32) * INPUT_SCALE + INPUT_OFFSET
-        return images, tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+    from mobilenet_keras.images import resize_image
 
-    train = train.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    validation = validation.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        train, validation = train.cache(), validation.cache()
-    plain = train
-    if augment:
-        augmenter = augmentation(image_size, flip)
-        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = tf.random.uniform([2], CROP_SCALE[0], CROP_SCALE[1])
+    crop_h = tf.maximum(tf.cast(tf.round(height * scale[0]), tf.int32), 1)
+    crop_w = tf.maximum(tf.cast(tf.round(width * scale[1]), tf.int32), 1)
+    top = tf.random.uniform([], 0, shape[0] - crop_h + 1, dtype=tf.int32)
+    left = tf.random.uniform([], 0, shape[1] - crop_w + 1, dtype=tf.int32)
+    crop = image[top:top + crop_h, left:left + crop_w]
+    out = resize_image(crop, (image_size, image_size))
+    if flip:
+        out = tf.image.random_flip_left_right(out)
+    return out
+
+
+def _pipeline(source, image_size: int, batch_size: int, num_classes: int, *, train: bool, augment: bool,
+              flip: bool, seed: int, count: int):
+    """Batches from a dataset of (uint8 image at its own size, label): shuffled (training), augmented or
+    plainly resized in parallel, batched, scaled to the model's range, one-hot, prefetched."""
+    import tensorflow as tf
+
+    from mobilenet_keras.images import resize_image
+
     autotune = tf.data.AUTOTUNE
-    return train.prefetch(autotune), validation.prefetch(autotune), plain.prefetch(autotune)
+    if train:
+        source = source.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if train and augment:
+        def per_image(image, label):
+            return augment_image(image, image_size, flip), label
+    else:
+        def per_image(image, label):
+            return resize_image(image, (image_size, image_size)), label
+    dataset = source.map(per_image, num_parallel_calls=autotune, deterministic=not train).batch(batch_size)
+
+    def prepare(images, labels):
+        return images * INPUT_SCALE + INPUT_OFFSET, tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+
+    return dataset.map(prepare, num_parallel_calls=autotune).prefetch(autotune)
 
 
-def _check_images(folder) -> None:
+def _finish(train, validation, counts, image_size, batch_size, augment, flip, num_classes, seed):
+    """(augmented training batches, validation batches, plain training batches) from the decoded sets."""
+    common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, flip=flip, seed=seed)
+    return (_pipeline(train, train=True, augment=augment, count=counts[0], **common),
+            _pipeline(validation, train=False, augment=False, count=counts[1], **common),
+            # calibration draws from these: a fixed mixed order, not the sorted class order
+            _pipeline(train.shuffle(counts[0], seed=seed, reshuffle_each_iteration=False), train=False,
+                      augment=False, count=counts[0], **common))
+
+
+def _in_memory(images: list, labels) -> object:
+    """A dataset of (uint8 image, label) over decoded images: one array when they share a size, else
+    ragged rows reshaped on the fly."""
+    import tensorflow as tf
+
+    labels = np.asarray(labels, np.int32)
+    if len({image.shape for image in images}) <= 1:
+        stacked = np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
+        return tf.data.Dataset.from_tensor_slices((stacked, labels))
+    shapes = np.array([image.shape for image in images], np.int32)
+    flat = tf.RaggedTensor.from_row_lengths(np.concatenate([image.reshape(-1) for image in images]),
+                                            [image.size for image in images])
+    dataset = tf.data.Dataset.from_tensor_slices((flat, shapes, labels))
+    return dataset.map(lambda pixels, shape, label: (tf.reshape(pixels, shape), label))
+
+
+def _from_files(paths, labels, cache_file: str | None) -> object:
+    """A dataset of (uint8 image, label) decoding the files, cached in `cache_file` (after the first epoch)."""
+    import tensorflow as tf
+
+    from mobilenet_keras.images import decode_image
+
+    dataset = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
+    dataset = dataset.map(lambda path, label: (decode_image(tf.io.read_file(path)), label),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.cache(cache_file) if cache_file is not None else dataset
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images kept in memory: a quarter of the machine's memory, at most 8 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 4 << 30
+    return int(min(total // 4, 8 << 30))
+
+
+def _check_images(folder, paths=None) -> None:
     """Every file must be one TensorFlow's decoder reads (JPEG, PNG, GIF, BMP by their bytes, not their
-    name) and whole (PIL reads it to the end); the message names them, the reason for the first."""
+    name; not too large; not a palette BMP); the message names them, the reason for the first. Pixels
+    are checked when they are decoded (`_bad_files_error`)."""
     bad, first_reason = [], None
-    for path in folder.paths:
-        problem = tensorflow_format_problem(path)
-        if problem is None:
-            try:
-                load_image(path)
-            except ValueError as exc:
-                problem = str(exc).removeprefix(f"{path} ").rstrip(".")
+    for path in folder.paths if paths is None else paths:
+        problem = _header_problem(path)
         if problem is not None:
             bad.append(str(path))
             first_reason = first_reason or problem
     if bad:
-        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ValueError(f"{len(bad)} file(s) are not images TensorFlow can read: {listed} (the first {first_reason}). "
-                         "Remove or convert them, then rerun.")
+        raise _bad_files_error(bad, first_reason)
+
+
+def _bad_files_error(bad: list, first_reason: str) -> ValueError:
+    listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return ValueError(f"{len(bad)} file(s) are not images TensorFlow can read: {listed} (the first {first_reason}). "
+                      "Remove or convert them, then rerun.")
+
+
+def _decode_reason(path) -> str:
+    from mobilenet_keras.images import decode_image
+
+    try:
+        decode_image(Path(path).read_bytes())
+    except Exception as exc:  # noqa: BLE001 - the reason is what the decoder said
+        return _decoder_reason(exc)
+    return "can't be decoded"
+
+
+def keras_split(paths: list, labels: list, validation_split: float, seed: int):
+    """(training paths, labels), (validation paths, labels): the split keras.utils.image_dataset_from_directory
+    makes with this seed (both lists shuffled with numpy's RandomState(seed), the last fraction held out)."""
+    paths, labels = list(paths), list(labels)
+    np.random.RandomState(seed).shuffle(paths)
+    np.random.RandomState(seed).shuffle(labels)
+    num_validation = int(validation_split * len(paths))
+    cut = len(paths) - num_validation
+    return (paths[:cut], labels[:cut]), (paths[cut:], labels[cut:])
 
 
 def check_split(num_images: int, num_classes: int, validation_split: float, source) -> tuple[int, int]:
@@ -127,7 +220,8 @@ def check_split(num_images: int, num_classes: int, validation_split: float, sour
 
 def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int = 32,
                  validation_split: float = 0.2, seed: int = 0, augment: bool = True, flip: bool = True,
-                 check_files: bool = True, cache: bool = True) -> ImageData:
+                 check_files: bool = True, cache: bool = True, cache_dir: str | os.PathLike | None = None,
+                 memory_limit: int | None = None) -> ImageData:
     """Batches from a folder with one subfolder per class (jpg, png, bmp, gif).
 
     Args:
@@ -135,13 +229,14 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
         image_size: images are resized to image_size x image_size.
         batch_size: images per batch.
         validation_split: fraction held out for validation, drawn with `seed` (the same split every
-            run with the same seed).
+            run with the same seed, and the same as keras.utils.image_dataset_from_directory's).
         augment: random resized crop (and flip) on the training batches.
         flip: include the horizontal flip (turn off for text, digits, or other handed subjects).
-        check_files: open every file once first, so a bad file is named before training starts.
+        check_files: check every file first, so a bad file is named before training starts.
+        cache: decode each file once and keep it (in memory when the decoded images fit in
+            `memory_limit` bytes, default `memory_budget()`, otherwise in a tf.data cache file under
+            `cache_dir`, default a temporary folder); False decodes the files every epoch.
     """
-    import keras
-
     folder = scan_folder(path)
     if folder.labels is None:
         raise ValueError(f"{path} has no class subfolders: put the images of each class in a folder of its own "
@@ -161,12 +256,43 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     num_train, num_validation = check_split(len(folder.paths), len(folder.class_names), validation_split, path)
     if check_files:
         _check_images(folder)
-    common = dict(labels="inferred", label_mode="int", class_names=folder.class_names, color_mode="rgb",
-                  batch_size=batch_size, image_size=(image_size, image_size), seed=seed,
-                  validation_split=validation_split, interpolation="bilinear", verbose=False)
-    train = keras.utils.image_dataset_from_directory(path, subset="training", shuffle=True, **common)
-    validation = keras.utils.image_dataset_from_directory(path, subset="validation", shuffle=True, **common)
-    train, validation, plain = _finish(train, validation, image_size, augment, flip, len(folder.class_names), cache)
+    (train_paths, train_labels), (val_paths, val_labels) = keras_split(folder.paths, folder.labels,
+                                                                       validation_split, seed)
+    memory_limit = memory_budget() if memory_limit is None else memory_limit
+    decoded = None
+    if cache or check_files:
+        decoded, bad = decode_files(train_paths + val_paths)
+        if bad:
+            names = [str((train_paths + val_paths)[i]) for i in bad]
+            if check_files:
+                raise _bad_files_error(names, _decode_reason(names[0]))
+            import warnings
+
+            warnings.warn(f"skipped {len(bad)} image(s) TensorFlow can't decode: {', '.join(names[:5])}", stacklevel=2)
+            keep = sorted(set(range(len(train_paths) + len(val_paths))) - set(bad))
+            everything = [(train_paths + val_paths)[i] for i in keep]
+            kept_labels = [(train_labels + val_labels)[i] for i in keep]
+            split = sum(1 for i in keep if i < len(train_paths))
+            train_paths, val_paths = everything[:split], everything[split:]
+            train_labels, val_labels = kept_labels[:split], kept_labels[split:]
+            num_train, num_validation = len(train_paths), len(val_paths)
+        if not cache or sum(image.nbytes for image in decoded) > memory_limit:
+            decoded = None  # checked; now decoded again per epoch (cache=False) or into a cache file
+    if decoded is not None:
+        train = _in_memory(decoded[:num_train], train_labels)
+        validation = _in_memory(decoded[num_train:], val_labels)
+    else:
+        cache_files = (None, None)
+        if cache:
+            import tempfile
+
+            where = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="mobilenet_keras_cache_"))
+            where.mkdir(parents=True, exist_ok=True)
+            cache_files = (str(where / "train"), str(where / "validation"))
+        train = _from_files(train_paths, train_labels, cache_files[0])
+        validation = _from_files(val_paths, val_labels, cache_files[1])
+    train, validation, plain = _finish(train, validation, (num_train, num_validation), image_size, batch_size,
+                                       augment, flip, len(folder.class_names), seed)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      num_train, num_validation, str(path))
 
@@ -187,9 +313,9 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     cut = int(len(labels) * (1 - validation_split))
     train_idx, val_idx = order[:cut], order[cut:]
     train = tf.data.Dataset.from_tensor_slices((images[train_idx], labels[train_idx]))
-    train = train.shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    validation = tf.data.Dataset.from_tensor_slices((images[val_idx], labels[val_idx])).batch(batch_size)
-    train, validation, plain = _finish(train, validation, image_size, augment, False, 10, True)
+    validation = tf.data.Dataset.from_tensor_slices((images[val_idx], labels[val_idx]))
+    train, validation, plain = _finish(train, validation, (len(train_idx), len(val_idx)), image_size, batch_size,
+                                       augment, False, 10, seed)
     return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
                      DIGITS)
 
@@ -197,8 +323,8 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
 def load(source: str | os.PathLike, **kwargs) -> ImageData:
     """`digits` for the embedded set, otherwise a folder of class subfolders."""
     if str(source) == DIGITS:
-        kwargs.pop("flip", None)
-        kwargs.pop("check_files", None)
+        for folder_only in ("flip", "check_files", "cache", "cache_dir", "memory_limit"):
+            kwargs.pop(folder_only, None)
         return digits(**kwargs)
     if not Path(source).exists():
         raise ValueError(f"data folder {source} does not exist (or use --data digits for the embedded set).")

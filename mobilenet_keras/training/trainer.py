@@ -39,6 +39,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     fine_tune_lr_factor: float = 0.1
+    fine_tune_warmup_epochs: float = 0.0  # linear warmup at the start of phase 2 (a fresh optimizer)
     dropout: float = 1e-3
     batchnorm_momentum: float = 0.9  # faster than Keras's 0.99, so statistics follow a short fine-tune
     weights: str | None = None  # None, "imagenet" or a path to a backbone file
@@ -66,6 +67,8 @@ class TrainConfig:
         _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True, what="a number in [0, 1)")
         _number("weight_decay", self.weight_decay, low=0.0, high=1.0, what="a finite number >= 0 and at most 1")
         _number("warmup_epochs", self.warmup_epochs, low=0.0, high=float(MAX_EPOCHS),
+                what="a finite number >= 0")
+        _number("fine_tune_warmup_epochs", self.fine_tune_warmup_epochs, low=0.0, high=float(MAX_EPOCHS),
                 what="a finite number >= 0")
         _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True,
                 what="a number in [0, 1)")
@@ -110,12 +113,16 @@ def decay_excluded(model) -> list:
     return excluded
 
 
-def make_optimizer(config: TrainConfig, steps: int, model, learning_rate: float | None = None):
-    """The optimizer with cosine decay after a linear warmup and selective weight decay."""
+def make_optimizer(config: TrainConfig, steps: int, model, learning_rate: float | None = None,
+                   warmup_steps: int | None = None):
+    """The optimizer with cosine decay after a linear warmup and selective weight decay. Phase 1
+    (`learning_rate` None) warms up for `config.warmup_epochs`; phase 2 for `warmup_steps` (default none)."""
     import keras
 
     peak = config.learning_rate if learning_rate is None else learning_rate
-    warmup = int(config.warmup_epochs * steps / max(config.epochs, 1)) if learning_rate is None else 0
+    if warmup_steps is None:
+        warmup_steps = int(config.warmup_epochs * steps / max(config.epochs, 1)) if learning_rate is None else 0
+    warmup = min(int(warmup_steps), max(steps - 1, 0))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else peak, decay_steps=max(steps - warmup, 1),
         warmup_target=peak if warmup else None, warmup_steps=warmup)
@@ -128,16 +135,49 @@ def make_optimizer(config: TrainConfig, steps: int, model, learning_rate: float 
     return optimizer
 
 
-def _strategy(name: str):
+_STRATEGIES: dict = {}
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy `name`, made once per process (call it before any other TensorFlow
+    work when it is `multiworker`: collective ops are set up when the runtime starts).
+
+    `mirrored` replicates over every GPU, or, without a GPU, over every logical CPU device (configure
+    several with `tf.config.set_logical_device_configuration` before TensorFlow starts; one CPU
+    device gives one replica). `multiworker` reads TF_CONFIG.
+    """
     import tensorflow as tf
 
+    if name in _STRATEGIES:
+        return _STRATEGIES[name]
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+    elif name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs TF_CONFIG set on every worker (see the README).")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        return tf.distribute.get_strategy()
+    _STRATEGIES[name] = strategy
+    return strategy
+
+
+_strategy = make_strategy
+
+
+def is_chief(strategy) -> bool:
+    """True unless `strategy` is a multi-worker one and this process is not its chief (the task of type
+    "chief", or worker 0 when the cluster has no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return task_type == "worker" and not has_chief and int(resolver.task_id or 0) == 0
 
 
 def build_classifier(config: TrainConfig, num_classes: int):
@@ -345,6 +385,34 @@ def _backup_callback_class():
 _BACKUP_CLASS = None
 
 
+def _throughput_callback(images_per_epoch: int):
+    """A callback that times each epoch: training images per second (the fit steps, validation
+    excluded) and the whole epoch's seconds, in `.log` (lists, one entry per epoch)."""
+    import keras
+
+    class Throughput(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.log = {"images_per_second": [], "train_seconds": [], "epoch_seconds": []}
+            self.phase = "phase1"
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.train_end = time.perf_counter(), None
+
+        def on_test_begin(self, logs=None):
+            if getattr(self, "train_end", 0) is None:
+                self.train_end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            seconds = (self.train_end or now) - self.start
+            self.log["images_per_second"].append(round(images_per_epoch / max(seconds, 1e-9), 1))
+            self.log["train_seconds"].append(round(seconds, 2))
+            self.log["epoch_seconds"].append(round(now - self.start, 2))
+
+    return Throughput()
+
+
 def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_history: dict | None = None):
     """The package's callbacks of one phase: best checkpoint (before the backup, so a kill between the
     two never leaves a history whose best epoch has no weights), backup, TensorBoard."""
@@ -380,6 +448,14 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     config = config or TrainConfig()
     config.check()
     check_class_names(data.class_names, data.source)
+    scratch = None
+    if config.strategy == "multiworker" and not is_chief(make_strategy(config.strategy)):
+        import tempfile
+
+        # every worker runs the same steps (they take part in the same collective ops), but only the
+        # chief's run folder is kept: the others write to a temporary folder, deleted at the end
+        scratch = Path(tempfile.mkdtemp(prefix="mobilenet_keras_worker_"))
+        out_dir = scratch / "run"
     folder = RunFolder(out_dir)
     out = folder.check_writable()
     try:
@@ -391,6 +467,11 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
             folder.remove_temp_files()
             raise disk_full_error(out, exc) from None
         raise
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | None):
@@ -409,7 +490,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
         keras.mixed_precision.set_global_policy(config.precision)
     started = time.time()
     try:
-        strategy = _strategy(config.strategy)
+        strategy = make_strategy(config.strategy)
+        throughput = _throughput_callback(data.num_train)
         steps_per_epoch = max(1, int(np.ceil(data.num_train / config.batch_size)))
         with strategy.scope():
             model = build_classifier(config, len(data.class_names))
@@ -428,7 +510,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
         else:
             own = _callbacks(out, "phase1")
             logits.fit(data.train, validation_data=data.validation, epochs=config.epochs,
-                       verbose=verbose, callbacks=own + list(callbacks or []))
+                       verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
                 with atomic_path(out / "phase1.weights.h5") as tmp:
@@ -439,12 +521,13 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                 for layer in model.layers:
                     layer.trainable = True
                 logits.compile(optimizer=make_optimizer(config, steps_per_epoch * config.fine_tune_epochs, logits,
-                                                        config.learning_rate * config.fine_tune_lr_factor),
+                                                        config.learning_rate * config.fine_tune_lr_factor,
+                                                        int(config.fine_tune_warmup_epochs * steps_per_epoch)),
                                loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
             earlier = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
             own = _callbacks(out, "phase2", max(earlier) if earlier else None, prior_history=merged)
             logits.fit(data.train, validation_data=data.validation, epochs=config.fine_tune_epochs,
-                       verbose=verbose, callbacks=own + list(callbacks or []))
+                       verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()
         if (out / "best.weights.h5").exists():
             logits.load_weights(out / "best.weights.h5")
@@ -469,6 +552,9 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                   "best_val_accuracy": float(max(finite)) if finite else float(val_accuracy),
                   "epochs": len(merged.get("loss", []))},
         "seconds": round(time.time() - started, 1),
+        # this process's epochs (a resumed run times only the epochs it ran)
+        "throughput": {"batch_size": config.batch_size, "replicas": int(strategy.num_replicas_in_sync),
+                       **throughput.log},
         "versions": _versions(),
     }
     folder.write_run(run)  # last: a folder with run.json holds a finished model
@@ -488,22 +574,79 @@ def _versions() -> dict:
     return found
 
 
+def describe_data(data_source) -> tuple[int, int] | None:
+    """(number of images, median shorter side in pixels of up to 64 sampled files) of a folder of class
+    subfolders; (1797, 8) for the embedded digits; None when the folder can't be read."""
+    from mobilenet_keras.images import scan_folder
+    from mobilenet_keras.training import datasets
+
+    if str(data_source) == datasets.DIGITS:
+        return 1797, 8
+    try:
+        found = scan_folder(data_source)
+    except (ValueError, OSError):
+        return None
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(found.paths), size=min(64, len(found.paths)), replace=False)
+    sides = []
+    for i in picks:
+        try:
+            with Image.open(found.paths[i]) as img:  # the header only
+                sides.append(min(img.size))
+        except Exception:  # noqa: BLE001 - the data check names bad files later
+            continue
+    return len(found.paths), int(np.median(sides)) if sides else 0
+
+
+def transfer_defaults(num_images: int, native: int) -> dict:
+    """The transfer-learning recipe for a dataset of `num_images` images whose shorter side is `native` px.
+
+    - image size: a pretrained ImageNet backbone sees objects at about 100-200 px, so small images are
+      enlarged 4x (CIFAR's 32 px -> 128 px), never below 128 px, and larger photos are read at 160 px
+      (a good accuracy per second on a CPU for alpha 0.25 .. 1);
+    - phase 1: the new head alone, 1 epoch for 5,000+ images (the frozen features make it converge
+      quickly), 3 below that, at AdamW 0.01 (a fresh linear layer on fixed features takes a large step)
+      with a quarter epoch of warmup;
+    - phase 2: the whole network at a tenth of that (0.001, AdamW + cosine, a quarter epoch of warmup
+      for the fresh optimizer) for about 400,000 images seen (9 epochs of 45,000), from 3 to 15 epochs.
+    """
+    image_size = int(min(160, max(128, 32 * round(4 * max(native, 1) / 32))))
+    return dict(image_size=image_size, epochs=1 if num_images >= 5000 else 3, learning_rate=1e-2,
+                fine_tune_epochs=int(np.clip(round(400_000 / max(num_images, 1)), 3, 15)),
+                warmup_epochs=0.25, fine_tune_warmup_epochs=0.25)
+
+
 def default_config(data_source: str, *, weights: str | None = None, image_size: int | None = None,
-                   epochs: int | None = None, learning_rate: float | None = None, **settings) -> TrainConfig:
+                   epochs: int | None = None, learning_rate: float | None = None,
+                   fine_tune_epochs: int | None = None, **settings) -> TrainConfig:
     """A checked TrainConfig whose unset values (None) follow the data and the weights.
 
     From random weights MobileNet needs more epochs and a larger step than a pretrained backbone:
-    30 epochs at 0.02 from scratch, 5 head epochs at 0.002 with `weights`. Images are 32 px for the
-    embedded digits (their native 8 px upsampled) and 96 px otherwise. `settings` are other
-    TrainConfig fields (alpha, batch_size, ...).
+    30 epochs at 0.02 from scratch, 32 px for the embedded digits (their native 8 px upsampled) and
+    96 px otherwise. With `weights` on a folder, `transfer_defaults` picks the image size from the
+    images' native size and the epochs from their number (head, then fine-tuning of the whole
+    network); fine-tuning is on by default unless `epochs` is given (then it is what is asked:
+    `fine_tune_epochs`, default 0). With `weights` on the digits: 5 head epochs at 0.002, 32 px.
+    `settings` are other TrainConfig fields (alpha, batch_size, ...); a value given always wins.
     """
     from mobilenet_keras.training import datasets
 
+    chosen = {}
+    if weights is not None and str(data_source) != datasets.DIGITS:
+        described = describe_data(data_source)
+        if described is not None:
+            chosen = transfer_defaults(*described)
+            if epochs is not None and fine_tune_epochs is None:
+                chosen["fine_tune_epochs"] = 0
     scratch = weights is None
-    config = TrainConfig(
-        image_size=image_size if image_size is not None else (32 if data_source == datasets.DIGITS else 96),
-        epochs=epochs if epochs is not None else (30 if scratch else 5),
-        learning_rate=learning_rate if learning_rate is not None else (2e-2 if scratch else 2e-3),
-        weights=weights, **settings)
+    if not chosen:
+        chosen = dict(image_size=32 if str(data_source) == datasets.DIGITS else 96, epochs=30 if scratch else 5,
+                      learning_rate=2e-2 if scratch else 2e-3, fine_tune_epochs=0)
+    given = dict(image_size=image_size, epochs=epochs, learning_rate=learning_rate, fine_tune_epochs=fine_tune_epochs)
+    chosen.update({key: value for key, value in given.items() if value is not None})
+    chosen.update({key: value for key, value in settings.items() if value is not None})
+    config = TrainConfig(weights=weights, **chosen)
     config.check()
     return config
