@@ -1,0 +1,138 @@
+"""One preprocessing path: the same photo gives the same pixels and probabilities from model.keras, the
+float32 .tflite and the SavedModel's serving_bytes, and odd image files (16-bit, palette, CMYK, grayscale,
+RGBA) decode to the same RGB through predict, the folder pre-check and the training datasets."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mobilenet_keras.images import decode_and_resize, load_image
+from mobilenet_keras.training import datasets
+from tests.conftest import IMAGES, WEIGHTS_025, require
+
+SIZE = 128
+PHOTOS = ("chelsea.png", "coffee.png", "cat.bmp", "parrot.jpg", "bird.bmp")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The 0.25 ImageNet backbone with a seeded 10-class head at 128 px, as .keras, float32 .tflite and SavedModel."""
+    import keras
+
+    import tflite
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.deploy.saved_model import export_saved_model
+
+    keras.utils.set_random_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the backbone file has no head: a random one is what this test wants
+        model = MobileNetV1(input_shape=(SIZE, SIZE, 3), alpha=0.25, classes=10, weights=str(require(WEIGHTS_025)))
+    head = model.get_layer("conv_preds")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 8, bias])  # spread the scores: a clear top-1 and probabilities far from 0.1
+    folder = tmp_path_factory.mktemp("same_photo")
+    model.save(folder / "model.keras")
+    tflite.convert(model, folder / "model_float32.tflite", "float32")
+    export_saved_model(model, folder / "saved_model")
+    return folder
+
+
+def test_the_same_photo_gets_the_same_probabilities_from_every_format(exported):
+    from mobilenet_keras.app.predict import scores
+
+    photos = [require(IMAGES) / name for name in PHOTOS]
+    by_format = {name: scores(exported / name, photos) for name in ("model.keras", "model_float32.tflite",
+                                                                      "saved_model")}
+    keras_probs = by_format["model.keras"]
+    assert keras_probs.max(axis=1).min() > 0.2  # not a flat distribution: the comparison means something
+    for name, probs in by_format.items():
+        np.testing.assert_allclose(probs, keras_probs, atol=0.01, err_msg=name)
+        np.testing.assert_array_equal(probs.argmax(1), keras_probs.argmax(1), err_msg=name)
+        assert np.abs(probs - keras_probs).max() < 1e-3, name  # in fact float rounding only
+
+
+def test_serving_bytes_decodes_as_load_image(exported):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(exported / "saved_model"))
+    assert "serving_bytes" in loaded.signatures
+    for name in PHOTOS:
+        path = require(IMAGES) / name
+        in_graph = tf.function(lambda e: decode_and_resize(e, (SIZE, SIZE)))(tf.constant(path.read_bytes()))
+        np.testing.assert_array_equal(in_graph.numpy().astype(np.uint8), load_image(path, (SIZE, SIZE)))
+
+
+def _odd_files(root):
+    """The same 24 x 36 picture as RGB PNG, 16-bit RGB PNG, palette PNG, CMYK JPEG, grayscale PNG and RGBA
+    PNG, with the RGB each should decode to."""
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).resize((36, 24)))
+    root.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    Image.fromarray(smooth).save(root / "rgb.png")
+    expected["rgb.png"] = smooth
+    wide = smooth.astype(np.uint16) * 257 + rng.integers(0, 257, smooth.shape).astype(np.uint16)
+    _png16(root / "deep16.png", wide)
+    expected["deep16.png"] = (wide >> 8).astype(np.uint8)  # the high byte
+    palette = Image.fromarray(smooth).convert("P", palette=Image.ADAPTIVE, colors=64)
+    palette.save(root / "palette.png")
+    expected["palette.png"] = np.asarray(palette.convert("RGB"))
+    Image.fromarray(smooth).convert("CMYK").save(root / "cmyk.jpg", quality=100)
+    expected["cmyk.jpg"] = smooth  # up to JPEG's loss
+    gray = Image.fromarray(smooth).convert("L")
+    gray.save(root / "gray.png")
+    expected["gray.png"] = np.repeat(np.asarray(gray)[..., None], 3, axis=-1)
+    rgba = np.concatenate([smooth, rng.integers(0, 256, (24, 36, 1), dtype=np.uint8)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(root / "rgba.png")
+    expected["rgba.png"] = smooth  # alpha dropped, not composited
+    return expected
+
+
+def _png16(path, pixels):
+    """A 16-bit RGB PNG (PIL writes 16-bit grayscale only)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_odd_files_decode_to_the_same_rgb_in_predict_the_pre_check_and_the_datasets(tmp_path):
+    root = tmp_path / "data"
+    expected = _odd_files(root / "a")
+    _odd_files(root / "b")
+    for name, rgb in expected.items():
+        got = load_image(root / "a" / name)
+        assert got.shape == (24, 36, 3) and got.dtype == np.uint8, name
+        tolerance = 12 if name.endswith(".jpg") else 0
+        assert np.abs(got.astype(int) - rgb).max() <= tolerance, name
+    # The folder check accepts all of them, and the datasets give the pixels predict gives.
+    loaded = datasets.image_folder(root, image_size=48, batch_size=4, validation_split=0.5, augment=False)
+    assert loaded.num_train + loaded.num_validation == 12
+    folder_paths = sorted((root / c / n for c in "ab" for n in expected), key=lambda p: (p.parent.name, p.name))
+    labels = [0 if p.parent.name == "a" else 1 for p in folder_paths]
+    _, (validation_paths, _) = datasets.keras_split(folder_paths, labels, 0.5, 0)
+    images, _ = loaded.validation_arrays()
+    pixels = np.round((images + 1.0) * 127.5).astype(np.uint8)
+    for path, got in zip(validation_paths, pixels):
+        np.testing.assert_array_equal(got, load_image(path, (48, 48)), err_msg=str(path))
+
+
+def test_a_palette_bmp_is_refused_everywhere_with_the_same_reason(tmp_path):
+    root = tmp_path / "data"
+    _odd_files(root / "a")
+    _odd_files(root / "b")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).convert("P").save(root / "b" / "indexed.bmp")
+    with pytest.raises(ValueError, match="indexed.bmp.*palette BMP"):
+        load_image(root / "b" / "indexed.bmp")
+    with pytest.raises(ValueError, match="indexed.bmp.*palette BMP"):
+        datasets.image_folder(root, image_size=32)
