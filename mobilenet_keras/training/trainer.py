@@ -158,6 +158,7 @@ def make_strategy(name: str):
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs TF_CONFIG set on every worker (see the README).")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _patch_keras_multiworker_reduce()
     else:
         return tf.distribute.get_strategy()
     _STRATEGIES[name] = strategy
@@ -165,6 +166,28 @@ def make_strategy(name: str):
 
 
 _strategy = make_strategy
+
+
+def _patch_keras_multiworker_reduce() -> None:
+    """Keras 3 (3.15) averages a step's logs over workers with `strategy.reduce("MEAN", v, axis=0)`, which
+    fails for its scalar logs (loss, accuracy: "Invalid reduction dimension 0 for input with 0
+    dimensions"); average them with axis=None instead. Other reductions (predict's concat) are Keras's."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_mobilenet_keras", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            from keras.src import tree
+
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._mobilenet_keras = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def is_chief(strategy) -> bool:
@@ -202,6 +225,25 @@ def build_classifier(config: TrainConfig, num_classes: int):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.batchnorm_momentum
     return model
+
+
+def _build_from_spec(model, strategy, spec) -> None:
+    """Under MultiWorkerMirroredStrategy, let `model` build its state from the dataset's element spec.
+
+    Keras 3 (3.15) builds a model under a strategy from the first batch, averaged over replicas with
+    `strategy.reduce`, which MultiWorkerMirroredStrategy refuses for per-replica batches in eager mode
+    ("Attempt to convert a value (PerReplica ...) to a Tensor"); the shapes and dtypes are all it needs.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=spec if data_batch is None else data_batch)
+
+    model._maybe_symbolic_build = build
 
 
 def logits_view(model):
@@ -503,6 +545,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                     layer.trainable = layer.name == "conv_preds"
             logits.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs, logits), loss=loss,
                            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        _build_from_spec(logits, strategy, data.train.element_spec)
         phase1 = out / "phase1.json"
         if phase1.exists():  # a resumed run whose first phase had finished
             merged = folder.read_json(phase1, "phase1.json")
