@@ -15,7 +15,9 @@ import numpy as np
 
 from mobilenet_keras.files import check_output_path, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
+from tflite.adaround import adaround as round_to_grid
 from tflite.bias_correction import bias_corrected
+from tflite.equalization import is_mobilenet, prepare
 from tflite.modes import get_mode
 from tflite.names import keras_layers_in
 from tflite.representative import collect
@@ -43,6 +45,8 @@ def convert(
     *,
     input_range: tuple[float, float] | None = None,
     bias_correction: bool = True,
+    equalization: bool = True,
+    adaround: bool = True,
     target_agreement: float = 0.99,
     verbose: bool = False,
 ) -> Path:
@@ -77,6 +81,12 @@ def convert(
         bias_correction: when calibration images are given, fold the expected int8 weight-rounding error of every
             convolution into its bias first (`tflite.bias_correction`); the file is still checked
             against the original model.
+        equalization: for the integer modes, on a MobileNet of this package: absorb dead channels into the
+            next layer and equalize each ReLU6 output's channels over [0, 6] first
+            (`tflite.equalization`; the float model's outputs stay the same).
+        adaround: for the integer modes, on a MobileNet of this package: round each folded kernel to
+            TFLite's int8 grid up or down to keep the layer's output on the calibration images
+            (`tflite.adaround`), with its own bias correction, instead of nearest rounding.
         target_agreement: top-1 agreement that `denylist="auto"` aims for.
         verbose: print a progress line while calibrating.
 
@@ -117,10 +127,25 @@ def convert(
     if spec.recipe == "integer":
         input_range = resolve_input_range(model, calibration, input_range)
 
+    prepared = model
+    integer_path = spec.recipe == "integer" and calibration is not None and is_mobilenet(model)
+    if integer_path and equalization:
+        prepared, _ = prepare(model, calibration, input_range=input_range)
+    rounded = {}
+
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
-        source = model
-        if bias_correction and calibration is not None:
-            source = bias_corrected(model, calibration, skip=float_layers,
+        source = prepared
+        if integer_path and adaround:
+            # The automatic prefix search rounds once for every layer and reuses it at each step (a
+            # float layer then holds its grid-rounded weights: small beside int8 activations), so the
+            # search costs conversions only; an explicit denylist leaves its layers unrounded.
+            key = () if auto else tuple(float_layers)
+            if key not in rounded:
+                rounded.clear()
+                rounded[key] = round_to_grid(prepared, calibration, bias_correction=bias_correction, skip=key)
+            source = rounded[key]
+        elif bias_correction and calibration is not None:
+            source = bias_corrected(prepared, calibration, skip=float_layers,
                                     min_elements=DYNAMIC_MIN_ELEMENTS if spec.recipe == "dynamic" else 0)
         return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
                               progress)

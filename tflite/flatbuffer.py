@@ -74,3 +74,54 @@ def float_layers(model) -> list[str]:
         if op_name in ("CONV_2D", "DEPTHWISE_CONV_2D") and names[graph.tensors[op.inputs[0]].type] == "FLOAT32":
             out.append(graph.tensors[op.outputs[0]].name.decode())
     return out
+
+
+def op_counts(model) -> dict[str, int]:
+    """{"float": ops that compute in float32, "int16": ops with int16 activations} of the main graph.
+
+    An op counts as float when one of its activation tensors (not a constant) is float32: inside an
+    integer file these are the layers kept in float and the QUANTIZE / DEQUANTIZE pairs around them.
+    The QUANTIZE that reads a float input of the file and the DEQUANTIZE that writes a float output
+    (an int8_float_io file's boundary) are not counted. A float32 file counts every op.
+    """
+    names = _type_names()
+    ops = operator_names(model)
+    graph = model.subgraphs[0]
+    inputs, outputs = set(graph.inputs), set(graph.outputs)
+
+    def activations(op):
+        for index in list(op.inputs) + list(op.outputs):
+            if index < 0:
+                continue
+            tensor = graph.tensors[index]
+            buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+            if buffer is not None and buffer.data is not None and len(buffer.data):
+                continue  # a constant (weights, bias, shape)
+            yield names[tensor.type]
+
+    counts = {"float": 0, "int16": 0}
+    for op, name in zip(graph.operators, ops):
+        if name == "QUANTIZE" and set(op.inputs) <= inputs:
+            continue
+        if name == "DEQUANTIZE" and set(op.outputs) <= outputs:
+            continue
+        types = set(activations(op))
+        if "FLOAT32" in types:
+            counts["float"] += 1
+        if "INT16" in types:
+            counts["int16"] += 1
+    return counts
+
+
+def float_tensors_inside(model) -> list[str]:
+    """Names of the float32 tensors (activations or constants) other than the file's own inputs and
+    outputs: empty for a fully integer file, int8_float_io included (its float input and output are
+    the boundary)."""
+    names = _type_names()
+    graph = model.subgraphs[0]
+    boundary = set(graph.inputs) | set(graph.outputs)
+    found = []
+    for index, tensor in enumerate(graph.tensors):
+        if index not in boundary and names[tensor.type] == "FLOAT32":
+            found.append(tensor.name.decode())
+    return found

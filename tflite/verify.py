@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.files import write_bytes_atomic
+from tflite.flatbuffer import op_counts, read_model
 from tflite.latency import NOT_MEASURED, Latency, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
 from tflite.representative import collect
@@ -78,6 +79,10 @@ class VerificationReport:
     float_accuracy_interval: tuple[float, float] | None = None
     tflite_accuracy_interval: tuple[float, float] | None = None
     min_samples: int = MIN_VERDICT_IMAGES
+    # Ops of the file that compute in float32 / with int16 activations (tflite.flatbuffer.op_counts;
+    # an int8_float_io file's boundary QUANTIZE / DEQUANTIZE excluded); None when not read from a file.
+    float_ops: int | None = None
+    int16_ops: int | None = None
 
     @property
     def verdict(self) -> str:
@@ -136,6 +141,8 @@ class VerificationReport:
             ("size", f"{self.size_bytes / 1024:,.0f} KiB ({self.size_ratio:.2f}x of float32)"),
             ("latency (batch 1, 2 threads)", f"median {self.latency_ms:.2f} ms, p90 {self.latency_p90_ms:.2f} ms"),
         ]
+        if self.float_ops is not None:
+            rows.append(("float / int16 ops", f"{self.float_ops} / {self.int16_ops or 0}"))
         if self.mode == "dynamic":
             rows.append(("note", DYNAMIC_NOTE))
         if self.float_accuracy is not None:
@@ -315,6 +322,7 @@ def verify(
     max_samples: int | None = None,
     latency_runs: int = 30,
     min_samples: int = MIN_VERDICT_IMAGES,
+    allow_float_ops: bool = True,
     verbose: bool = False,
 ) -> VerificationReport:
     """Run the float model and the .tflite file on the same images and judge the file.
@@ -336,6 +344,8 @@ def verify(
             most `DEFAULT_MAX_SAMPLES` (5,000) of a dataset or iterable, which may be endless.
         latency_runs: timed runs for the latency (0 skips timing); see `tflite.latency`.
         min_samples: a verdict needs at least this many images (`MIN_VERDICT_IMAGES`, 200).
+        allow_float_ops: False fails an integer mode's file that computes any op in float inside
+            (layers kept in float by a conversion's denylist); the report counts them either way.
         verbose: print a progress line while running large sets.
 
     Returns:
@@ -365,9 +375,15 @@ def verify(
     expected = _predict_float(float_model, images)
     got = _predict_tflite(model_file, images, verbose)
     latency = tflite_latency(model_file.path, latency_runs) if latency_runs else NOT_MEASURED
-    return judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
-                         float32_size_bytes=float32_size or float32_size_estimate(float_model), labels=labels,
-                         thresholds=thresholds, latency=latency, min_samples=min_samples)
+    report = judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
+                           float32_size_bytes=float32_size or float32_size_estimate(float_model), labels=labels,
+                           thresholds=thresholds, latency=latency, min_samples=min_samples)
+    counts = op_counts(read_model(model_file.path))
+    report.float_ops, report.int16_ops = counts["float"], counts["int16"]
+    if not allow_float_ops and mode in MODES and MODES[mode].integer and report.float_ops:
+        report.failures.append(f"{report.float_ops} float op(s) inside an integer file (a conversion's denylist "
+                               "kept layers in float; pass allow_float_ops=True to accept them)")
+    return report
 
 
 def judge(report: VerificationReport, limits: Thresholds) -> list[str]:

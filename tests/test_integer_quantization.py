@@ -1,0 +1,93 @@
+"""The integer path's model transforms (dead channels, equalization, grid rounding) on the real CIFAR
+classifier: float outputs unchanged, the rounding's integers are the file's integers, and a
+fully integer file holds no float tensor inside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tflite
+from mobilenet_keras import preprocess_input
+from mobilenet_keras.folding import folded_weights
+from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier
+from tflite.flatbuffer import float_tensors_inside, op_counts, operator_names, read_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model():
+    return classifier()
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return preprocess_input(cifar_slice(20, 400, SIZE)[0])
+
+
+def test_dead_channels_and_equalization_keep_the_float_outputs(model, calibration):
+    from tflite.equalization import prepare
+
+    prepared, info = prepare(model, calibration)
+    assert info.dead_count >= 10 and info.absorbed  # ImageNet's dead channels, some with a constant != 0
+    assert info.equalized_count > 0
+    before = model.predict(calibration, verbose=0)
+    after = prepared.predict(calibration, verbose=0)
+    assert np.abs(after - before).max() <= 1e-4
+    # dead channels are gone from the folded kernels (nothing left to widen a weight scale)
+    folded = folded_weights(prepared)
+    for name, channels in info.dead.items():
+        kernel = folded[name][0]
+        kernel = kernel.reshape(kernel.shape[0] * kernel.shape[1], -1) if name.startswith("conv_dw_") \
+            else kernel.reshape(-1, kernel.shape[-1])  # (taps, output channels in TFLite's order)
+        assert np.all(kernel[:, channels] == 0), name
+
+
+def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
+    from tflite.adaround import adaround, grid_scale
+    from tflite.equalization import prepare
+
+    prepared, _ = prepare(model, calibration)
+    rounded = adaround(prepared, calibration)
+    path = tflite.convert(rounded, tmp_path / "r.tflite", "int8", representative_data=calibration,
+                          denylist=None, equalization=False, adaround=False, bias_correction=False)
+    flat = read_model(path)
+    graph = flat.subgraphs[0]
+    kernels = [graph.tensors[op.inputs[1]] for op, name in zip(graph.operators, operator_names(flat))
+               if name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    folded = folded_weights(rounded)
+    for name, tensor in zip([n for n in folded], kernels):
+        kernel = folded[name][0].astype(np.float64)
+        depthwise = name.startswith("conv_dw_")
+        if depthwise:
+            kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)  # (kh, kw, out)
+            expected = np.round(kernel / grid_scale(kernel)).astype(np.int8)
+            in_file = np.frombuffer(bytes(flat.buffers[tensor.buffer].data), np.int8).reshape(
+                tensor.shape)[0]  # (1, kh, kw, out)
+        else:
+            expected = np.round(kernel / grid_scale(kernel)).astype(np.int8)  # (kh, kw, in, out)
+            in_file = np.frombuffer(bytes(flat.buffers[tensor.buffer].data), np.int8).reshape(
+                tensor.shape).transpose(1, 2, 3, 0)  # (out, kh, kw, in) -> (kh, kw, in, out)
+        np.testing.assert_array_equal(in_file, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["int8", "uint8", "int8_float_io"])
+def test_integer_files_without_a_denylist_hold_no_float_tensor(model, calibration, tmp_path, mode):
+    path = tflite.convert(model, tmp_path / f"{mode}.tflite", mode, representative_data=calibration, denylist=None)
+    flat = read_model(path)
+    assert float_tensors_inside(flat) == []
+    assert op_counts(flat) == {"float": 0, "int16": 0}
+
+
+def test_op_counts_see_the_float_layers_of_a_denylist(model, calibration, tmp_path):
+    path = tflite.convert(model, tmp_path / "d.tflite", "int8", representative_data=calibration[:40],
+                          denylist=["conv1"], adaround=False)
+    counts = op_counts(read_model(path))
+    assert counts["float"] >= 2 and counts["int16"] == 0  # the float conv1 and the QUANTIZE after it
+    images = calibration[:40]
+    report = tflite.verify(model, path, images, latency_runs=0, min_samples=10)
+    assert report.float_ops == counts["float"] and "float / int16 ops" in report.to_markdown()
+    assert report.to_dict()["float_ops"] == counts["float"]
+    strict = tflite.verify(model, path, images, latency_runs=0, min_samples=10, allow_float_ops=False)
+    assert any("float op" in failure for failure in strict.failures)
