@@ -151,12 +151,12 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
         skip: layers left as they are (a conversion's float layers).
         info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)}.
     """
-    from tflite.equalization import _clone, _Weights, is_mobilenet
+    from tflite.equalization import clone_model_with_weights, ConvWeights, is_mobilenet
 
     if not is_mobilenet(model):
         raise ValueError("adaround takes a MobileNet built by MobileNetV1 (conv1, conv_dw_1, ... with BatchNorm).")
-    model = _clone(model)
-    weights = _Weights(model)
+    model = clone_model_with_weights(model)
+    weights = ConvWeights(model)
     names = [n for n in specs.convolution_names() if n not in skip]
     statistics = _input_statistics(model, names, calibration[:num_images])
     for n in names:

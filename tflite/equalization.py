@@ -72,7 +72,7 @@ def is_mobilenet(model) -> bool:
     return all(f"{n}{suffix}" in names for n in specs.convolution_names() for suffix in ("", "_bn", "_relu"))
 
 
-class _Weights:
+class ConvWeights:
     """The kernels and BatchNorm parameters of a MobileNet, in float64, written back in one go."""
 
     def __init__(self, model):
@@ -122,7 +122,7 @@ class _Weights:
         self.kernel[n][:, :, channel, :] *= factor
 
 
-def _clone(model):
+def clone_model_with_weights(model):
     import keras
 
     copy = keras.models.clone_model(model)
@@ -130,7 +130,7 @@ def _clone(model):
     return copy
 
 
-def _input_bound(weights: _Weights, n: str, input_range) -> tuple[np.ndarray, np.ndarray]:
+def _input_bound(weights: ConvWeights, n: str, input_range) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bound of each output channel's folded pre-activation over every possible input."""
     kernel, bias = weights.folded(n)
     if n == weights.names[0]:
@@ -152,8 +152,8 @@ def absorb_dead_channels(model, input_range=(-1.0, 1.0), tolerance: float = DEAD
     info = info if info is not None else Prepared()
     if not is_mobilenet(model):
         return model
-    model = _clone(model)
-    weights = _Weights(model)
+    model = clone_model_with_weights(model)
+    weights = ConvWeights(model)
     for n in weights.names:
         low, high = _input_bound(weights, n, input_range)
         always_low = high <= 0
@@ -217,8 +217,8 @@ def equalize(model, calibration: np.ndarray, headroom: float = DEFAULT_HEADROOM,
     if not is_mobilenet(model):
         return model
     maxima = maxima if maxima is not None else channel_maxima(model, calibration)
-    model = _clone(model)
-    weights = _Weights(model)
+    model = clone_model_with_weights(model)
+    weights = ConvWeights(model)
     for n in weights.names:
         reader = weights.reader(n)
         if reader is None:
