@@ -26,7 +26,7 @@ def cpu_flags() -> str:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         return "unknown"
-    wanted = ("avx512_bf16", "amx_bf16", "avx512f")
+    wanted = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
     return ", ".join(f for f in wanted if f" {f}" in flags) or "none of avx512f, avx512_bf16, amx_bf16"
 
 

@@ -143,3 +143,49 @@ def test_transfer_learning_starts_from_the_backbone_file(weights_025):
             np.testing.assert_array_equal(ours, theirs)
     assert model.output_shape == (None, 5)
     assert model.get_layer("conv_dw_1_bn").momentum == 0.9
+
+
+def test_default_config_follows_the_data(weights_025, tmp_path):
+    from mobilenet_keras.training.trainer import default_config, transfer_defaults
+
+    cifar = transfer_defaults(45_000, 32)
+    assert cifar["image_size"] == 128 and cifar["epochs"] == 1 and cifar["fine_tune_epochs"] == 9
+    assert cifar["learning_rate"] == 1e-2
+    assert transfer_defaults(500, 400)["image_size"] == 160 and transfer_defaults(500, 400)["fine_tune_epochs"] == 15
+    root = _cifar_links(tmp_path / "cifar", 3)
+    config = default_config(str(root), weights=str(weights_025))
+    assert config.image_size == 128 and config.fine_tune_epochs == 15 and config.epochs == 3
+    # an explicit value wins; --epochs alone means no fine-tuning unless asked
+    assert default_config(str(root), weights=str(weights_025), epochs=2).fine_tune_epochs == 0
+    assert default_config(str(root), weights=str(weights_025), image_size=96, batch_size=16).image_size == 96
+    scratch = default_config("digits")
+    assert (scratch.image_size, scratch.epochs, scratch.learning_rate, scratch.fine_tune_epochs) == (32, 30, 2e-2, 0)
+
+
+def _cifar_links(root, per_class: int, offset: int = 0):
+    """A folder of links to `per_class` CIFAR-10 images of each class (sorted file order from `offset`)."""
+    for folder in sorted(p for p in require(CIFAR).iterdir() if p.is_dir()):
+        (root / folder.name).mkdir(parents=True)
+        for path in sorted(folder.iterdir())[offset:offset + per_class]:
+            (root / folder.name / path.name).symlink_to(path.resolve())
+    return root
+
+
+@pytest.mark.slow
+def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_path):
+    """`--weights` and nothing else (128 px, 3 head epochs at 0.01, 15 fine-tuning epochs at 0.001 for
+    500 training images) against the former fixed recipe (96 px, 5 head epochs at 0.002, no fine-tuning),
+    on the same seeded 1,000-image CIFAR-10 slice, 500 held out."""
+    from mobilenet_keras.training.trainer import default_config
+
+    root = _cifar_links(tmp_path / "cifar", 100)
+    config = default_config(str(root), weights=str(weights_025), alpha=0.25, seed=0)
+    fixed = TrainConfig(alpha=0.25, weights=str(weights_025), image_size=96, epochs=5, learning_rate=2e-3, seed=0)
+    accuracy = {}
+    for name, chosen in (("defaults", config), ("fixed", fixed)):
+        loaded = datasets.image_folder(root, image_size=chosen.image_size, batch_size=chosen.batch_size,
+                                       validation_split=0.5, seed=0)
+        train(loaded, tmp_path / name, chosen, verbose=0)
+        accuracy[name] = json.loads((tmp_path / name / "run.json").read_text())["final"]["val_accuracy"]
+    print(f"validation accuracy: defaults {accuracy['defaults']:.3f}, fixed recipe {accuracy['fixed']:.3f}")
+    assert accuracy["defaults"] > accuracy["fixed"] + 0.08, accuracy

@@ -1,0 +1,174 @@
+"""Transfer learning on CIFAR-10 through the package's own `train()`: accuracy, time, and images/s against a
+naive Keras baseline, on this machine.
+
+Run by hand: `python benchmarks/train_cifar10.py` (the full version: alpha 0.25 from the ImageNet backbone,
+the 50,000 CIFAR-10 training images split 45,000 / 5,000 as keras.utils.image_dataset_from_directory splits
+them with validation_split=0.1 and seed 0; target >= 92% validation accuracy within 30 minutes on 2 cores).
+A short version: `--train-images 5000 --fine-tune-epochs 2` (a seeded, class-balanced slice with a
+validation set a ninth of its size). `--minutes M` stops after the last epoch that fits in M minutes.
+
+In the same run it measures a naive baseline: keras.applications.MobileNet(alpha=0.25, weights=<the backbone
+file>, include_top=False) + global pooling + a dense head, data from image_dataset_from_directory, a plain
+fit of the whole network at the same image size and batch; its steady images/s (a timed stretch of steps
+after a warm-up) against the package's (median of its fine-tuning epochs, whole network trained, as the
+baseline). Writes its section of RESULTS.md and keeps the model (the path is printed) for the
+quantization benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._results import write_section  # noqa: E402
+from benchmarks.training_precision import cpu_flags  # noqa: E402
+
+
+def slice_folder(source: Path, train_images: int, where: Path) -> Path:
+    """A folder of links holding `train_images / 0.9` images, equal per class (sorted file order), so that a
+    0.1 validation split leaves about `train_images` for training."""
+    classes = sorted(p for p in source.iterdir() if p.is_dir())
+    per_class = int(round(train_images / 0.9 / len(classes)))
+    for folder in classes:
+        (where / folder.name).mkdir(parents=True, exist_ok=True)
+        for path in sorted(folder.iterdir())[:per_class]:
+            (where / folder.name / path.name).symlink_to(path.resolve())
+    return where
+
+
+def baseline_images_per_second(folder: Path, weights: str, size: int, batch: int, steps: int) -> float:
+    """The naive recipe's steady training speed: `steps` steps timed after `steps // 4` warm-up steps."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    train = keras.utils.image_dataset_from_directory(folder, validation_split=0.1, subset="training", seed=0,
+                                                     image_size=(size, size), batch_size=batch, label_mode="int")
+    train = train.map(lambda x, y: (keras.applications.mobilenet.preprocess_input(x), y)).repeat()
+    backbone = keras.applications.MobileNet(input_shape=(size, size, 3), alpha=0.25, include_top=False,
+                                            weights=weights)
+    model = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(train, steps_per_epoch=max(steps // 4, 2), epochs=1, verbose=0)  # tracing and warm-up
+    start = time.perf_counter()
+    model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
+    del tf
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-images", type=int, default=45_000, help="45,000 (all of CIFAR-10's training "
+                        "folder, 5,000 held out) or a smaller seeded slice")
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=1, help="head epochs")
+    parser.add_argument("--fine-tune-epochs", type=int, default=10)
+    parser.add_argument("--learning-rate", type=float, default=1e-2, help="head; fine-tuning at a tenth")
+    parser.add_argument("--minutes", type=float, default=None, help="stop after the last epoch that fits")
+    parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")
+    parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder, kept)")
+    parser.add_argument("--no-results", action="store_true", help="don't write RESULTS.md")
+    args = parser.parse_args()
+
+    import keras
+
+    from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025, require
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import TrainConfig, train
+
+    require(CIFAR)
+    weights = str(require(WEIGHTS_025))
+    work = Path(tempfile.mkdtemp(prefix="train_cifar10_"))
+    folder = CIFAR if args.train_images >= 45_000 else slice_folder(CIFAR, args.train_images, work / "data")
+    out = Path(args.out) if args.out else work / "run"
+    started = time.perf_counter()
+
+    class Budget(keras.callbacks.Callback):
+        """Stops training when the next epoch would end after the time budget."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begun = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if args.minutes is None:
+                return
+            now = time.perf_counter()
+            if now + (now - self.begun) > started + args.minutes * 60:
+                print(f"stopping: the next epoch would pass {args.minutes} minutes", flush=True)
+                self.model.stop_training = True
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            print(f"  epoch {epoch + 1}: val_accuracy {logs.get('val_accuracy', float('nan')):.4f} "
+                  f"at {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+
+    loaded = datasets.image_folder(folder, image_size=args.image_size, batch_size=args.batch_size,
+                                   validation_split=0.1, seed=0)
+    load_seconds = time.perf_counter() - started
+    print(f"data: {loaded.num_train} training, {loaded.num_validation} validation images, loaded in "
+          f"{load_seconds:.0f} s", flush=True)
+    config = TrainConfig(alpha=0.25, image_size=args.image_size, batch_size=args.batch_size, weights=weights,
+                         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.learning_rate,
+                         warmup_epochs=0.25 * args.epochs, fine_tune_warmup_epochs=0.25, seed=0)
+    train(loaded, out, config, verbose=0, callbacks=[Budget(), Progress()])
+    wall = time.perf_counter() - started
+    run = json.loads((out / "run.json").read_text())
+    throughput = run["throughput"]
+    rates = throughput["images_per_second"]
+    fine = sorted(rates[args.epochs:]) or sorted(rates)
+    package_rate = fine[len(fine) // 2]
+    overall = loaded.num_train * len(rates) / sum(throughput["train_seconds"])
+    accuracy = run["final"]["val_accuracy"]
+    print(f"model: {out / 'model.keras'}")
+    print(f"validation accuracy {accuracy:.4f} in {wall / 60:.1f} min; images/s fine-tuning {package_rate:.0f}, "
+          f"overall {overall:.0f}", flush=True)
+
+    baseline = None
+    if args.baseline_steps:
+        baseline = baseline_images_per_second(folder, weights, args.image_size, args.batch_size, args.baseline_steps)
+        print(f"naive baseline {baseline:.0f} images/s; package / baseline {package_rate / baseline:.2f}x", flush=True)
+
+    if args.no_results:
+        return
+    epochs = len(rates)
+    lines = [
+        "| figure | value |", "|---|---|",
+        f"| validation accuracy ({loaded.num_validation:,} held out) | {accuracy:.2%} (best epoch "
+        f"{run['final']['best_val_accuracy']:.2%}) |",
+        f"| wall time (data loading, training, saving) | {wall / 60:.1f} min |",
+        f"| data loading (decode once, in memory) | {load_seconds:.0f} s |",
+        f"| epochs (head + fine-tuning) | {epochs} ({min(args.epochs, epochs)} + {max(epochs - args.epochs, 0)}) |",
+        f"| seconds per epoch (training + validation) | {', '.join(f'{s:.0f}' for s in throughput['epoch_seconds'])} |",
+        f"| package images/s, fine-tuning (median epoch) | {package_rate:.0f} |",
+        f"| package images/s, all epochs | {overall:.0f} |",
+    ]
+    if baseline is not None:
+        lines.append(f"| naive baseline images/s (keras.applications + image_dataset_from_directory + fit) | "
+                     f"{baseline:.0f} |")
+        lines.append(f"| package / baseline (fine-tuning) | {package_rate / baseline:.2f}x |")
+    body = "\n".join(lines) + (
+        f"\n\n{loaded.num_train:,} training images, alpha 0.25 from the ImageNet backbone at {args.image_size} px, "
+        f"batch {args.batch_size}; {args.epochs} head epoch(s) at AdamW {args.learning_rate:g}, then "
+        f"{args.fine_tune_epochs} fine-tuning epochs of the whole network at {args.learning_rate / 10:g} "
+        f"(cosine, a quarter epoch of warmup), label smoothing 0.1; "
+        f"{'stopped at ' + str(args.minutes) + ' min; ' if args.minutes else ''}"
+        f"images/s count training steps only. CPU flags: {cpu_flags()}. "
+        f"Command: `python benchmarks/train_cifar10.py --train-images {args.train_images} --image-size "
+        f"{args.image_size} --batch-size {args.batch_size} --epochs {args.epochs} --fine-tune-epochs "
+        f"{args.fine_tune_epochs}`. Model kept at {out / 'model.keras'}.\n")
+    write_section("train_cifar10", "Transfer learning on CIFAR-10 in 30 minutes on 2 cores", body)
+
+
+if __name__ == "__main__":
+    main()
