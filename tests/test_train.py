@@ -175,7 +175,8 @@ def _cifar_links(root, per_class: int, offset: int = 0):
 def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_path):
     """`--weights` and nothing else (128 px, 3 head epochs at 0.01, 15 fine-tuning epochs at 0.001 for
     500 training images) against the former fixed recipe (96 px, 5 head epochs at 0.002, no fine-tuning),
-    on the same seeded 1,000-image CIFAR-10 slice, 500 held out."""
+    on the same seeded 1,000-image CIFAR-10 slice, 500 held out. Measured: 63.2% against 33.0% (2.8 min on
+    2 busy cores)."""
     from mobilenet_keras.training.trainer import default_config
 
     root = _cifar_links(tmp_path / "cifar", 100)
@@ -188,4 +189,4 @@ def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_p
         train(loaded, tmp_path / name, chosen, verbose=0)
         accuracy[name] = json.loads((tmp_path / name / "run.json").read_text())["final"]["val_accuracy"]
     print(f"validation accuracy: defaults {accuracy['defaults']:.3f}, fixed recipe {accuracy['fixed']:.3f}")
-    assert accuracy["defaults"] > accuracy["fixed"] + 0.08, accuracy
+    assert accuracy["defaults"] > accuracy["fixed"] + 0.15, accuracy
