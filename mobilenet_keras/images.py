@@ -162,7 +162,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     """
     problem = _header_problem(path)
     if problem is not None:
-        raise ValueError(f"{path} {problem}.")
+        raise ValueError(f"{path} is not a readable image: it {problem}.")
     import tensorflow as tf
 
     try:
