@@ -145,3 +145,22 @@ def test_class_names_that_labels_txt_cant_hold(tmp_path, name, words):
         datasets.image_folder(root, image_size=32)
     message = str(info.value)
     assert words in message and str(root) in message and "labels.txt" in message
+
+
+def test_decoded_images_that_dont_fit_in_memory_go_to_a_cache_file(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 6, "b": 6})
+    in_memory = datasets.image_folder(root, image_size=32, validation_split=0.25, augment=False)
+    on_disk = datasets.image_folder(root, image_size=32, validation_split=0.25, augment=False, memory_limit=0,
+                                    cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(in_memory.validation_arrays()[0], on_disk.validation_arrays()[0])
+    assert any((tmp_path / "cache").iterdir())  # the tf.data cache files
+    x, _ = next(iter(on_disk.train))
+    assert tuple(x.shape[1:]) == (32, 32, 3)
+
+
+def test_images_of_different_sizes_are_kept_at_their_own_size(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 4}, size=(40, 30))
+    _folder(root, {"b": 4}, size=(25, 50))
+    loaded = datasets.image_folder(root, image_size=32, batch_size=8, validation_split=0.25)
+    x, y = next(iter(loaded.train))
+    assert tuple(x.shape[1:]) == (32, 32, 3) and float(np.min(x)) >= -1.0 and float(np.max(x)) <= 1.0

@@ -99,7 +99,7 @@ def _pipeline(source, image_size: int, batch_size: int, num_classes: int, *, tra
     from mobilenet_keras.images import resize_image
 
     autotune = tf.data.AUTOTUNE
-    if train:
+    if train:  # `count` is the shuffle buffer: every image in memory, a window of a cache file
         source = source.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if train and augment:
         def per_image(image, label):
@@ -115,14 +115,21 @@ def _pipeline(source, image_size: int, batch_size: int, num_classes: int, *, tra
     return dataset.map(prepare, num_parallel_calls=autotune).prefetch(autotune)
 
 
-def _finish(train, validation, counts, image_size, batch_size, augment, flip, num_classes, seed):
+#: Shuffle window (images) over a tf.data cache file, whose decoded images don't fit in memory; the file
+#: itself holds them in the split's already shuffled order.
+FILE_SHUFFLE_BUFFER = 2048
+
+
+def _finish(train, validation, counts, image_size, batch_size, augment, flip, num_classes, seed,
+            in_memory: bool = True):
     """(augmented training batches, validation batches, plain training batches) from the decoded sets."""
     common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, flip=flip, seed=seed)
-    return (_pipeline(train, train=True, augment=augment, count=counts[0], **common),
+    buffer = counts[0] if in_memory else min(counts[0], FILE_SHUFFLE_BUFFER)
+    # calibration draws from the plain batches: a fixed mixed order, not the sorted class order
+    plain = train.shuffle(buffer, seed=seed, reshuffle_each_iteration=False) if in_memory else train
+    return (_pipeline(train, train=True, augment=augment, count=buffer, **common),
             _pipeline(validation, train=False, augment=False, count=counts[1], **common),
-            # calibration draws from these: a fixed mixed order, not the sorted class order
-            _pipeline(train.shuffle(counts[0], seed=seed, reshuffle_each_iteration=False), train=False,
-                      augment=False, count=counts[0], **common))
+            _pipeline(plain, train=False, augment=False, count=buffer, **common))
 
 
 def _in_memory(images: list, labels) -> object:
@@ -292,7 +299,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
         train = _from_files(train_paths, train_labels, cache_files[0])
         validation = _from_files(val_paths, val_labels, cache_files[1])
     train, validation, plain = _finish(train, validation, (num_train, num_validation), image_size, batch_size,
-                                       augment, flip, len(folder.class_names), seed)
+                                       augment, flip, len(folder.class_names), seed, in_memory=decoded is not None)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      num_train, num_validation, str(path))
 
