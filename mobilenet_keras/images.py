@@ -138,7 +138,7 @@ def decode_and_resize(encoded, size):
     return resize_image(decode_image(encoded), size)
 
 
-def _header_problem(path) -> str | None:
+def header_problem(path) -> str | None:
     """What the header says is wrong with `path` (unknown format, too large for memory), or None."""
     problem = tensorflow_format_problem(path)
     if problem is not None:
@@ -160,7 +160,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
 
     Raises a ValueError naming the file when it is not an image TensorFlow's decoders read.
     """
-    problem = _header_problem(path)
+    problem = header_problem(path)
     if problem is not None:
         raise ValueError(f"{path} is not a readable image: it {problem}.")
     import tensorflow as tf
@@ -172,10 +172,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     except OSError as exc:
         raise ValueError(f"{path} can't be read ({exc.strerror or exc}).") from None
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
-        raise ValueError(f"{path} is not a readable image ({_decoder_reason(exc)}).") from None
+        raise ValueError(f"{path} is not a readable image ({decoder_reason(exc)}).") from None
 
 
-def _decoder_reason(exc) -> str:
+def decoder_reason(exc) -> str:
     text = " ".join(str(getattr(exc, "message", exc)).split())
     if "palette BMP" in text:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
@@ -209,7 +209,7 @@ def decode_files(paths, size: tuple[int, int] | None = None) -> tuple[list[np.nd
 def load_images(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[Path]]:
     """Read many images resized to `size`; unreadable ones are skipped and returned in the second item."""
     paths = [Path(p) for p in paths]
-    header_bad = {i for i, p in enumerate(paths) if _header_problem(p) is not None}
+    header_bad = {i for i, p in enumerate(paths) if header_problem(p) is not None}
     good = [p for i, p in enumerate(paths) if i not in header_bad]
     arrays, failed = decode_files(good, size)
     bad = sorted([paths[i] for i in header_bad] + [good[i] for i in failed], key=paths.index)

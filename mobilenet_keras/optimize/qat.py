@@ -63,15 +63,12 @@ def quantize(model, calibration=None, num_calibration: int = 200):
     images = None
     if calibration is not None:
         from tflite.bias_correction import bias_corrected
-        from tflite.equalization import prepare
         from tflite.representative import collect
 
         images = collect(calibration, tuple(model.input_shape[1:]), limit=num_calibration)
-        # Start from the model post-training quantization starts from: dead channels absorbed into the
-        # next layer and each ReLU6 output's channels equalized over [0, 6] (tflite.equalization; same
-        # float outputs), then the expected int8 rounding error of each convolution folded into its
-        # bias (tflite.bias_correction).
-        model, _ = prepare(model, images, input_range=INPUT_RANGE)
+        # Start from the weights post-training quantization uses by default: the expected int8 rounding
+        # error of each convolution folded into its bias (tflite.bias_correction). Equalization stays
+        # opt-in there (tflite.convert(equalization=True)) and so stays out of here.
         model = bias_corrected(model, images)
     twin = folded_twin(model)
     with load_tfmot() as (tfmot, scheme):

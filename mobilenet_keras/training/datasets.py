@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.images import IMAGE_SUFFIXES, _decoder_reason, _header_problem, decode_files, scan_folder
+from mobilenet_keras.images import IMAGE_SUFFIXES, decoder_reason, header_problem, decode_files, scan_folder
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 DIGITS = "digits"
@@ -175,7 +175,7 @@ def _check_images(folder, paths=None) -> None:
     are checked when they are decoded (`_bad_files_error`)."""
     bad, first_reason = [], None
     for path in folder.paths if paths is None else paths:
-        problem = _header_problem(path)
+        problem = header_problem(path)
         if problem is not None:
             bad.append(str(path))
             first_reason = first_reason or problem
@@ -195,7 +195,7 @@ def _decode_reason(path) -> str:
     try:
         decode_image(Path(path).read_bytes())
     except Exception as exc:  # noqa: BLE001 - the reason is what the decoder said
-        return _decoder_reason(exc)
+        return decoder_reason(exc)
     return "can't be decoded"
 
 
