@@ -1,5 +1,5 @@
 """Transfer learning on CIFAR-10 through the package's own `train()`: accuracy, time, and images/s against a
-naive Keras baseline, on this machine.
+naive Keras baseline, on the machine it runs on (its CPU flags are recorded).
 
 Run by hand: `python benchmarks/train_cifar10.py` (the full version: alpha 0.25 from the ImageNet backbone,
 the 50,000 CIFAR-10 training images split 45,000 / 5,000 as keras.utils.image_dataset_from_directory splits

@@ -1,4 +1,4 @@
-"""Does mixed bfloat16 speed up training on this CPU? float32 against mixed_bfloat16, side by side.
+"""Does mixed bfloat16 speed up training on the machine it runs on? float32 against mixed_bfloat16, side by side.
 
 Run by hand: `python benchmarks/training_precision.py [--epochs 4]`. Trains the same seeded model on the
 embedded digits at 96 px under each policy and reports seconds per epoch (after the first, which
@@ -65,7 +65,7 @@ def main() -> None:
     lines += [f"| {p} | {s:.2f} | {base / s:.2f}x | {a:.1%} |" for p, s, a in rows]
     body = "\n".join(lines) + (f"\n\nDigits, alpha 0.25 at {args.image_size} px, batch 32, {args.epochs} epochs from "
                                f"random init. CPU flags: {cpu_flags()}.\n")
-    write_section("training_precision", "Training under mixed bfloat16 on this CPU", body)
+    write_section("training_precision", "Training under mixed bfloat16 against float32 (CPU flags below)", body)
 
 
 if __name__ == "__main__":
