@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mobilenet_keras.files import folder_mode
+
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 
@@ -80,7 +82,9 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"can't create the folder {path.parent} ({exc.strerror or exc}).") from None
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _remove_abandoned_staging(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".staging", dir=path.parent))
+    staging.chmod(folder_mode())  # mkdtemp makes 0700; TF Serving may run as another user
     try:
         archive.write_out(str(staging), verbose=False)
         if path.exists():
@@ -90,3 +94,21 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def _remove_abandoned_staging(path: Path) -> None:
+    """Remove staging folders that a killed export left beside `path` (their process is gone)."""
+    for folder in path.parent.glob(f".{path.name}.*.staging"):
+        try:
+            pid = int(folder.name[len(path.name) + 2:].split(".")[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
