@@ -241,3 +241,50 @@ def _imagenet_file(k, file: str) -> str:
         reason = " ".join(str(exc).split()) or exc.__class__.__name__
         raise ValueError(f"could not download Keras's ImageNet weights {file} ({reason[:200]}); pass a path to "
                          f"the .h5 file or put it in $KERAS_HOME/models (~/.keras/models).") from None
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A copy of a Keras 3 model with its own weights (set from `model`'s), whose weights can change freely.
+
+    Lambda layers are shared, not rebuilt: rebuilding one means deserializing its Python function,
+    which Keras's safe mode refuses, although the function is already in this process. They hold no
+    weights, so sharing them changes nothing.
+    """
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.Lambda):
+            return layer
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def load_model_file(path: str | os.PathLike) -> keras.Model:
+    """Load a `.keras` file, with a one-line ValueError that says what is wrong with it and what to do.
+
+    Refuses, before Keras reads it: a missing file, a damaged one (not a zip archive, or no config.json),
+    and one holding a Lambda layer (Keras's safe mode would refuse to run code from the file).
+    """
+    import json
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} does not exist; give a .keras file written by model.save or mobilenet-keras train.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ValueError(f"{path} is damaged ({type(exc).__name__}: not a complete .keras archive); "
+                         "save or train the model again.") from None
+    if '"class_name": "Lambda"' in json.dumps(config):
+        raise ValueError(f"{path} holds a Lambda layer, which Keras refuses to load in safe mode (it would run code "
+                         "from the file); rebuild the model without Lambda layers (MobileNetV1 has none), or load "
+                         "it yourself with keras.models.load_model(..., safe_mode=False) if you trust the file.")
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{path} could not be loaded by Keras ({reason}).") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mobilenet_keras import MobileNetV1
@@ -93,3 +94,38 @@ def test_numpy_integers_are_accepted():
 
     model = MobileNetV1(input_shape=(np.int64(32), 32, 3), alpha=np.float32(0.25), classes=np.int32(3))
     assert model.output.shape[-1] == 3
+
+
+def test_a_damaged_or_lambda_keras_file_is_named_in_one_line(tmp_path):
+    import keras
+
+    from mobilenet_keras.model import load_model_file
+
+    (tmp_path / "garbage.keras").write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match=r"garbage.keras is damaged .*save or train the model again"):
+        load_model_file(tmp_path / "garbage.keras")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model_file(tmp_path / "missing.keras")
+    inputs = keras.Input((32, 32, 3))
+    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
+    keras.Model(inputs, small(keras.layers.Lambda(lambda x: x * 1.0)(inputs))).save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="holds a Lambda layer"):
+        load_model_file(tmp_path / "lambda.keras")
+    small.save(tmp_path / "fine.keras")
+    assert load_model_file(tmp_path / "fine.keras").count_params() == small.count_params()
+
+
+def test_bias_correction_copies_a_model_with_a_lambda_layer():
+    """Copying a model for bias correction must not trip Keras's safe mode on a Lambda already in memory."""
+    import keras
+
+    from tflite.bias_correction import bias_corrected
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 1.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="extra_conv")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    calibration = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    corrected = bias_corrected(model, calibration)
+    assert corrected.get_layer("scale") is model.get_layer("scale")  # shared, not deserialized
+    assert corrected.get_layer("extra_conv") is not model.get_layer("extra_conv")

@@ -151,11 +151,12 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
         skip: layers left as they are (a conversion's float layers).
         info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)}.
     """
-    from tflite.equalization import clone_model_with_weights, ConvWeights, is_mobilenet
+    from mobilenet_keras.model import copy_model
+    from tflite.equalization import ConvWeights, is_mobilenet
 
     if not is_mobilenet(model):
         raise ValueError("adaround takes a MobileNet built by MobileNetV1 (conv1, conv_dw_1, ... with BatchNorm).")
-    model = clone_model_with_weights(model)
+    model = copy_model(model)
     weights = ConvWeights(model)
     names = [n for n in specs.convolution_names() if n not in skip]
     statistics = _input_statistics(model, names, calibration[:num_images])

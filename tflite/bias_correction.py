@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mobilenet_keras.folding import fold_kernel, folding_gain
+from mobilenet_keras.model import copy_model
 
 _BATCH = 16
 
@@ -82,8 +83,7 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
     """
     import keras
 
-    corrected = keras.models.clone_model(model)
-    corrected.set_weights(model.get_weights())
+    corrected = copy_model(model)
     plan = [(conv, bn) for conv, bn in _corrections_plan(corrected)
             if conv.name not in skip and int(np.prod(conv.kernel.shape)) >= min_elements]
     if not plan:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mobilenet_keras import specs
+from mobilenet_keras.model import copy_model
 
 RELU6 = 6.0
 # A channel whose folded pre-activation varies by less than this over every possible input is constant.
@@ -122,14 +123,6 @@ class ConvWeights:
         self.kernel[n][:, :, channel, :] *= factor
 
 
-def clone_model_with_weights(model):
-    import keras
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _input_bound(weights: ConvWeights, n: str, input_range) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bound of each output channel's folded pre-activation over every possible input."""
     kernel, bias = weights.folded(n)
@@ -152,7 +145,7 @@ def absorb_dead_channels(model, input_range=(-1.0, 1.0), tolerance: float = DEAD
     info = info if info is not None else Prepared()
     if not is_mobilenet(model):
         return model
-    model = clone_model_with_weights(model)
+    model = copy_model(model)
     weights = ConvWeights(model)
     for n in weights.names:
         low, high = _input_bound(weights, n, input_range)
@@ -217,7 +210,7 @@ def equalize(model, calibration: np.ndarray, headroom: float = DEFAULT_HEADROOM,
     if not is_mobilenet(model):
         return model
     maxima = maxima if maxima is not None else channel_maxima(model, calibration)
-    model = clone_model_with_weights(model)
+    model = copy_model(model)
     weights = ConvWeights(model)
     for n in weights.names:
         reader = weights.reader(n)

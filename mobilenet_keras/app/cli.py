@@ -416,9 +416,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                     raise
                 stage(f"the Android file will not be verified: {exc}")
         stage(f"loading {run_dir / 'model.keras'}")
-        import keras
+        from mobilenet_keras.model import load_model_file
 
-        model = keras.models.load_model(run_dir / "model.keras")
+        model = load_model_file(run_dir / "model.keras")
         if args.saved_model:
             from mobilenet_keras.deploy.saved_model import export_saved_model
 

@@ -50,9 +50,9 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
             return model.dequantize_output(model.predict_raw(pixels))
         return model.predict(preprocess_input(pixels))
     if model_path.suffix == ".keras":
-        import keras
+        from mobilenet_keras.model import load_model_file
 
-        model = keras.models.load_model(model_path)
+        model = load_model_file(model_path)
         pixels = np.stack([load_image(p, model.input_shape[1:3]) for p in images])
         return model.predict(preprocess_input(pixels), verbose=0)
     if model_path.is_dir() and (model_path / "saved_model.pb").exists():

@@ -89,8 +89,6 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
 
     The data is read again from run.json's source, or from `data` when given.
     """
-    import keras
-
     from mobilenet_keras.files import write_bytes_atomic
     from mobilenet_keras.training import datasets
     from mobilenet_keras.training.run_folder import RunFolder
@@ -107,7 +105,9 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{run_dir / 'run.json'} is damaged (no {exc}); train the run again.") from None
     images = datasets.load(source, image_size=image_size, batch_size=batch_size, seed=seed)
-    model = keras.models.load_model(run_dir / "model.keras")
+    from mobilenet_keras.model import load_model_file
+
+    model = load_model_file(run_dir / "model.keras")
     rows = qat_files(model, images, run_dir, epochs=epochs, learning_rate=learning_rate, verbose=verbose)
     write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
     for row in rows:
