@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from mobilenet_keras.folding import fold_kernel, folding_gain
-from mobilenet_keras.model import copy_model
 
 _BATCH = 16
 
@@ -82,6 +81,8 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
             conversion leaves kernels under 1,024 weights in float).
     """
     import keras
+
+    from mobilenet_keras.model import copy_model
 
     corrected = copy_model(model)
     plan = [(conv, bn) for conv, bn in _corrections_plan(corrected)

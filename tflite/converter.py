@@ -20,7 +20,7 @@ from tflite.bias_correction import bias_corrected
 from tflite.equalization import is_mobilenet, prepare
 from tflite.modes import get_mode
 from tflite.names import keras_layers_in
-from tflite.representative import collect
+from tflite.representative import CALIBRATION_IMAGES, collect
 
 # MobileNet's input convention: raw pixels 0..255 through mobilenet_keras.preprocessing's scale and
 # offset, i.e. [-1, 1]. Pinning a MobileNet's input range to it makes the quantized input map raw pixels
@@ -39,7 +39,7 @@ def convert(
     output_path: str | os.PathLike,
     mode: str,
     representative_data=None,
-    num_calibration: int = 200,
+    num_calibration: int = CALIBRATION_IMAGES,
     batch_size: int | None = 1,
     denylist: Iterable[str] | str | None = "auto",
     *,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from tflite.names import keras_layers_in
 from tflite.converter import calibration_generator, saved_model_converter
-from tflite.representative import collect
+from tflite.representative import CALIBRATION_IMAGES, collect
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _keras_layer(tensor_name: str, layer_names: set[str]) -> str:
     return found[0] if found else tensor_name
 
 
-def layer_errors(model, representative_data, debug_data=None, num_calibration: int = 200,
+def layer_errors(model, representative_data, debug_data=None, num_calibration: int = CALIBRATION_IMAGES,
                  num_debug: int = 50, verbose: bool = False) -> list[LayerError]:
     """Quantize `model` to int8 and measure each op's output error, worst first.
 
@@ -77,12 +77,3 @@ def layer_errors(model, representative_data, debug_data=None, num_calibration: i
             scale=scale,
         ))
     return sorted(rows, key=lambda row: row.rmse_over_scale, reverse=True)
-
-
-def layer_errors_markdown(rows: list[LayerError], top: int = 5) -> str:
-    """The worst `top` layers as a markdown table."""
-    lines = ["| layer | op | RMSE / scale | max abs error | scale |", "|---|---|---|---|---|"]
-    for row in rows[:top]:
-        lines.append(f"| `{row.layer}` | {row.op} | {row.rmse_over_scale:.3f} | {row.max_abs_error:.4f} | "
-                     f"{row.scale:.2e} |")
-    return "\n".join(lines) + "\n"

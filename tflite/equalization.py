@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mobilenet_keras import specs
-from mobilenet_keras.model import copy_model
 
 RELU6 = 6.0
 # A channel whose folded pre-activation varies by less than this over every possible input is constant.
@@ -145,6 +144,8 @@ def absorb_dead_channels(model, input_range=(-1.0, 1.0), tolerance: float = DEAD
     info = info if info is not None else Prepared()
     if not is_mobilenet(model):
         return model
+    from mobilenet_keras.model import copy_model
+
     model = copy_model(model)
     weights = ConvWeights(model)
     for n in weights.names:
@@ -210,6 +211,8 @@ def equalize(model, calibration: np.ndarray, headroom: float = DEFAULT_HEADROOM,
     if not is_mobilenet(model):
         return model
     maxima = maxima if maxima is not None else channel_maxima(model, calibration)
+    from mobilenet_keras.model import copy_model
+
     model = copy_model(model)
     weights = ConvWeights(model)
     for n in weights.names:

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.training.run_folder import RunFolder
-
-CALIBRATION_IMAGES = 200
+from tflite.representative import CALIBRATION_IMAGES
 
 # Exit status per verdict (the CLI's: 0 pass, 1 a file failed, 3 inconclusive).
 VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}

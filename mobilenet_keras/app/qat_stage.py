@@ -9,8 +9,9 @@ import math
 import sys
 from pathlib import Path
 
+from tflite.representative import CALIBRATION_IMAGES
+
 QAT_MODES = ("qat", "qat_uint8")
-CALIBRATION_IMAGES = 200
 
 
 def check_qat_settings(epochs: int, learning_rate: float) -> None:

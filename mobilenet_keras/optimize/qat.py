@@ -25,6 +25,7 @@ import numpy as np
 
 from mobilenet_keras import specs
 from mobilenet_keras.optimize.tfmot_loader import load_tfmot
+from tflite.representative import CALIBRATION_IMAGES
 
 DEFAULT_EPOCHS = 2
 DEFAULT_LEARNING_RATE = 1e-5
@@ -47,7 +48,7 @@ def folded_twin(model):
     return twin
 
 
-def quantize(model, calibration=None, num_calibration: int = 200):
+def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES):
     """A quantization-aware tf_keras model of the Keras 3 `model`, ready to `fine_tune` and convert.
 
     Args:

@@ -19,7 +19,7 @@ converted to RGB as they are decoded.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class ImageData:
     num_train: int
     num_validation: int
     source: str
-    skipped: list[str] = field(default_factory=list)
 
     def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All validation images and integer labels as numpy arrays (for verification and reports)."""
