@@ -67,6 +67,7 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     folder = _cifar_slice_folder(tmp_path / "cifar", 100)
     out = tmp_path / "run"
     result = cli("pipeline", "--data", str(folder), "--weights", str(require(WEIGHTS_025)), "--epochs", "5",
+                 "--image-size", "96",  # the data-driven default (128 px for 32 px images) costs CI minutes
                  "--learning-rate", "0.01", "--modes", "float32,int8,uint8,qat", "--qat-epochs", "1",
                  "--out", str(out), "--quiet")
     assert result.returncode in (0, 1), result.stderr[-3000:]
