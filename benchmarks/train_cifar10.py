@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="head epochs")
     parser.add_argument("--fine-tune-epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="head; fine-tuning at a tenth")
+    parser.add_argument("--frozen-blocks", type=int, default=2, help="fine-tuning keeps the stem and this many "
+                        "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after the last epoch that fits")
     parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")
     parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder, kept)")
@@ -120,7 +122,8 @@ def main() -> None:
           f"{load_seconds:.0f} s", flush=True)
     config = TrainConfig(alpha=0.25, image_size=args.image_size, batch_size=args.batch_size, weights=weights,
                          epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.learning_rate,
-                         warmup_epochs=0.25 * args.epochs, fine_tune_warmup_epochs=0.25, seed=0)
+                         warmup_epochs=0.25 * args.epochs, fine_tune_warmup_epochs=0.25, frozen_blocks=args.frozen_blocks,
+                         seed=0)
     train(loaded, out, config, verbose=0, callbacks=[Budget(), Progress()])
     wall = time.perf_counter() - started
     run = json.loads((out / "run.json").read_text())

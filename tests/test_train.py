@@ -190,3 +190,22 @@ def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_p
         accuracy[name] = json.loads((tmp_path / name / "run.json").read_text())["final"]["val_accuracy"]
     print(f"validation accuracy: defaults {accuracy['defaults']:.3f}, fixed recipe {accuracy['fixed']:.3f}")
     assert accuracy["defaults"] > accuracy["fixed"] + 0.15, accuracy
+
+
+def test_frozen_blocks_keep_their_pretrained_weights_while_the_rest_fine_tunes(digits32, weights_025, tmp_path):
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.training.trainer import frozen_layer_names
+
+    config = TrainConfig(alpha=0.25, image_size=32, batch_size=64, weights=str(weights_025), epochs=1,
+                         fine_tune_epochs=1, frozen_blocks=2, seed=0)
+    model = train(digits32, tmp_path / "run", config, verbose=0)
+    backbone = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=str(weights_025))
+    frozen = frozen_layer_names(2)
+    assert frozen == {"conv1", "conv1_bn", "conv_dw_1", "conv_dw_1_bn", "conv_pw_1", "conv_pw_1_bn", "conv_dw_2",
+                      "conv_dw_2_bn", "conv_pw_2", "conv_pw_2_bn"}
+    for name in sorted(frozen) + ["conv_dw_3", "conv_pw_13"]:
+        same = all(np.array_equal(a, b) for a, b in zip(model.get_layer(name).get_weights(),
+                                                         backbone.get_layer(name).get_weights()))
+        assert same == (name in frozen), name  # BatchNorm statistics too: frozen layers run in inference mode
+    with pytest.raises(ValueError, match="frozen_blocks"):
+        TrainConfig(frozen_blocks=14).check()

@@ -222,7 +222,8 @@ def train_config(args: argparse.Namespace):
         make_strategy(args.strategy)  # before any other TensorFlow work: collective ops start with the runtime
     return default_config(args.data, weights=args.weights, image_size=args.image_size, epochs=args.epochs,
                           learning_rate=args.learning_rate, alpha=args.alpha,
-                          fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+                          fine_tune_epochs=args.fine_tune_epochs, frozen_blocks=args.frozen_blocks,
+                          batch_size=args.batch_size,
                           optimizer=args.optimizer, strategy=args.strategy, precision=args.precision,
                           seed=args.seed)
 
@@ -583,6 +584,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="then unfreeze the backbone for this many epochs at a tenth of the learning rate "
                              "(default: with --weights on a folder and no --epochs, about 400,000 images' worth, "
                              "3 to 15 epochs; otherwise 0)")
+    parser.add_argument("--frozen-blocks", type=int, default=None,
+                        help="fine-tuning keeps the stem and this many of the 13 blocks at their pretrained weights "
+                             "(default: 2 with --weights on a folder, else 0; 0 trains the whole network)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw", help="default adamw")
     parser.add_argument("--learning-rate", type=float, default=None,
