@@ -155,7 +155,9 @@ def convert(
                               progress)
 
     if auto and spec.integer and spec.calibrated:
-        flatbuffer = _with_float_prefix(model, calibration, convert_with, target_agreement, verbose)
+        searched = _prefix_key(model, calibration, input_range, target_agreement, bias_correction, equalization,
+                               adaround)
+        flatbuffer = _with_float_prefix(model, calibration, convert_with, target_agreement, verbose, searched)
     else:
         flatbuffer = convert_with(denylist)
     return write_bytes_atomic(output_path, flatbuffer)
@@ -190,15 +192,36 @@ def resolve_input_range(model, calibration: np.ndarray | None, input_range=None)
 
 # How many leading convolutions may stay in float: the stem and the first four blocks of MobileNet.
 _PREFIX_STEPS = (0, 1, 3, 5, 7, 9)
+# The prefix lengths already shown to miss the target, per (weights, calibration, settings): int8, uint8,
+# int8_float_io and the Android file share one interior, so the pipeline's second and third integer files
+# start their search where the first one stopped instead of converting every shorter prefix again.
+_PREFIX_FOUND: dict[str, tuple[int, bool]] = {}  # fingerprint -> (prefix length, reached the target)
+_PREFIX_FOUND_MAX = 16
 
 
-def _with_float_prefix(model, calibration, convert_with, target_agreement: float, verbose: bool) -> bytes:
+def _prefix_key(model, calibration, *settings) -> str:
+    """A fingerprint of the model's weights, the calibration images and the conversion settings."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(settings).encode())
+    for weight in model.weights:
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    digest.update(np.ascontiguousarray(calibration).tobytes())
+    return digest.hexdigest()
+
+
+def _with_float_prefix(model, calibration, convert_with, target_agreement: float, verbose: bool,
+                       searched: str | None = None) -> bytes:
     """Convert with the fewest leading convolutions in float that reach `target_agreement`.
 
     The first layers see the raw image: their activations and high-gain BatchNorm-folded weights
     are where int8 loses most (see benchmarks/RESULTS.md). A float layer's output is still
     quantized before the next int8 layer, so the float part is kept contiguous from the input.
-    Agreement is measured against the float model on the calibration images.
+    Agreement is measured against the float model on the calibration images. `searched`, the
+    fingerprint of this model, calibration and settings, skips the prefixes that an earlier
+    conversion in this process found short of the target (the interior does not depend on the file's
+    input and output types).
     """
     import keras
 
@@ -209,10 +232,13 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
                     if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     expected = np.asarray(model.predict(calibration, batch_size=32, verbose=0))
     best = None
+    start, reached = _PREFIX_FOUND.get(searched, (0, True)) if searched else (0, True)
     with tempfile.TemporaryDirectory() as tmp:
         for steps in _PREFIX_STEPS:
             if steps > len(convolutions):
                 break
+            if steps < start or (not reached and steps != start):
+                continue  # known to miss the target, or (nothing reached it) not the best of the misses
             flatbuffer = convert_with(convolutions[:steps], progress=verbose and steps == 0)
             path = Path(tmp, f"prefix_{steps}.tflite")
             path.write_bytes(flatbuffer)
@@ -221,11 +247,21 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
                 print(f"  {steps} leading layer(s) in float: top-1 agreement {figures['top1_agreement']:.2%}, "
                       f"SQNR {figures['sqnr_db']:.1f} dB on the calibration images", file=sys.stderr)
             if figures["top1_agreement"] >= target_agreement:
+                _remember_prefix(searched, steps, True)
                 return flatbuffer
             # Short of the target, rank by SQNR: a few hundred images make agreement a noisy count.
             if best is None or figures["sqnr_db"] > best[0]:
-                best = (figures["sqnr_db"], flatbuffer)
+                best = (figures["sqnr_db"], flatbuffer, steps)
+    _remember_prefix(searched, best[2], False)
     return best[1]
+
+
+def _remember_prefix(searched: str | None, steps: int, reached: bool) -> None:
+    if searched is None:
+        return
+    if len(_PREFIX_FOUND) >= _PREFIX_FOUND_MAX:
+        _PREFIX_FOUND.pop(next(iter(_PREFIX_FOUND)))
+    _PREFIX_FOUND[searched] = (steps, reached)
 
 
 @contextlib.contextmanager

@@ -73,8 +73,12 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
     if labels is not None and not Path(labels).is_file():
         raise ValueError(f"labels file {labels} does not exist; give a labels.txt with one class name per line.")
     images = [Path(p) for p in images]
+    if model_path.suffix == ".tflite":
+        from tflite import TFLiteModel
+
+        TFLiteModel(model_path)  # a damaged file is named in a fraction of a second, before TensorFlow loads
     for image in images:
-        load_image(image)  # names an unreadable file before any model loads
+        load_image(image)  # names an unreadable file before any Keras model loads
     result = scores(model_path, images)
     names = _find_labels(model_path, str(labels) if labels is not None else None)
     for image, row in zip(images, result):
