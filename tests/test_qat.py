@@ -148,10 +148,8 @@ def test_qat_file_agrees_with_the_qat_keras_model(qat_run, mode):
                            labels=qat_run["labels"], latency_runs=0)
     assert tflite.TFLiteModel(qat_run["files"][mode]).input_dtype == (np.uint8 if mode == "qat_uint8" else np.int8)
     # Gate: the file computes what QAT trained (a wrong fold, range or input scale gives < 80%).
-    assert report.top1_agreement >= 0.90 and report.sqnr_db >= 15, report.to_markdown()
-    if report.top1_agreement < 0.97:
-        pytest.xfail(f"{mode}: top-1 agreement with the QAT Keras model {report.top1_agreement:.1%} < 97% "
-                     f"(SQNR {report.sqnr_db:.1f} dB)")
+    # Measured >= 97% (the int8 threshold); the floor leaves 2 points for another machine's arithmetic.
+    assert report.top1_agreement >= 0.95 and report.sqnr_db >= 15, report.to_markdown()
 
 
 @pytest.mark.slow
@@ -250,6 +248,9 @@ def test_clustering_leaves_few_distinct_values(compressed):
     assert len(np.unique(kernel)) <= 16
 
 
+HELD_AFTER_COMPRESSION = {"pruned": 0.91, "clustered": 0.88}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["pruned", "clustered"])
 def test_compressed_files_are_smaller_after_gzip_and_pass_verify(qat_run, compressed, name):
@@ -260,8 +261,10 @@ def test_compressed_files_are_smaller_after_gzip_and_pass_verify(qat_run, compre
     assert compress.gzip_size(files[name]) < compress.gzip_size(files["plain"])  # the same conversion, uncompressed
     report = tflite.verify(models[name], files[name], qat_run["held_out"], labels=qat_run["labels"], latency_runs=0)
     assert report.accuracy_drop <= 0.02 and report.sqnr_db >= 15, report.to_markdown()
-    if not report.passed:
-        pytest.xfail(f"{name} int8 misses the int8 thresholds: {report.failures}")
+    # Measured: pruned 93.4-96.6%, clustered 90.0-92.0% agreement on two machines (fully integer files,
+    # 2 epochs of pruning / clustering); the floors sit 2 points under. The 97% int8 threshold is missed:
+    # benchmarks/RESULTS.md ("QAT, pruning and clustering") holds the figures.
+    assert report.top1_agreement >= HELD_AFTER_COMPRESSION[name], report.to_markdown()
 
 
 def test_compression_arguments_are_checked():

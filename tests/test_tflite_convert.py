@@ -51,18 +51,27 @@ def test_float32_passes_the_documented_thresholds(reports):
     assert report.top1_agreement >= 0.99 and report.sqnr_db > 60
 
 
-# Measured on this classifier (benchmarks/RESULTS.md): rounding its weights to float16 alone flips
-# 1-2% of its top-1 answers, and files with int8 weights reach 95-97% agreement; the documented
-# thresholds (99% for float16/dynamic/int16x8, 97% for the int8 family) are then missed by a few
-# images. The check runs and reports in every CI log; it does not gate until the converter or the
-# test classifier closes the gap (see the issue notes).
-@pytest.mark.parametrize("mode", [m for m in ALL_MODES if m != "float32"])
-def test_documented_thresholds_on_the_cifar_classifier(reports, mode):
+# What the converter holds on this briefly trained classifier (500 held-out images). float16 passes
+# its documented thresholds. The other modes are checked against floors 2 points under the lowest
+# agreement measured on two machines (Intel with AVX-512 and AMD without: dynamic 94.8-96.2%,
+# int16x8 94.8-95.2%, int8 94.8-96.4%, uint8 96.0%, int8_float_io 96.4-97%+); a wrong fold, range or
+# input scale gives under 80%. The documented 99% / 97% are targets these files miss by a few images:
+# benchmarks/RESULTS.md ("int8 quality") holds those figures, and the verdict reports them as FAIL.
+HELD_AGREEMENT = {"dynamic": 0.92, "int16x8": 0.92, "int8": 0.92, "uint8": 0.94, "int8_float_io": 0.94}
+
+
+def test_float16_passes_the_documented_thresholds(reports):
+    assert reports["float16"].passed, reports["float16"].to_markdown()
+
+
+@pytest.mark.parametrize("mode", sorted(HELD_AGREEMENT))
+def test_agreement_on_the_cifar_classifier(reports, mode):
     report = reports[mode]
-    if not report.passed:
-        pytest.xfail(f"{mode} misses the documented thresholds on this classifier: {report.failures}")
-    minimum = 0.99 if mode in ("float16", "dynamic", "int16x8") else 0.97
-    assert report.top1_agreement >= minimum
+    assert report.top1_agreement >= HELD_AGREEMENT[mode], report.to_markdown()
+    # the verdict follows the documented thresholds, whatever the figure
+    missed = report.top1_agreement < report.thresholds.min_top1_agreement
+    assert missed == any(failure.startswith("top-1 agreement") for failure in report.failures)
+    assert report.passed == (not report.failures)
 
 
 @pytest.mark.parametrize("mode", ["int8", "uint8", "int8_float_io"])
@@ -70,6 +79,21 @@ def test_integer_files_keep_accuracy(reports, mode):
     report = reports[mode]
     assert report.accuracy_drop <= 0.02, report.to_markdown()
     assert report.top5_overlap >= 0.97 and report.sqnr_db >= 15
+
+
+def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_miss(model, calibration, files,
+                                                                                  tmp_path, monkeypatch):
+    import tflite.converter as converter
+
+    conversions = []
+    original = converter._convert_bytes
+    monkeypatch.setattr(converter, "_convert_bytes", lambda *a, **k: conversions.append(1) or original(*a, **k))
+    again = tflite.convert(model, tmp_path / "again.tflite", "int8", representative_data=calibration)
+    # `files` converted int8, uint8 and int8_float_io of this model and calibration already: the search
+    # starts at the prefix they stopped at (one conversion when it reaches the target there)
+    first = float_layers(read_model(files["int8"]))
+    assert float_layers(read_model(again)) == first
+    assert len(conversions) == 1, len(conversions)
 
 
 def test_the_converter_beats_naive_ptq_and_verify_catches_naive_ptq(model, calibration, held_out, reports,
