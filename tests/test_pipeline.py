@@ -88,10 +88,13 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     for failure in report["failures"]:
         assert f"FAIL {failure}" in result.stderr
     assert rows["model_float32.tflite"]["passed"]
+    # Measured 91.0-95.0% int8 agreement on the 200 validation images on two machines (float accuracy
+    # ~60%: a briefly trained model whose answers sit close together); the floor leaves 6 points (3
+    # standard errors) for another machine. The 97% int8 threshold is the verdict's, reported as FAIL
+    # when missed, and a row of benchmarks/RESULTS.md; a broken conversion falls far below the floor.
     int8 = rows["model_int8.tflite"]
-    if int8["top1_agreement"] < 0.97:
-        pytest.xfail(f"int8 top-1 agreement {int8['top1_agreement']:.1%} < 97% on this briefly trained model "
-                     f"(float accuracy {int8['float_accuracy']:.1%})")
+    assert int8["top1_agreement"] >= 0.85, int8
+    assert rows["model_uint8.tflite"]["top1_agreement"] >= 0.85, rows["model_uint8.tflite"]
 
 
 @pytest.mark.parametrize("args,words", [
