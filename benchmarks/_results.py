@@ -36,12 +36,13 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def write_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) the section `name` of RESULTS.md."""
+def write_section(name: str, title: str, body: str, command: str | None = None) -> None:
+    """Replace (or append) the section `name` of RESULTS.md; `command` (default `python
+    benchmarks/NAME.py`) is the command line that made it."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (f"<!-- {name}:start -->\n## {title}\n\n"
              f"Measured {stamp} on {machine()}; {versions()}.\n"
-             f"Command: `python benchmarks/{name}.py`\n\n{body.rstrip()}\n<!-- {name}:end -->\n")
+             f"Command: `{command or f'python benchmarks/{name}.py'}`\n\n{body.rstrip()}\n<!-- {name}:end -->\n")
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; run by hand.\n\n"
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block

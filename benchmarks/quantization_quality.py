@@ -5,11 +5,25 @@ Run by hand: `python benchmarks/quantization_quality.py` (about 15 minutes on 2 
 frozen backbone with a trained head, and an end-to-end fine-tune), each converted to int8 with the
 steps added one at a time, then verified on 500 held-out images that neither training nor calibration
 saw. Results go to benchmarks/RESULTS.md.
+
+After the converter's own steps come the mixed-precision rows, still all integer: int16 activations
+(16x8: int16 activations, int8 weights) in the K convolutions that `tflite.layer_errors` (the
+per-layer quantization debugger) ranks worst, K = 5 and 11, and int16 activations everywhere (the
+converter's `int16x8` mode) for scale. TFLite's converter quantizes a whole file to int16x8 or none of
+it, so the per-layer files come from ai-edge-quantizer (`pip install -e .[bench]`), which rewrites a
+float .tflite file by per-op recipes: `int16_layers_file` below. Without that package those rows are
+skipped with a note.
+
+`python benchmarks/quantization_quality.py --only-int16` runs only the int16 rows, with the plain int8
+row (the latency reference) and the default float-prefix row beside them, and writes its own section
+(`quantization_int16_layers`) of RESULTS.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -22,18 +36,122 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import write_section  # noqa: E402
 
 OFF = dict(bias_correction=False, equalization=False, adaround=False, denylist=None)
+PLAIN = "naive PTQ"
+FLOAT_PREFIX = "+ float prefix (default, denylist='auto')"
 # (row, conversion options, transform the model first with dead-channel absorption only)
 VARIANTS = (
-    ("naive PTQ", OFF, False),
+    (PLAIN, OFF, False),
     ("+ bias correction", {**OFF, "bias_correction": True}, False),
     ("+ dead channels", {**OFF, "bias_correction": True}, True),
     ("+ equalization", {**OFF, "bias_correction": True, "equalization": True}, False),
     ("+ AdaRound (fully integer)", {**OFF, "bias_correction": True, "equalization": True, "adaround": True}, False),
-    ("+ float prefix (default, denylist='auto')", dict(), False),
+    (FLOAT_PREFIX, dict(), False),
 )
+# How many of the debugger's worst convolutions get int16 activations, one row each.
+INT16_LAYER_COUNTS = (5, 11)
+INT16_SECTION = "quantization_int16_layers"
+INT16_TITLE = "int16 activations in the worst layers (mixed precision, all integer)"
+HEADER = ["| classifier | float acc | variant | top-1 agreement | top-5 overlap | SQNR dB | int8 acc | "
+          "drop (points) | float ops | int16 ops | latency vs plain int8 | convert s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
-def main() -> None:
+def worst_convolutions(model, calibration) -> list[str]:
+    """The model's convolutions, worst first, as `tflite.layer_errors` ranks them in an int8 file
+    (RMS error of each op's output over its quantization step); each layer once."""
+    import keras
+
+    import tflite
+
+    convolutions = {layer.name for layer in model.layers
+                    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))}
+    ranked = []
+    for row in tflite.layer_errors(model, calibration):
+        if row.layer in convolutions and row.layer not in ranked:
+            ranked.append(row.layer)
+    return ranked
+
+
+def layers_regex(model, layers: list[str]) -> str:
+    """ai-edge-quantizer's scope regex for the ops of `layers` (searched in each op's output tensor names).
+
+    A convolution followed by a ReLU is named by its ReLU: "/conv_dw_1_relu" is not a prefix of
+    "/conv_dw_10_relu". One without (the classifier's conv_preds) by its own scope, "/conv_preds_1/".
+    """
+    names = {layer.name for layer in model.layers}
+    parts = [re.escape(name) + ("_relu" if f"{name}_relu" in names else r"(?:_\d+)?/") for name in layers]
+    return "/(?:" + "|".join(parts) + ")"
+
+
+def _matched_layers(float_path: Path, regex: str, model, layers: list[str]) -> list[str]:
+    """The requested layers whose ops `regex` selects in the float file; fails unless it is exactly one
+    op for each layer of `layers` and nothing else."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from tflite.names import keras_layers_in
+
+    names = {layer.name for layer in model.layers}
+    graph = fb.read_model(str(float_path)).subgraphs[0]
+    matched = []
+    for op in graph.operators:
+        scope = fb.get_op_scope(op, graph.tensors)
+        if re.search(regex, scope):
+            owners = [name for name in keras_layers_in(scope, names) if name in layers]
+            assert len(owners) == 1, f"{regex!r} selects an op of {owners or 'no requested layer'}: {scope[:120]}"
+            matched.append(owners[0])
+    assert sorted(matched) == sorted(layers), f"{regex!r} selects the ops of {matched}, not of {layers}"
+    return matched
+
+
+def bias_corrected_float_file(model, calibration, path: Path):
+    """`model` with the converter's bias correction folded in (what its int8 modes quantize), and its
+    float32 file: ai-edge-quantizer starts from a float file and has no such step (the files lose about
+    9 points of agreement without it)."""
+    import tflite
+    from tflite.bias_correction import bias_corrected
+
+    corrected = bias_corrected(model, calibration)
+    return corrected, tflite.convert(corrected, path, "float32")
+
+
+def int16_layers_file(float_path: Path, calibration, output_path: Path, int16_regex: str | None) -> Path:
+    """Quantize a float .tflite file with ai-edge-quantizer: int8 activations and per-channel int8
+    weights everywhere, int16 activations (16x8) in the ops `int16_regex` selects (a later rule wins),
+    float input and output (like `int8_float_io`), static calibration with the plain min/max of every
+    tensor over `calibration` (float images in the model's convention).
+
+    `Quantizer.calibrate` keeps a moving average of each image's min/max, which clips rare large
+    values (the logits): the Calibrator is called directly with a min/max update instead.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    every, channelwise = qtyping.TFLOperationName.ALL_SUPPORTED, qtyping.QuantGranularity.CHANNELWISE
+    qt = quantizer.Quantizer(str(float_path))
+    qt.add_static_config(".*", every, activation_num_bits=8, weight_num_bits=8, weight_granularity=channelwise)
+    if int16_regex:
+        qt.add_static_config(int16_regex, every, activation_num_bits=16, weight_num_bits=8,
+                             weight_granularity=channelwise)
+    for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        qt.update_quantization_recipe(".*", boundary, algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+    (signature, io), = Interpreter(model_path=str(float_path)).get_signature_list().items()
+    (input_name,) = io["inputs"]
+    data = {signature: [{input_name: image[None]} for image in calibration]}
+    recipes = recipe_manager.RecipeManager()
+    recipes.load_quantization_recipe(qt.get_quantization_recipe())
+    cal = calibrator.Calibrator(float_path.read_bytes(), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+    cal.calibrate(data, recipes)
+    qt.quantize(cal.get_model_qsvs()).export_model(str(output_path), overwrite=True)
+    return output_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only-int16", action="store_true",
+                        help="only the int16 rows (with the plain int8 and float-prefix rows beside them); "
+                             f"writes the {INT16_SECTION} section of RESULTS.md")
+    only_int16 = parser.parse_args(argv).only_int16
     warnings.simplefilter("ignore")
     import keras
 
@@ -43,25 +161,28 @@ def main() -> None:
     from tflite.equalization import absorb_dead_channels
     from tflite.flatbuffer import op_counts, read_model
     from tflite.latency import tflite_latency
+    from tflite.representative import CALIBRATION_IMAGES, collect
+
+    try:
+        import ai_edge_quantizer  # noqa: F401
+        quantizer_note = None
+    except ImportError:
+        quantizer_note = ("ai-edge-quantizer is not installed (pip install -e .[bench]): "
+                          "the rows with int16 activations in the worst layers are skipped.")
+        print(quantizer_note, flush=True)
 
     held_out, labels, _ = cifar_slice(50, 200, SIZE)
     held_out = preprocess_input(held_out)
     calibration = cifar_slice(20, 400, SIZE)[0]
-    lines = ["| classifier | float acc | variant | top-1 agreement | top-5 overlap | SQNR dB | int8 acc | "
-             "drop (points) | float ops | int16 ops | latency vs plain int8 | convert s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = list(HEADER)
+    notes = []
     models = (("frozen backbone + head", classifier()), ("fine-tuned end to end", fine_tuned_classifier()))
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
             plain_latency = None
-            dead_free = absorb_dead_channels(model)
-            rows = [(v, o, d, "int8") for v, o, d in VARIANTS] + [("float16 (reference)", {}, False, "float16")]
-            for variant, options, dead, mode in rows:
-                start = time.time()
-                source = dead_free if dead else model
-                data = calibration if mode == "int8" else None
-                path = tflite.convert(source, Path(tmp, f"{mode}.tflite"), mode, representative_data=data, **options)
-                seconds = time.time() - start
+
+            def row(variant: str, path: Path, seconds: float) -> None:
+                nonlocal plain_latency
                 report = tflite.verify(model, path, held_out, labels=labels, latency_runs=0)
                 latency = tflite_latency(path, 20).median_ms
                 plain_latency = plain_latency or latency
@@ -72,15 +193,82 @@ def main() -> None:
                     f"{report.accuracy_drop * 100:+.1f} | {counts['float']} | {counts['int16']} | "
                     f"{latency / plain_latency:.2f}x | {seconds:.0f} |")
                 print(lines[-1], flush=True)
+
+            dead_free = None if only_int16 else absorb_dead_channels(model)
+            rows = [(v, o, d, "int8") for v, o, d in VARIANTS if not only_int16 or v in (PLAIN, FLOAT_PREFIX)]
+            if not only_int16:
+                rows.append(("float16 (reference)", {}, False, "float16"))
+            for variant, options, dead, mode in rows:
+                start = time.time()
+                source = dead_free if dead else model
+                data = calibration if mode == "int8" else None
+                path = tflite.convert(source, Path(tmp, f"{mode}.tflite"), mode, representative_data=data, **options)
+                row(variant, path, time.time() - start)
+
+            if quantizer_note is None:
+                images = collect(calibration, tuple(model.input_shape[1:]), limit=CALIBRATION_IMAGES)
+                start = time.time()
+                corrected, float_path = bias_corrected_float_file(model, images, Path(tmp, "float32_bc.tflite"))
+                float_seconds = time.time() - start
+                start = time.time()
+                ranked = worst_convolutions(corrected, images)  # in the model the quantizer gets
+                debug_seconds = time.time() - start
+                print(f"{name}: convolutions worst first ({debug_seconds:.0f} s): {', '.join(ranked)}", flush=True)
+                for count in INT16_LAYER_COUNTS:
+                    layers = ranked[:count]
+                    regex = layers_regex(model, layers)
+                    _matched_layers(float_path, regex, model, layers)
+                    start = time.time()
+                    path = int16_layers_file(float_path, images, Path(tmp, f"int16_{count}.tflite"), regex)
+                    row(f"+ int16 activations in the {count} worst layers (ai-edge-quantizer)", path,
+                        float_seconds + time.time() - start)
+                notes.append(f"{name}: the debugger's ranking (its run took {debug_seconds:.0f} s), worst first: "
+                             f"{', '.join(ranked[:max(INT16_LAYER_COUNTS)])}, ...")
+            start = time.time()
+            path = tflite.convert(model, Path(tmp, "int16x8.tflite"), "int16x8", representative_data=calibration)
+            row("int16 activations everywhere (int16x8, for scale)", path, time.time() - start)
             keras.backend.clear_session()
+    if quantizer_note:
+        notes.insert(0, quantizer_note)
+    if only_int16:
+        write_section(INT16_SECTION, INT16_TITLE, int16_section_body("\n".join(lines), notes),
+                      command="python benchmarks/quantization_quality.py --only-int16")
+        return
     body = "\n".join(lines) + (
         "\n\nHeld-out set: 500 CIFAR-10 training images (50 per class) that neither training nor calibration "
         "(200 images) saw, at 96 px. Agreement and SQNR compare the file with the float Keras model. "
-        "Steps are cumulative. Not in the table: MSE-chosen activation ranges (on these models the "
-        "MSE-optimal maximum of every ReLU6 output is its calibrated 6.0, so the file does not change) and "
-        "int16 activations for the worst layers (TFLite's converter quantizes a whole file to int16x8 or "
-        "none of it). float16 shows how sensitive each classifier is to any perturbation at all.\n")
+        "Steps are cumulative up to the float prefix; the int16 rows start again from bias correction. Not in "
+        "the table: MSE-chosen activation ranges (on these models the MSE-optimal maximum of every ReLU6 "
+        "output is its calibrated 6.0, so the file does not change). float16 shows how sensitive each "
+        "classifier is to any perturbation at all.\n\n" + int16_text(notes))
     write_section("quantization_quality", "int8 quality: what each converter step buys", body)
+
+
+def int16_text(notes: list[str]) -> str:
+    """What the int16 rows are, and why the package does not make such files by default; then `notes`."""
+    return (
+        "int16 rows: 16x8 (int16 activations, int8 weights), still all integer. The per-layer files come "
+        "from ai-edge-quantizer, starting from the float file with the converter's bias correction folded in: "
+        "int8 everywhere, int16 activations in the K convolutions that `tflite.layer_errors` ranks worst in "
+        "the bias-corrected model (each op's own output error in units of its int8 step), float input and "
+        "output, min/max ranges over the same 200 calibration images. Their convert s counts the bias "
+        "correction, the float file, calibration and quantization, not the debugger's run. int16 ops counts "
+        "every op with an int16 activation, the QUANTIZE ops that requantize between int8 and int16 "
+        "included. int16x8 is the converter's own mode, with its bias correction. Compare the int16 rows "
+        "with the `+ bias correction` rows of the full table (the same start, int8 everywhere).\n\n"
+        "XNNPACK, TFLite's CPU delegate, has no int16 kernels: every int16 op runs on TFLite's reference "
+        "kernels and every int8/int16 boundary splits the delegated graph, which the latency column shows. "
+        "Latency is the median of 20 runs at 2 threads; on shared machines the ratios are rough.\n\n"
+        + "\n".join(f"- {note}" for note in notes) + "\n")
+
+
+def int16_section_body(table: str, notes: list[str]) -> str:
+    """The `--only-int16` section of RESULTS.md under its table."""
+    return table + (
+        "\n\nThe int16 rows of `python benchmarks/quantization_quality.py`, run alone with `--only-int16`; "
+        "plain int8 (naive PTQ, the latency reference) and the default float prefix beside them. Held-out "
+        "set: 500 CIFAR-10 training images (50 per class) that neither training nor calibration (200 images) "
+        "saw, at 96 px. Agreement and SQNR compare the file with the float Keras model.\n\n" + int16_text(notes))
 
 
 if __name__ == "__main__":
