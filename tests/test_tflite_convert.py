@@ -81,19 +81,35 @@ def test_integer_files_keep_accuracy(reports, mode):
     assert report.top5_overlap >= 0.97 and report.sqnr_db >= 15
 
 
-def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_miss(model, calibration, files,
-                                                                                  tmp_path, monkeypatch):
-    import tflite.converter as converter
+def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_miss(tmp_path, monkeypatch):
+    import keras
 
+    import tflite.converter as converter
+    from mobilenet_keras import MobileNetV1
+
+    keras.utils.set_random_seed(0)
+    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    monkeypatch.setattr(converter, "_PREFIX_FOUND", {})
+    monkeypatch.setattr(converter, "_PREFIX_STEPS", (0, 1, 3))  # a shorter search: the same logic, fewer files
     conversions = []
     original = converter._convert_bytes
     monkeypatch.setattr(converter, "_convert_bytes", lambda *a, **k: conversions.append(1) or original(*a, **k))
-    again = tflite.convert(model, tmp_path / "again.tflite", "int8", representative_data=calibration)
-    # `files` converted int8, uint8 and int8_float_io of this model and calibration already: the search
-    # starts at the prefix they stopped at (one conversion when it reaches the target there)
-    first = float_layers(read_model(files["int8"]))
-    assert float_layers(read_model(again)) == first
-    assert len(conversions) == 1, len(conversions)
+    options = dict(representative_data=images, target_agreement=1.01, bias_correction=False)
+    first = tflite.convert(small, tmp_path / "a.tflite", "int8", **options)
+    assert len(conversions) == 3  # an unreachable target: every prefix length is tried, the best by SQNR kept
+    conversions.clear()
+    again = tflite.convert(small, tmp_path / "b.tflite", "uint8", **options)
+    assert len(conversions) == 1  # int8 and uint8 share an interior: the search's answer is reused
+    assert float_layers(read_model(again)) == float_layers(read_model(first))
+    # what the answer is remembered by: other images, other weights or a float input are other searches
+    key = converter._prefix_key
+    calibration = images.astype(np.float32) / 127.5 - 1
+    base = key(small, calibration, False, 1)
+    assert base == key(small, calibration.copy(), False, 1)
+    assert base != key(small, calibration[::-1], False, 1) and base != key(small, calibration, True, 1)
+    other = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
+    assert base != key(other, calibration, False, 1)
 
 
 def test_the_converter_beats_naive_ptq_and_verify_catches_naive_ptq(model, calibration, held_out, reports,

@@ -155,8 +155,10 @@ def convert(
                               progress)
 
     if auto and spec.integer and spec.calibrated:
-        searched = _prefix_key(model, calibration, input_range, target_agreement, bias_correction, equalization,
-                               adaround)
+        # int8 and uint8 files differ by an exact zero-point shift of their input; a float input is
+        # quantized inside the graph, so int8_float_io keeps a search of its own
+        searched = _prefix_key(model, calibration, spec.input_type == "float32", batch_size, input_range,
+                               target_agreement, bias_correction, equalization, adaround)
         flatbuffer = _with_float_prefix(model, calibration, convert_with, target_agreement, verbose, searched)
     else:
         flatbuffer = convert_with(denylist)
@@ -192,9 +194,9 @@ def resolve_input_range(model, calibration: np.ndarray | None, input_range=None)
 
 # How many leading convolutions may stay in float: the stem and the first four blocks of MobileNet.
 _PREFIX_STEPS = (0, 1, 3, 5, 7, 9)
-# The prefix lengths already shown to miss the target, per (weights, calibration, settings): int8, uint8,
-# int8_float_io and the Android file share one interior, so the pipeline's second and third integer files
-# start their search where the first one stopped instead of converting every shorter prefix again.
+# Where the search stopped, per (architecture, weights, calibration, settings, float or integer input): int8,
+# uint8 and the Android file share one interior, so the pipeline's second and third integer files start
+# their search where the first one stopped instead of converting every shorter prefix again.
 _PREFIX_FOUND: dict[str, tuple[int, bool]] = {}  # fingerprint -> (prefix length, reached the target)
 _PREFIX_FOUND_MAX = 16
 
@@ -203,10 +205,16 @@ def _prefix_key(model, calibration, *settings) -> str:
     """A fingerprint of the model's weights, the calibration images and the conversion settings."""
     import hashlib
 
-    digest = hashlib.sha256(repr(settings).encode())
+    digest = hashlib.sha256(repr((settings, calibration.shape, str(calibration.dtype))).encode())
+    try:
+        architecture = model.to_json()  # layers, activations, shapes
+    except Exception:  # noqa: BLE001 - a layer that can't serialize: its class, name and shapes instead
+        architecture = repr([(type(layer).__name__, layer.name, getattr(layer, "output_shape", None))
+                             for layer in model.layers])
+    digest.update(architecture.encode())
     for weight in model.weights:
-        digest.update(weight.path.encode())
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+        digest.update(getattr(weight, "path", weight.name).encode())
+        digest.update(np.ascontiguousarray(np.asarray(weight.numpy())).tobytes())
     digest.update(np.ascontiguousarray(calibration).tobytes())
     return digest.hexdigest()
 
@@ -239,7 +247,7 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
                 break
             if steps < start or (not reached and steps != start):
                 continue  # known to miss the target, or (nothing reached it) not the best of the misses
-            flatbuffer = convert_with(convolutions[:steps], progress=verbose and steps == 0)
+            flatbuffer = convert_with(convolutions[:steps], progress=verbose and best is None)
             path = Path(tmp, f"prefix_{steps}.tflite")
             path.write_bytes(flatbuffer)
             figures = compare(expected, TFLiteModel(path).predict(calibration))
@@ -252,12 +260,15 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
             # Short of the target, rank by SQNR: a few hundred images make agreement a noisy count.
             if best is None or figures["sqnr_db"] > best[0]:
                 best = (figures["sqnr_db"], flatbuffer, steps)
+    if best is None:  # nothing tried: the remembered start does not fit this model after all
+        _PREFIX_FOUND.pop(searched, None)
+        return _with_float_prefix(model, calibration, convert_with, target_agreement, verbose)
     _remember_prefix(searched, best[2], False)
     return best[1]
 
 
 def _remember_prefix(searched: str | None, steps: int, reached: bool) -> None:
-    if searched is None:
+    if searched is None or searched in _PREFIX_FOUND:  # the first search's answer stands: order-independent
         return
     if len(_PREFIX_FOUND) >= _PREFIX_FOUND_MAX:
         _PREFIX_FOUND.pop(next(iter(_PREFIX_FOUND)))

@@ -32,7 +32,7 @@ class TrainConfig:
     alpha: float = 0.25
     image_size: int = 96
     epochs: int = 5  # head epochs when fine-tuning from pretrained weights, all epochs otherwise
-    fine_tune_epochs: int = 0  # phase 2: whole network at learning_rate * fine_tune_lr_factor
+    fine_tune_epochs: int = 0  # phase 2: the network (less frozen_blocks) at learning_rate * fine_tune_lr_factor
     batch_size: int = 32
     optimizer: str = "adamw"
     learning_rate: float = 2e-3
@@ -42,9 +42,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     fine_tune_lr_factor: float = 0.1
     fine_tune_warmup_epochs: float = 0.0  # linear warmup at the start of phase 2 (a fresh optimizer)
-    # Phase 2 keeps the stem and the first `frozen_blocks` depthwise-separable blocks at their pretrained
-    # weights (0: the whole network trains). Those layers run at the highest resolution and their
-    # backward pass is most of a CPU step's time; their edge and colour filters transfer as they are.
+    # Phase 2 keeps the stem and the first `frozen_blocks` depthwise-separable blocks at the weights phase
+    # 1 left them (the pretrained ones with `weights`; 0: the whole network trains). Those layers run at the
+    # highest resolution and their backward pass is most of a CPU step's time; their edge and colour
+    # filters transfer as they are.
     frozen_blocks: int = 0
     dropout: float = 1e-3
     batchnorm_momentum: float = 0.9  # faster than Keras's 0.99, so statistics follow a short fine-tune
@@ -496,8 +497,8 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     report.md) and the files made from the old model (see `run_folder.RunFolder.invalidate`).
 
     With `config.weights` set, phase 1 trains only the new head (the frozen backbone's BatchNorm runs
-    in inference mode); phase 2, if `fine_tune_epochs` > 0, unfreezes everything at a lower learning
-    rate. `callbacks` (Keras callbacks) run in both phases after the package's own (backup, best
+    in inference mode); phase 2, if `fine_tune_epochs` > 0, unfreezes everything but the stem and the
+    first `config.frozen_blocks` blocks at a lower learning rate. `callbacks` (Keras callbacks) run in both phases after the package's own (backup, best
     checkpoint, backup and history.csv, TensorBoard). Returns the trained Keras model. A full disk is a
     one-line ValueError ("disk full writing ...").
     """
@@ -690,8 +691,8 @@ def default_config(data_source: str, *, weights: str | None = None, image_size: 
     From random weights MobileNet needs more epochs and a larger step than a pretrained backbone:
     30 epochs at 0.02 from scratch, 32 px for the embedded digits (their native 8 px upsampled) and
     96 px otherwise. With `weights` on a folder, `transfer_defaults` picks the image size from the
-    images' native size and the epochs from their number (head, then fine-tuning of the whole
-    network); fine-tuning is on by default unless `epochs` is given (then it is what is asked:
+    images' native size and the epochs from their number (head, then fine-tuning of all but the stem
+    and the first 2 blocks); fine-tuning is on by default unless `epochs` is given (then it is what is asked:
     `fine_tune_epochs`, default 0). With `weights` on the digits: 5 head epochs at 0.002, 32 px.
     `settings` are other TrainConfig fields (alpha, batch_size, ...); a value given always wins.
     """
