@@ -145,6 +145,10 @@ def main() -> None:
     if args.no_results:
         return
     epochs = len(rates)
+    planned = args.epochs + args.fine_tune_epochs
+    budget_note = (f"stopped after {epochs} of {planned} epochs by the {args.minutes:g}-minute budget; "
+                   if epochs < planned else f"all {planned} epochs within the {args.minutes:g}-minute budget; "
+                   if args.minutes else "")
     lines = [
         "| figure | value |", "|---|---|",
         f"| validation accuracy ({loaded.num_validation:,} held out) | {accuracy:.2%} (best epoch "
@@ -163,13 +167,15 @@ def main() -> None:
     body = "\n".join(lines) + (
         f"\n\n{loaded.num_train:,} training images, alpha 0.25 from the ImageNet backbone at {args.image_size} px, "
         f"batch {args.batch_size}; {args.epochs} head epoch(s) at AdamW {args.learning_rate:g}, then "
-        f"{args.fine_tune_epochs} fine-tuning epochs of the whole network at {args.learning_rate / 10:g} "
+        f"{args.fine_tune_epochs} fine-tuning epochs at {args.learning_rate / 10:g} with the stem and the first "
+        f"{args.frozen_blocks} blocks frozen "
         f"(cosine, a quarter epoch of warmup), label smoothing 0.1; "
-        f"{'stopped at ' + str(args.minutes) + ' min; ' if args.minutes else ''}"
+        f"{budget_note}"
         f"images/s count training steps only. CPU flags: {cpu_flags()}. "
         f"Command: `python benchmarks/train_cifar10.py --train-images {args.train_images} --image-size "
         f"{args.image_size} --batch-size {args.batch_size} --epochs {args.epochs} --fine-tune-epochs "
-        f"{args.fine_tune_epochs}`. Model kept at {out / 'model.keras'}.\n")
+        f"{args.fine_tune_epochs} --learning-rate {args.learning_rate:g} --frozen-blocks {args.frozen_blocks}"
+        f"{' --minutes ' + format(args.minutes, 'g') if args.minutes else ''}`. Model kept at {out / 'model.keras'}.\n")
     write_section("train_cifar10", "Transfer learning on CIFAR-10 in 30 minutes on 2 cores", body)
 
 
