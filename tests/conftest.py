@@ -36,3 +36,17 @@ def resize_batch(images, size: int) -> np.ndarray:
     return np.stack([
         np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), dtype=np.float32) for img in images
     ])
+
+
+@pytest.fixture(scope="session")
+def digits_pipeline_run(tmp_path_factory):
+    """`mobilenet-keras pipeline --out RUN --quiet`, the default run as the README gives it, run once per
+    session: (RUN, the finished process). Read-only for its users (copy what you change)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("digits_pipeline") / "run"
+    result = subprocess.run([sys.executable, "-m", "mobilenet_keras", "pipeline", "--out", str(out), "--quiet"],
+                            capture_output=True, text=True, timeout=1200)
+    return out, result
+

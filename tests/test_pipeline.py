@@ -20,9 +20,8 @@ def cli(*args, timeout=1200):
 
 
 @pytest.mark.slow
-def test_pipeline_on_digits(tmp_path):
-    out = tmp_path / "run"
-    result = cli("pipeline", "--out", str(out), "--quiet")  # the default run, as the README gives it
+def test_pipeline_on_digits(digits_pipeline_run):
+    out, result = digits_pipeline_run  # the default run, as the README gives it
     report = json.loads((out / "report.json").read_text())
     modes = [row["mode"] for row in report["files"]]
     assert modes == ["float32", "float16", "dynamic", "int8", "uint8"]
