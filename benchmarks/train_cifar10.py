@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="head epochs")
     parser.add_argument("--fine-tune-epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="head; fine-tuning at a tenth")
-    parser.add_argument("--frozen-blocks", type=int, default=2, help="fine-tuning keeps the stem and this many "
+    parser.add_argument("--frozen-blocks", type=int, default=0, help="fine-tuning keeps the stem and this many "
                         "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after the last epoch that fits")
     parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")

@@ -177,8 +177,8 @@ def _cifar_links(root, per_class: int, offset: int = 0):
 def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_path):
     """`--weights` and nothing else (128 px, 3 head epochs at 0.01, 15 fine-tuning epochs at 0.001 for
     500 training images) against the former fixed recipe (96 px, 5 head epochs at 0.002, no fine-tuning),
-    on the same seeded 1,000-image CIFAR-10 slice, 500 held out. Measured: 63.8% against 34.2% (1.7 min on
-    2 cores; with the stem and 2 blocks frozen in fine-tuning and 85-100% crops)."""
+    on the same seeded 1,000-image CIFAR-10 slice, 500 held out. Measured: 64.0% against 34.2% (2.2 min on
+    2 cores, 85-100% crops)."""
     from mobilenet_keras.training.trainer import default_config
 
     root = _cifar_links(tmp_path / "cifar", 100)

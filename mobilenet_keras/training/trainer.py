@@ -43,9 +43,8 @@ class TrainConfig:
     fine_tune_lr_factor: float = 0.1
     fine_tune_warmup_epochs: float = 0.0  # linear warmup at the start of phase 2 (a fresh optimizer)
     # Phase 2 keeps the stem and the first `frozen_blocks` depthwise-separable blocks at the weights phase
-    # 1 left them (the pretrained ones with `weights`; 0: the whole network trains). Those layers run at the
-    # highest resolution and their backward pass is most of a CPU step's time; their edge and colour
-    # filters transfer as they are.
+    # 1 left them (the pretrained ones with `weights`; 0: the whole network trains). Measured on 2 cores
+    # at 128 px (benchmarks/RESULTS.md, training_step_speed): no faster per image, so it is off by default.
     frozen_blocks: int = 0
     dropout: float = 1e-3
     batchnorm_momentum: float = 0.9  # faster than Keras's 0.99, so statistics follow a short fine-tune
@@ -672,15 +671,12 @@ def transfer_defaults(num_images: int, native: int) -> dict:
       quickly), 3 below that, at AdamW 0.01 (a fresh linear layer on fixed features takes a large step)
       with a quarter epoch of warmup;
     - phase 2: the network at a tenth of that (0.001, AdamW + cosine, a quarter epoch of warmup for the
-      fresh optimizer) for about 400,000 images seen (9 epochs of 45,000), from 3 to 15 epochs, with the
-      stem and the first 2 blocks kept frozen (`TrainConfig.frozen_blocks`): on 2 cores at 128 px that
-      made fine-tuning steps 1.3x as fast with the same validation accuracy within noise (5,000-image
-      CIFAR slice: 68.9% against 69.8% on 556 images; benchmarks/RESULTS.md).
+      fresh optimizer) for about 400,000 images seen (9 epochs of 45,000), from 3 to 15 epochs.
     """
     image_size = int(min(160, max(128, 32 * round(4 * max(native, 1) / 32))))
     return dict(image_size=image_size, epochs=1 if num_images >= 5000 else 3, learning_rate=1e-2,
                 fine_tune_epochs=int(np.clip(round(400_000 / max(num_images, 1)), 3, 15)),
-                warmup_epochs=0.25, fine_tune_warmup_epochs=0.25, frozen_blocks=2)
+                warmup_epochs=0.25, fine_tune_warmup_epochs=0.25)
 
 
 def default_config(data_source: str, *, weights: str | None = None, image_size: int | None = None,
@@ -691,8 +687,8 @@ def default_config(data_source: str, *, weights: str | None = None, image_size: 
     From random weights MobileNet needs more epochs and a larger step than a pretrained backbone:
     30 epochs at 0.02 from scratch, 32 px for the embedded digits (their native 8 px upsampled) and
     96 px otherwise. With `weights` on a folder, `transfer_defaults` picks the image size from the
-    images' native size and the epochs from their number (head, then fine-tuning of all but the stem
-    and the first 2 blocks); fine-tuning is on by default unless `epochs` is given (then it is what is asked:
+    images' native size and the epochs from their number (head, then fine-tuning of the whole
+    network); fine-tuning is on by default unless `epochs` is given (then it is what is asked:
     `fine_tune_epochs`, default 0). With `weights` on the digits: 5 head epochs at 0.002, 32 px.
     `settings` are other TrainConfig fields (alpha, batch_size, ...); a value given always wins.
     """
