@@ -83,9 +83,9 @@ def layers_regex(model, layers: list[str]) -> str:
     return "/(?:" + "|".join(parts) + ")"
 
 
-def _matched_layers(float_path: Path, regex: str, model, layers: list[str]) -> list[str]:
-    """The requested layers whose ops `regex` selects in the float file; fails unless it is exactly one
-    op for each layer of `layers` and nothing else."""
+def _check_regex_selects(float_path: Path, regex: str, model, layers: list[str]) -> None:
+    """Fails unless `regex` selects, in the float file, exactly one op for each layer of `layers` and
+    nothing else."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
     from tflite.names import keras_layers_in
@@ -100,7 +100,6 @@ def _matched_layers(float_path: Path, regex: str, model, layers: list[str]) -> l
             assert len(owners) == 1, f"{regex!r} selects an op of {owners or 'no requested layer'}: {scope[:120]}"
             matched.append(owners[0])
     assert sorted(matched) == sorted(layers), f"{regex!r} selects the ops of {matched}, not of {layers}"
-    return matched
 
 
 def bias_corrected_float_file(model, calibration, path: Path):
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                 for count in INT16_LAYER_COUNTS:
                     layers = ranked[:count]
                     regex = layers_regex(model, layers)
-                    _matched_layers(float_path, regex, model, layers)
+                    _check_regex_selects(float_path, regex, model, layers)
                     start = time.time()
                     path = int16_layers_file(float_path, images, Path(tmp, f"int16_{count}.tflite"), regex)
                     row(f"+ int16 activations in the {count} worst layers (ai-edge-quantizer)", path,

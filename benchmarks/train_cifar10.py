@@ -122,7 +122,8 @@ def main() -> None:
           f"{load_seconds:.0f} s", flush=True)
     config = TrainConfig(alpha=0.25, image_size=args.image_size, batch_size=args.batch_size, weights=weights,
                          epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.learning_rate,
-                         warmup_epochs=0.25 * args.epochs, fine_tune_warmup_epochs=0.25, frozen_blocks=args.frozen_blocks,
+                         warmup_epochs=0.25 * args.epochs, fine_tune_warmup_epochs=0.25,
+                         frozen_blocks=args.frozen_blocks,
                          seed=0)
     train(loaded, out, config, verbose=0, callbacks=[Budget(), Progress()])
     wall = time.perf_counter() - started

@@ -200,6 +200,7 @@ def test_frozen_blocks_keep_their_pretrained_weights_while_the_rest_fine_tunes(d
 
     config = TrainConfig(alpha=0.25, image_size=32, batch_size=64, weights=str(weights_025), epochs=1,
                          fine_tune_epochs=1, frozen_blocks=2, seed=0)
+
     class AtTheEnd(keras.callbacks.Callback):
         """The weights as each phase ends (the returned model holds the best epoch's, maybe phase 1's)."""
 

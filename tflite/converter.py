@@ -226,10 +226,10 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
     The first layers see the raw image: their activations and high-gain BatchNorm-folded weights
     are where int8 loses most (see benchmarks/RESULTS.md). A float layer's output is still
     quantized before the next int8 layer, so the float part is kept contiguous from the input.
-    Agreement is measured against the float model on the calibration images. `searched`, the
-    fingerprint of this model, calibration and settings, skips the prefixes that an earlier
-    conversion in this process found short of the target (the interior does not depend on the file's
-    input and output types).
+    Agreement is measured against the float model on the calibration images. `searched` (from
+    `_prefix_key`: the model, calibration, settings and whether the input is float) starts from where
+    an earlier conversion in this process stopped: the prefixes below it missed the target there, and
+    when none reached it, only its best is converted again.
     """
     import keras
 

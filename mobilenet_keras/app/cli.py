@@ -582,8 +582,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "on digits, 1 (5,000+ images) or 3 on a folder")
     parser.add_argument("--fine-tune-epochs", type=int, default=None,
                         help="then unfreeze the backbone (less --frozen-blocks) for this many epochs at a tenth "
-                             "of the learning rate (default: with --weights on a folder and no --epochs, about 400,000 images' worth, "
-                             "3 to 15 epochs; otherwise 0)")
+                             "of the learning rate (default: with --weights on a folder and no --epochs, about "
+                             "400,000 images' worth, 3 to 15 epochs; otherwise 0)")
     parser.add_argument("--frozen-blocks", type=int, default=None,
                         help="fine-tuning keeps the stem and this many of the 13 blocks at their pretrained weights "
                              "(default 0: the whole network trains)")
