@@ -11,6 +11,7 @@ from typing import Any, Callable
 import keras
 
 from mobilenet_keras import pretrained, specs
+from mobilenet_keras.batchnorm import FusedBatchNormalization  # also registers it, for load_model
 from mobilenet_keras.weights import load_weights
 
 _POOLING = (None, "avg", "max")
@@ -144,6 +145,12 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
     return input_shape
 
 
+def _batchnorm_class(k: types.ModuleType) -> type:
+    if k is keras:
+        return FusedBatchNormalization
+    return k.layers.BatchNormalization  # tf_keras's own trains through the fused kernel already
+
+
 def build_network(
     k: types.ModuleType,
     *,
@@ -182,8 +189,10 @@ def build_network(
         img_input = input_tensor
         inputs = k.utils.get_source_inputs(input_tensor) if hasattr(k.utils, "get_source_inputs") else input_tensor
 
+    normalization = _batchnorm_class(k)
+
     def batchnorm(x, name):
-        return x if fold_batchnorm else layers.BatchNormalization(name=name)(x)
+        return x if fold_batchnorm else normalization(name=name)(x)
 
     stem = specs.STEM
     x = layers.Conv2D(specs.scaled_filters(stem.filters, alpha), stem.kernel, strides=stem.stride,

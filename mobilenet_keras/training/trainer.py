@@ -569,7 +569,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
             logits.load_weights(out / "phase1.weights.h5")
         else:
             own = _callbacks(out, "phase1")
-            logits.fit(data.train, validation_data=data.validation, epochs=config.epochs,
+            # shuffle=False: the dataset shuffles itself; Keras 3.15 warns when fit is asked to as well.
+            logits.fit(data.train, validation_data=data.validation, epochs=config.epochs, shuffle=False,
                        verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
@@ -588,7 +589,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
             earlier = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
             own = _callbacks(out, "phase2", max(earlier) if earlier else None, prior_history=merged)
             logits.fit(data.train, validation_data=data.validation, epochs=config.fine_tune_epochs,
-                       verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
+                       shuffle=False, verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()
         if (out / "best.weights.h5").exists():
             logits.load_weights(out / "best.weights.h5")
