@@ -586,7 +586,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "400,000 images' worth, 3 to 15 epochs; otherwise 0)")
     parser.add_argument("--frozen-blocks", type=int, default=None,
                         help="fine-tuning keeps the stem and this many of the 13 blocks at their pretrained weights "
-                             "(default 0: the whole network trains)")
+                             "(default: 2 with --weights on a folder, else 0; 0 trains the whole network)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw", help="default adamw")
     parser.add_argument("--learning-rate", type=float, default=None,

@@ -672,12 +672,15 @@ def transfer_defaults(num_images: int, native: int) -> dict:
       quickly), 3 below that, at AdamW 0.01 (a fresh linear layer on fixed features takes a large step)
       with a quarter epoch of warmup;
     - phase 2: the network at a tenth of that (0.001, AdamW + cosine, a quarter epoch of warmup for the
-      fresh optimizer) for about 400,000 images seen (9 epochs of 45,000), from 3 to 15 epochs.
+      fresh optimizer) for about 400,000 images seen (9 epochs of 45,000), from 3 to 15 epochs, with the
+      stem and the first 2 blocks kept frozen: their generic edge and colour filters need no change, and a
+      step then skips their BatchNorm statistics and gradients (1.5x the images/s of the whole network in
+      benchmarks/training_step_speed.py; the 89.7% CIFAR-10 run of benchmarks/train_cifar10.py froze them too).
     """
     image_size = int(min(160, max(128, 32 * round(4 * max(native, 1) / 32))))
     return dict(image_size=image_size, epochs=1 if num_images >= 5000 else 3, learning_rate=1e-2,
                 fine_tune_epochs=int(np.clip(round(400_000 / max(num_images, 1)), 3, 15)),
-                warmup_epochs=0.25, fine_tune_warmup_epochs=0.25)
+                warmup_epochs=0.25, fine_tune_warmup_epochs=0.25, frozen_blocks=2)
 
 
 def default_config(data_source: str, *, weights: str | None = None, image_size: int | None = None,
