@@ -6,7 +6,9 @@ measured side by side in one process (benchmarks/training_step_speed.py), a whol
 step at 128 px runs about 1.7x faster with `FusedBatchNormV3` doing the normalization and its gradient.
 tf_keras used the fused kernel by default; Keras 3 dropped it.
 
-Only the training path changes. Inference (`training=False`, a frozen layer, the SavedModel, the TFLite
+A saved `.keras` file records it as plain `keras.layers.BatchNormalization` (its config and weights are
+that layer's), so the file loads wherever Keras does, without this package; loaded so, it trains with Keras's
+own ops again. Only the training path changes. Inference (`training=False`, a frozen layer, the SavedModel, the TFLite
 converter, which folds BatchNormalization into the convolution) runs Keras's own code, so a model's answers
 are the ones `keras.layers.BatchNormalization` gives. Whatever the fused kernel can't do (a mask, renorm,
 synchronized statistics, float16/bfloat16 inputs, a non-last axis, another backend) also falls back to it.
@@ -17,8 +19,9 @@ from __future__ import annotations
 import keras
 
 
-@keras.saving.register_keras_serializable(package="mobilenet_keras")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+# Named like Keras's layer on purpose: a .keras file stores each layer's weights under a path made from its
+# class name, so only this name lets Keras's own BatchNormalization find them when the file is loaded.
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with the same arguments, weights, config and inference outputs,
     whose training step runs TensorFlow's fused kernel.
 
@@ -49,3 +52,22 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 and not self.synchronized and keras.backend.backend() == "tensorflow"
                 and len(inputs.shape) == 4 and self.axis in (-1, 3) and keras.backend.standardize_dtype(inputs.dtype) == "float32"
                 and self.compute_dtype == "float32" and inputs.shape[-1] is not None)
+
+
+def _serialize_as_keras_batchnorm() -> None:
+    # Keras writes a class's public `keras.*` name into saved files when its export table has one. Listing
+    # this subclass under BatchNormalization's name (one way only: loading still finds Keras's class) keeps
+    # .keras files free of a dependency on this package. The table is internal to Keras (pinned to 3.15 in
+    # setup.cfg); without it the layer is registered as a custom class instead.
+    try:
+        from keras.src import api_export
+    except ImportError:
+        api_export = None
+    table = getattr(api_export, "REGISTERED_OBJS_TO_NAMES", None)
+    if isinstance(table, dict) and table.get(keras.layers.BatchNormalization):
+        table[BatchNormalization] = table[keras.layers.BatchNormalization]
+    else:
+        keras.saving.register_keras_serializable(package="mobilenet_keras")(BatchNormalization)
+
+
+_serialize_as_keras_batchnorm()

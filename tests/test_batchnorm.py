@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_keras import MobileNetV1
-from mobilenet_keras.batchnorm import FusedBatchNormalization
+from mobilenet_keras.batchnorm import BatchNormalization as FusedBatchNormalization
 
 
 def _pair(**kwargs):
@@ -65,15 +65,27 @@ def test_falls_back_where_the_kernel_does_not_apply():
                                np.ones((3, 4)) * [[-1.2247], [0], [1.2247]], atol=1e-3)
 
 
-def test_the_model_saves_and_loads_with_the_fused_layers(tmp_path):
+def test_a_saved_model_loads_in_plain_keras_without_the_package(tmp_path):
+    """The .keras file names keras.layers.BatchNormalization: a process that never imports mobilenet_keras
+    loads it (safe mode) and gives the same predictions."""
+    import subprocess
+    import sys
+
     model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
     kinds = {type(layer) for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
     assert kinds == {FusedBatchNormalization}
     model.save(tmp_path / "m.keras")
-    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    assert type(again.get_layer("conv_dw_3_bn")) is FusedBatchNormalization
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, keras\n"
+            f"model = keras.models.load_model({str(tmp_path / 'm.keras')!r}, safe_mode=True)\n"
+            "assert type(model.get_layer('conv_dw_3_bn')) is keras.layers.BatchNormalization\n"
+            "assert not [m for m in sys.modules if m.startswith('mobilenet_keras')]\n"
+            f"np.save({str(tmp_path / 'y.npy')!r}, model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_fit_under_the_fused_layers_follows_keras():

@@ -154,7 +154,7 @@ def test_save_and_reload_in_safe_mode(tmp_path):
 def test_no_tf_ops_nor_lambda_layers():
     model = MobileNetV1(input_shape=(64, 64, 3), alpha=0.25)
     kinds = {type(layer).__name__ for layer in model.layers}
-    assert kinds <= {"InputLayer", "Conv2D", "FusedBatchNormalization", "ReLU", "ZeroPadding2D", "DepthwiseConv2D",
+    assert kinds <= {"InputLayer", "Conv2D", "BatchNormalization", "ReLU", "ZeroPadding2D", "DepthwiseConv2D",
                      "GlobalAveragePooling2D", "Dropout", "Reshape", "Activation"}
 
 
