@@ -2,7 +2,7 @@
 against keras.applications.MobileNet (Keras 3's own BatchNormalization), and what XLA, frozen early blocks
 and mixed bfloat16 do to images/s, side by side in one process.
 
-Run by hand: `python benchmarks/training_step_speed.py` (about 6 minutes on 2 cores). Alpha 0.25,
+Run by hand: `python benchmarks/training_step_speed.py` (6-10 minutes on 2 cores). Alpha 0.25,
 random weights, synthetic images already in memory (so only the model's step is timed), AdamW, batch
 64. Each variant is built fresh, warmed up for `--warmup` steps, then timed over `--steps` steps; the
 variants take turns for `--rounds` rounds and each one's median is reported, as a ratio to
@@ -99,7 +99,7 @@ def main() -> None:
         f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.rounds} rounds taking turns. "
         f"CPU flags: {cpu_flags()}. Ratios are within this run; absolute images/s drift on shared machines.\n")
     write_section("training_step_speed", "Training-step speed: fused BatchNormalization, XLA, frozen blocks, "
-                  "bfloat16", body)
+                  "bfloat16", body, command=" ".join(["python benchmarks/training_step_speed.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

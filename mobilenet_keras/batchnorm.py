@@ -3,13 +3,14 @@
 Keras 3 (3.15) normalizes with separate moment, subtract, scale and shift ops on every backend, forward and
 backward. On a CPU those ops over MobileNet's large early feature maps cost more than the convolutions:
 measured side by side in one process (benchmarks/training_step_speed.py), a whole MobileNet 0.25 training
-step at 128 px runs about 1.7x faster with `FusedBatchNormV3` doing the normalization and its gradient.
+step at 128 px ran 1.5x faster with `FusedBatchNormV3` doing the normalization and its gradient.
 tf_keras used the fused kernel by default; Keras 3 dropped it.
 
 A saved `.keras` file records it as plain `keras.layers.BatchNormalization` (its config and weights are
-that layer's), so the file loads wherever Keras does, without this package; loaded so, it trains with Keras's
-own ops again. Only the training path changes. Inference (`training=False`, a frozen layer, the SavedModel, the TFLite
-converter, which folds BatchNormalization into the convolution) runs Keras's own code, so a model's answers
+that layer's), so the file loads wherever Keras does, without this package; loaded so, it trains with
+Keras's own ops again. Only the training path changes. Inference (`training=False`, a frozen layer, the
+SavedModel, the TFLite converter, which folds BatchNormalization into the convolution) runs Keras's own
+code, so a model's answers
 are the ones `keras.layers.BatchNormalization` gives. Whatever the fused kernel can't do (a mask, renorm,
 synchronized statistics, float16/bfloat16 inputs, a non-last axis, another backend) also falls back to it.
 """
@@ -50,8 +51,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def _fused_applies(self, inputs, training, mask) -> bool:
         return (training is True and self.trainable and mask is None and not self.renorm
                 and not self.synchronized and keras.backend.backend() == "tensorflow"
-                and len(inputs.shape) == 4 and self.axis in (-1, 3) and keras.backend.standardize_dtype(inputs.dtype) == "float32"
-                and self.compute_dtype == "float32" and inputs.shape[-1] is not None)
+                and len(inputs.shape) == 4 and self.axis in (-1, 3) and inputs.shape[-1] is not None
+                and keras.backend.standardize_dtype(inputs.dtype) == "float32" and self.compute_dtype == "float32")
 
 
 def _serialize_as_keras_batchnorm() -> None:

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import keras
 
+from mobilenet_keras import batchnorm as fused_batchnorm
 from mobilenet_keras import pretrained, specs
-from mobilenet_keras import batchnorm
 from mobilenet_keras.weights import load_weights
 
 _POOLING = (None, "avg", "max")
@@ -147,7 +147,7 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
 
 def _batchnorm_class(k: types.ModuleType) -> type:
     if k is keras:
-        return batchnorm.BatchNormalization
+        return fused_batchnorm.BatchNormalization
     return k.layers.BatchNormalization  # tf_keras's own trains through the fused kernel already
 
 
