@@ -124,7 +124,7 @@ def small_float32_file(tmp_path_factory):
     return tflite.convert(model, tmp_path_factory.mktemp("bench") / "small.tflite", "float32")
 
 
-def test_bench_prints_median_and_p90_and_the_same_file_twice_agrees(small_float32_file, capsys):
+def test_bench_prints_median_and_p90_for_every_file_listed(small_float32_file, capsys):
     from mobilenet_keras.app.cli import main
 
     path = str(small_float32_file)
@@ -135,8 +135,21 @@ def test_bench_prints_median_and_p90_and_the_same_file_twice_agrees(small_float3
     medians = [float(line.split()[-2]) for line in rows if line.startswith(path)]
     p90s = [float(line.split()[-1]) for line in rows if line.startswith(path)]
     assert len(medians) == 2 and all(p >= m > 0 for m, p in zip(medians, p90s)), out
-    # warm-up by time (1 s, 20 runs) before timing: the second listing is not the first one's warm-up
-    assert max(medians) <= 1.2 * min(medians), f"medians {medians} differ by more than 20%:\n{out}"
+    assert "taken in turns" in out
+    # How close the two medians are is a property of the machine, not of the code: a shared CPU gave
+    # 0.059 vs 0.036 ms once. That the files are timed in turns is tested below without a clock.
+
+
+def test_side_by_side_timing_warms_each_up_then_takes_turns():
+    from tflite.latency import measure_side_by_side
+
+    order = []
+    latencies = measure_side_by_side([lambda: order.append("a"), lambda: order.append("b")], runs=4,
+                                     warmup_seconds=0.0, warmup_runs=3)
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a", "b"] * 4
+    assert [latency.runs for latency in latencies] == [4, 4]
+    assert [latency.warmup_runs for latency in latencies] == [3, 3]
+    assert all(0 <= latency.median_ms <= latency.p90_ms for latency in latencies)
 
 
 def test_latency_helper_warms_up_by_time_and_runs():

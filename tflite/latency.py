@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,26 +44,59 @@ def measure(run: Callable[[], object], runs: int = 30, per: int = 1, *, warmup_s
         runs: timed calls (at least 1).
         per: images per call; the figures are per image.
     """
+    return measure_side_by_side([run], runs, [per], warmup_seconds=warmup_seconds, warmup_runs=warmup_runs)[0]
+
+
+def measure_side_by_side(calls: Sequence[Callable[[], object]], runs: int = 30, per: Sequence[int] | None = None, *,
+                         warmup_seconds: float = WARMUP_SECONDS, warmup_runs: int = WARMUP_RUNS) -> list[Latency]:
+    """Time several models in turns: each warms up as `measure` does, then timed runs go A, B, C, A, B, C...
+
+    On a shared machine the clock and the neighbours change from one second to the next; timing the
+    models in turns spreads that drift over all of them, so their ratio means something even when the
+    absolute figures drift.
+
+    Args:
+        calls: one inference each (a batch of `per[i]` images).
+        runs: timed calls per model (at least 1).
+        per: images per call, per model (default 1 each); the figures are per image.
+    """
     if runs < 1:
         raise ValueError(f"runs must be at least 1; got {runs}.")
-    warmed, start = 0, time.perf_counter()
-    while warmed < warmup_runs or time.perf_counter() - start < warmup_seconds:
-        run()
-        warmed += 1
-    times = np.empty(runs)
+    per = list(per) if per is not None else [1] * len(calls)
+    warmed = []
+    for run in calls:
+        count, start = 0, time.perf_counter()
+        while count < warmup_runs or time.perf_counter() - start < warmup_seconds:
+            run()
+            count += 1
+        warmed.append(count)
+    times = np.empty((len(calls), runs))
     for i in range(runs):
-        begin = time.perf_counter()
-        run()
-        times[i] = time.perf_counter() - begin
-    times *= 1000.0 / max(per, 1)
-    return Latency(float(np.median(times)), float(np.percentile(times, 90)), runs, warmed)
+        for j, run in enumerate(calls):
+            begin = time.perf_counter()
+            run()
+            times[j, i] = time.perf_counter() - begin
+    latencies = []
+    for row, images, count in zip(times, per, warmed):
+        row = row * 1000.0 / max(images, 1)
+        latencies.append(Latency(float(np.median(row)), float(np.percentile(row, 90)), runs, count))
+    return latencies
 
 
 def tflite_latency(path: str | os.PathLike, runs: int = 30, threads: int = 2, **warmup) -> Latency:
     """Latency of a .tflite file at its own batch (1 for this package's files), on zero input."""
+    return tflite_latencies([path], runs, threads, **warmup)[0]
+
+
+def tflite_latencies(paths: Sequence[str | os.PathLike], runs: int = 30, threads: int = 2, **warmup) -> list[Latency]:
+    """Latencies of several .tflite files timed in turns (`measure_side_by_side`), each at its own batch."""
     from tflite.runtime import TFLiteModel
 
-    timed = TFLiteModel(path, num_threads=threads)
-    batch = max(timed.input_shape[0], 1)
-    sample = np.zeros((batch, *timed.input_shape[1:]), timed.input_dtype)
-    return measure(lambda: timed.predict_raw(sample), runs, per=batch, **warmup)
+    calls, per = [], []
+    for path in paths:
+        timed = TFLiteModel(path, num_threads=threads)
+        batch = max(timed.input_shape[0], 1)
+        sample = np.zeros((batch, *timed.input_shape[1:]), timed.input_dtype)
+        calls.append(lambda timed=timed, sample=sample: timed.predict_raw(sample))
+        per.append(batch)
+    return measure_side_by_side(calls, runs, per, **warmup)

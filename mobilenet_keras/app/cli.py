@@ -331,24 +331,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tflite.latency import tflite_latency
+    from tflite.latency import tflite_latencies
     from tflite.runtime import TFLiteModel
 
     if args.runs < 1 or args.threads < 1:
         raise UsageError("--runs and --threads must be at least 1.")
-    rows = []
     try:
-        for path in args.files:
-            model = TFLiteModel(path)
-            rows.append((path, model.mode, model.size_bytes, tflite_latency(path, args.runs, args.threads)))
+        models = [TFLiteModel(path) for path in args.files]
+        latencies = tflite_latencies(args.files, args.runs, args.threads)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    rows = [(path, model.mode, model.size_bytes, latency)
+            for path, model, latency in zip(args.files, models, latencies)]
     width = max(len(str(r[0])) for r in rows)
     print(f"{'file':<{width}}  {'mode':<14} {'size KiB':>9} {'median ms':>10} {'p90 ms':>9}")
     for path, mode, size, latency in rows:
         print(f"{str(path):<{width}}  {mode:<14} {size / 1024:>9.0f} {latency.median_ms:>10.3f} {latency.p90_ms:>9.3f}")
-    print(f"(per image at batch 1, {args.threads} threads: {args.runs} timed runs after at least 1 s and 20 runs "
-          "of warm-up)")
+    print(f"(per image at batch 1, {args.threads} threads: {args.runs} timed runs per file, taken in turns across "
+          "the files, after at least 1 s and 20 runs of warm-up each)")
     return 0
 
 
