@@ -23,6 +23,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+# The instruction sets that decide how fast TensorFlow and XNNPACK run here (int8 dot products, bfloat16,
+# AMX tiles); machines of the same name differ in them, so every section names the ones it found.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> str:
+    """Which of CPU_FLAGS /proc/cpuinfo lists, and which it doesn't: "avx2, avx512f (no amx_tile, ...)"."""
+    try:
+        line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown (no /proc/cpuinfo)"
+    present = set(line.split(":", 1)[1].split())
+    found = [flag for flag in CPU_FLAGS if flag in present]
+    missing = [flag for flag in CPU_FLAGS if flag not in present]
+    return ", ".join(found or ["none of " + ", ".join(CPU_FLAGS)]) + (f" (no {', '.join(missing)})" if found and missing else "")
+
+
 def versions() -> str:
     from importlib.metadata import version
 
@@ -41,7 +58,7 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     benchmarks/NAME.py`) is the command line that made it."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (f"<!-- {name}:start -->\n## {title}\n\n"
-             f"Measured {stamp} on {machine()}; {versions()}.\n"
+             f"Measured {stamp} on {machine()}; CPU flags: {cpu_flags()}; {versions()}.\n"
              f"Command: `{command or f'python benchmarks/{name}.py'}`\n\n{body.rstrip()}\n<!-- {name}:end -->\n")
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; run by hand.\n\n"
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->\n", re.S)

@@ -28,8 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import write_section  # noqa: E402
-from benchmarks.training_precision import cpu_flags  # noqa: E402
+from benchmarks._results import cpu_flags, write_section  # noqa: E402
 
 
 def slice_folder(source: Path, train_images: int, where: Path) -> Path:

@@ -18,16 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import write_section  # noqa: E402
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return ", ".join(f for f in wanted if f" {f}" in flags) or "none of avx512f, avx512_bf16, amx_bf16"
+from benchmarks._results import cpu_flags, write_section  # noqa: E402
 
 
 def main() -> None:
