@@ -14,6 +14,10 @@ it, so the per-layer files come from ai-edge-quantizer (`pip install -e .[bench]
 float .tflite file by per-op recipes: `int16_layers_file` below. Without that package those rows are
 skipped with a note.
 
+`python benchmarks/quantization_quality.py --model RUN/model.keras --data FOLDER` measures the same rows
+on a trained model instead (the CIFAR-10 benchmark model that benchmarks/train_cifar10.py keeps), on
+images of its run's validation split, and writes its own section.
+
 `python benchmarks/quantization_quality.py --only-int16` runs only the int16 rows, with the plain int8
 row (the latency reference) and the default float-prefix row beside them, and writes its own section
 (`quantization_int16_layers`) of RESULTS.md.
@@ -33,6 +37,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from benchmarks._results import write_section  # noqa: E402
 
 OFF = dict(bias_correction=False, equalization=False, adaround=False, denylist=None)
@@ -50,6 +56,8 @@ VARIANTS = (
 # How many of the debugger's worst convolutions get int16 activations, one row each.
 INT16_LAYER_COUNTS = (5, 11)
 INT16_SECTION = "quantization_int16_layers"
+TRAINED_SECTION = "quantization_quality_trained"
+TRAINED_TITLE = "int8 quality on the CIFAR-10 benchmark model (train_cifar10.py's model.keras)"
 INT16_TITLE = "int16 activations in the worst layers (mixed precision, all integer)"
 HEADER = ["| classifier | float acc | variant | top-1 agreement | top-5 overlap | SQNR dB | int8 acc | "
           "drop (points) | float ops | int16 ops | latency vs plain int8 | convert s |",
@@ -150,13 +158,100 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only-int16", action="store_true",
                         help="only the int16 rows (with the plain int8 and float-prefix rows beside them); "
                              f"writes the {INT16_SECTION} section of RESULTS.md")
-    only_int16 = parser.parse_args(argv).only_int16
+    parser.add_argument("--model", type=Path,
+                        help="a trained .keras model to measure instead of the two test classifiers, e.g. the "
+                             "model.keras that benchmarks/train_cifar10.py keeps; needs --data. Writes the "
+                             f"{TRAINED_SECTION} section of RESULTS.md")
+    parser.add_argument("--data", type=Path,
+                        help="the image folder (one subfolder per class) --model was trained on; the run.json "
+                             "beside the model gives its validation split and seed: held-out images come from the "
+                             "validation split, calibration images from the training split")
+    parser.add_argument("--held-out", type=int, default=2000,
+                        help="how many validation images to verify on with --model (default 2000, spread over the "
+                             "split)")
+    args = parser.parse_args(argv)
+    if (args.model is None) != (args.data is None):
+        parser.error("--model and --data go together")
     warnings.simplefilter("ignore")
+    if args.model is not None:
+        model, held_out, labels, calibration, described = trained_model_and_images(args.model, args.data,
+                                                                                     args.held_out)
+        lines, notes = measure([("CIFAR-10 benchmark model", model)], held_out, labels, calibration, False)
+        body = "\n".join(lines) + (
+            f"\n\nModel: {described}. Agreement and SQNR compare each file with the float Keras model. Steps are "
+            "cumulative up to the float prefix; the int16 rows start again from bias correction.\n\n"
+            + int16_text(notes))
+        write_section(TRAINED_SECTION, TRAINED_TITLE, body,
+                      command=f"python benchmarks/quantization_quality.py --model {args.model} --data {args.data} "
+                              f"--held-out {args.held_out}")
+        return
+
+    from mobilenet_keras import preprocess_input
+    from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, fine_tuned_classifier
+
+    held_out, labels, _ = cifar_slice(50, 200, SIZE)
+    held_out = preprocess_input(held_out)
+    calibration = cifar_slice(20, 400, SIZE)[0]
+    models = (("frozen backbone + head", classifier()), ("fine-tuned end to end", fine_tuned_classifier()))
+    lines, notes = measure(models, held_out, labels, calibration, args.only_int16)
+    if args.only_int16:
+        write_section(INT16_SECTION, INT16_TITLE, int16_section_body("\n".join(lines), notes),
+                      command="python benchmarks/quantization_quality.py --only-int16")
+        return
+    body = "\n".join(lines) + (
+        "\n\nHeld-out set: 500 CIFAR-10 training images (50 per class) that neither training nor calibration "
+        "(200 images) saw, at 96 px. Agreement and SQNR compare the file with the float Keras model. "
+        "Steps are cumulative up to the float prefix; the int16 rows start again from bias correction. Not in "
+        "the table: MSE-chosen activation ranges (on these models the MSE-optimal maximum of every ReLU6 "
+        "output is its calibrated 6.0, so the file does not change). float16 shows how sensitive each "
+        "classifier is to any perturbation at all.\n\n" + int16_text(notes))
+    write_section("quantization_quality", "int8 quality: what each converter step buys", body)
+
+
+def trained_model_and_images(model_path: Path, folder: Path, count: int):
+    """(model, held-out float images, their labels, 200 uint8 calibration images, a sentence about them).
+
+    Held out: `count` images of the run's validation split, which training never fitted (the run kept
+    its best epoch by validation accuracy, which is all the split decided); calibration: 200 images of
+    its training split. Both through the package's own decode and resize."""
+    import json
+
+    import keras
+
+    import mobilenet_keras  # noqa: F401 - registers the package's layers for loading
+    from mobilenet_keras import preprocess_input
+    from mobilenet_keras.images import load_images, scan_folder
+    from mobilenet_keras.training.datasets import keras_split
+    from tflite.representative import CALIBRATION_IMAGES
+
+    run = json.loads(model_path.with_name("run.json").read_text())
+    split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
+    seed = run["config"]["seed"]
+    scanned = scan_folder(folder)
+    if list(scanned.class_names) != list(run["data"]["classes"]):
+        raise SystemExit(f"{folder}'s classes {scanned.class_names} are not the model's {run['data']['classes']}")
+    (train_paths, _), (val_paths, val_labels) = keras_split(scanned.paths, scanned.labels, split, seed)
+    model = keras.saving.load_model(model_path, compile=False)
+    size = tuple(model.input_shape[1:3])
+    pick = np.linspace(0, len(val_paths) - 1, min(count, len(val_paths))).round().astype(int)
+    held_out, bad = load_images([val_paths[i] for i in pick], size)
+    if bad:
+        raise SystemExit(f"can't decode {len(bad)} held-out images, e.g. {bad[0]}")
+    labels = np.asarray([val_labels[i] for i in pick])
+    every = max(len(train_paths) // CALIBRATION_IMAGES, 1)
+    calibration, _ = load_images(train_paths[::every][:CALIBRATION_IMAGES], size)
+    described = (f"{model_path} (alpha {run['config']['alpha']}, {size[0]} px, {run['final']['best_val_accuracy']:.2%} "
+                 f"best validation accuracy in its run); held out: {len(labels)} images spread over the run's "
+                 f"{len(val_paths)} validation images (split {split:g}, seed {seed}), which training never fitted; "
+                 f"calibration: {len(calibration)} images of its training split")
+    return model, preprocess_input(held_out.astype(np.float32)), labels, calibration, described
+
+
+def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[list[str], list[str]]:
+    """The table's rows for each (name, model) and the notes under it."""
     import keras
 
     import tflite
-    from mobilenet_keras import preprocess_input
-    from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, fine_tuned_classifier
     from tflite.equalization import absorb_dead_channels
     from tflite.flatbuffer import op_counts, read_model
     from tflite.latency import tflite_latency
@@ -170,12 +265,8 @@ def main(argv: list[str] | None = None) -> None:
                           "the rows with int16 activations in the worst layers are skipped.")
         print(quantizer_note, flush=True)
 
-    held_out, labels, _ = cifar_slice(50, 200, SIZE)
-    held_out = preprocess_input(held_out)
-    calibration = cifar_slice(20, 400, SIZE)[0]
     lines = list(HEADER)
     notes = []
-    models = (("frozen backbone + head", classifier()), ("fine-tuned end to end", fine_tuned_classifier()))
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
             plain_latency = None
@@ -229,18 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             keras.backend.clear_session()
     if quantizer_note:
         notes.insert(0, quantizer_note)
-    if only_int16:
-        write_section(INT16_SECTION, INT16_TITLE, int16_section_body("\n".join(lines), notes),
-                      command="python benchmarks/quantization_quality.py --only-int16")
-        return
-    body = "\n".join(lines) + (
-        "\n\nHeld-out set: 500 CIFAR-10 training images (50 per class) that neither training nor calibration "
-        "(200 images) saw, at 96 px. Agreement and SQNR compare the file with the float Keras model. "
-        "Steps are cumulative up to the float prefix; the int16 rows start again from bias correction. Not in "
-        "the table: MSE-chosen activation ranges (on these models the MSE-optimal maximum of every ReLU6 "
-        "output is its calibrated 6.0, so the file does not change). float16 shows how sensitive each "
-        "classifier is to any perturbation at all.\n\n" + int16_text(notes))
-    write_section("quantization_quality", "int8 quality: what each converter step buys", body)
+    return lines, notes
 
 
 def int16_text(notes: list[str]) -> str:

@@ -41,12 +41,27 @@ def resize_batch(images, size: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def digits_pipeline_run(tmp_path_factory):
     """`mobilenet-keras pipeline --out RUN --quiet`, the default run as the README gives it, run once per
-    session: (RUN, the finished process). Read-only for its users (copy what you change)."""
+    session: (RUN, the finished process). Read-only for its users (copy what you change).
+
+    Under pytest-xdist (the README's `pytest -n 2`) each worker has its own session: the first worker to
+    ask runs the pipeline under a lock in the folder the workers share, the others wait and read its result.
+    """
+    import fcntl
+    import json
+    import os
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("digits_pipeline") / "run"
-    result = subprocess.run([sys.executable, "-m", "mobilenet_keras", "pipeline", "--out", str(out), "--quiet"],
-                            capture_output=True, text=True, timeout=1200)
-    return out, result
-
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    out, record = shared / "digits_pipeline" / "run", shared / "digits_pipeline.json"
+    with open(shared / "digits_pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            out.parent.mkdir(exist_ok=True)
+            done = subprocess.run([sys.executable, "-m", "mobilenet_keras", "pipeline", "--out", str(out), "--quiet"],
+                                  capture_output=True, text=True, timeout=1200)
+            record.write_text(json.dumps({"args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                                          "stderr": done.stderr}))
+    return out, subprocess.CompletedProcess(**json.loads(record.read_text()))
