@@ -76,7 +76,12 @@ def main() -> None:
 
         qat_model = qat.quantize(model, calibration)
         qat.fine_tune(qat_model, images.train, epochs=args.qat_epochs, verbose=0)
-        measure("QAT int8", model, tflite.convert(qat_model, tmp / "qat.tflite", "qat"), qat_model)
+        measure("QAT int8 (default: from the equalized model)", model,
+                tflite.convert(qat_model, tmp / "qat.tflite", "qat"), qat_model)
+        unequalized = qat.quantize(model, calibration, equalization=False)
+        qat.fine_tune(unequalized, images.train, epochs=args.qat_epochs, verbose=0)
+        measure("QAT int8 without equalization (dead channels absorbed only)", model,
+                tflite.convert(unequalized, tmp / "qat_plain.tflite", "qat"), unequalized)
 
         pruned = compress.prune(model, images.train, sparsity=0.5, epochs=2, verbose=0)
         measure(f"pruned 50% ({compress.sparsity(pruned):.0%} zeros) + PTQ int8", pruned,

@@ -80,6 +80,17 @@ def test_integer_files_without_a_denylist_hold_no_float_tensor(model, calibratio
     assert op_counts(flat) == {"float": 0, "int16": 0}
 
 
+def test_auto_keeps_the_fully_integer_file_of_every_step_when_it_reaches_the_target(model, calibration, tmp_path):
+    # This briefly trained classifier's fully integer file agreed on 88% of its calibration images: an 85%
+    # target keeps it; 99% (the default) goes on to the float-prefix search (the files of test_tflite_convert).
+    auto = tflite.convert(model, tmp_path / "auto.tflite", "int8", representative_data=calibration,
+                          target_agreement=0.85)
+    assert op_counts(read_model(auto)) == {"float": 0, "int16": 0}
+    explicit = tflite.convert(model, tmp_path / "explicit.tflite", "int8", representative_data=calibration,
+                              denylist=None, equalization=True, adaround=True)
+    assert auto.read_bytes() == explicit.read_bytes()
+
+
 def test_op_counts_see_the_float_layers_of_a_denylist(model, calibration, tmp_path):
     path = tflite.convert(model, tmp_path / "d.tflite", "int8", representative_data=calibration[:40],
                           denylist=["conv1"], adaround=False)

@@ -140,6 +140,33 @@ def test_twin_of_the_real_classifier_is_exact(qat_run):
 
 
 @pytest.mark.slow
+def test_qat_starts_from_the_model_that_equalized_ptq_quantizes(qat_run):
+    """Dead channels absorbed, ReLU6 outputs equalized, then bias-corrected: the kernels QAT starts from
+    are the folded kernels of that model (what tflite.convert(..., equalization=True) quantizes)."""
+    from mobilenet_keras.folding import folded_weights
+    from mobilenet_keras.optimize import qat
+    from mobilenet_keras.testing.cifar import SIZE, cifar_slice
+    from tflite.bias_correction import bias_corrected
+    from tflite.equalization import prepare
+    from tflite.representative import collect
+
+    model, calibration = qat_run["model"], cifar_slice(20, 400, SIZE)[0]
+    images = collect(calibration, tuple(model.input_shape[1:]), limit=qat.CALIBRATION_IMAGES)
+    prepared, info = prepare(model, images)
+    assert info.dead_count > 0 and info.equalized_count > 0
+    expected = folded_weights(bias_corrected(prepared, images))
+    # tfmot's wrapper holds the inner layer's kernel ("conv1/kernel:0") beside its quantizer variables
+    started = {layer.layer.name: [w.numpy() for w in layer.weights if w.name.startswith(f"{layer.layer.name}/")]
+               for layer in qat.quantize(model, calibration).layers if hasattr(layer, "layer")}
+    for name, (kernel, bias) in expected.items():
+        (got_kernel,) = [w for w in started[name] if w.shape == kernel.shape]
+        (got_bias,) = [w for w in started[name] if w.shape == bias.shape]
+        assert np.allclose(got_kernel, kernel, atol=1e-6) and np.allclose(got_bias, bias, atol=1e-5), name
+    unprepared = folded_weights(bias_corrected(model, images))
+    assert any(not np.allclose(unprepared[name][0], kernel, atol=1e-6) for name, (kernel, _) in expected.items())
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["qat", "qat_uint8"])
 def test_qat_file_agrees_with_the_qat_keras_model(qat_run, mode):
     import tflite

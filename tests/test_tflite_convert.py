@@ -91,16 +91,18 @@ def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_mis
     small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
     images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     monkeypatch.setattr(converter, "_PREFIX_FOUND", {})
+    monkeypatch.setattr(converter, "_FULLY_INTEGER_MISSED", {})
     monkeypatch.setattr(converter, "_PREFIX_STEPS", (0, 1))  # a shorter search: the same logic, fewer files
     conversions = []
     original = converter._convert_bytes
     monkeypatch.setattr(converter, "_convert_bytes", lambda *a, **k: conversions.append(1) or original(*a, **k))
     options = dict(representative_data=images, target_agreement=1.01, bias_correction=False)
     first = tflite.convert(small, tmp_path / "a.tflite", "int8", **options)
-    assert len(conversions) == 2  # an unreachable target: every prefix length is tried, the best by SQNR kept
+    # an unreachable target: the fully integer file of every step, then every prefix length, the best by SQNR kept
+    assert len(conversions) == 3
     conversions.clear()
     again = tflite.convert(small, tmp_path / "b.tflite", "uint8", **options)
-    assert len(conversions) == 1  # int8 and uint8 share an interior: the search's answer is reused
+    assert len(conversions) == 1  # int8 and uint8 share an interior: both misses are remembered
     assert float_layers(read_model(again)) == float_layers(read_model(first))
     # what the answer is remembered by: other images, other weights or a float input are other searches
     key = converter._prefix_key

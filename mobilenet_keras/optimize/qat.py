@@ -48,15 +48,20 @@ def folded_twin(model):
     return twin
 
 
-def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES):
+def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES, equalization: bool = True):
     """A quantization-aware tf_keras model of the Keras 3 `model`, ready to `fine_tune` and convert.
 
     Args:
         model: a trained Keras 3 MobileNet (from `MobileNetV1` or `mobilenet_keras.training.trainer`).
         calibration: images (in any form `tflite.representative.collect` takes) to set the activation
-            ranges from, and to bias-correct the weights with, before training; None copies the
-            weights as they are and leaves tfmot's initial ranges (for loading saved weights).
+            ranges from, and to prepare the weights with, before training; None copies the weights as
+            they are and leaves tfmot's initial ranges (for loading saved weights).
         num_calibration: how many of them to use.
+        equalization: with calibration images, start from the model that `tflite.convert(...,
+            equalization=True)` quantizes: dead channels absorbed into the next layer and each ReLU6
+            output's channels equalized over [0, 6] (`tflite.equalization`; the float outputs stay the
+            same), so that training starts on the finer int8 grid. False absorbs the dead channels only
+            (an exact change).
 
     Returns:
         A `tf_keras.Model` whose convolutions and activations are fake-quantized as in the int8 file.
@@ -64,12 +69,13 @@ def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES)
     images = None
     if calibration is not None:
         from tflite.bias_correction import bias_corrected
+        from tflite.equalization import prepare
         from tflite.representative import collect
 
         images = collect(calibration, tuple(model.input_shape[1:]), limit=num_calibration)
-        # Start from the weights post-training quantization uses by default: the expected int8 rounding
-        # error of each convolution folded into its bias (tflite.bias_correction). Equalization stays
-        # opt-in there (tflite.convert(equalization=True)) and so stays out of here.
+        model, _ = prepare(model, images, equalization=equalization)
+        # Then the expected int8 rounding error of each convolution folded into its bias
+        # (tflite.bias_correction), as post-training quantization does by default.
         model = bias_corrected(model, images)
     twin = folded_twin(model)
     with load_tfmot() as (tfmot, scheme):
