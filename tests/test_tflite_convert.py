@@ -91,7 +91,7 @@ def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_mis
     small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
     images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     monkeypatch.setattr(converter, "_PREFIX_FOUND", {})
-    monkeypatch.setattr(converter, "_FULLY_INTEGER_MISSED", {})
+    monkeypatch.setattr(converter, "_FULLY_INTEGER_WON", {})
     monkeypatch.setattr(converter, "_PREFIX_STEPS", (0, 1))  # a shorter search: the same logic, fewer files
     conversions = []
     original = converter._convert_bytes
@@ -102,7 +102,7 @@ def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_mis
     assert len(conversions) == 3
     conversions.clear()
     again = tflite.convert(small, tmp_path / "b.tflite", "uint8", **options)
-    assert len(conversions) == 1  # int8 and uint8 share an interior: both misses are remembered
+    assert len(conversions) == 1  # int8 and uint8 share an interior: the choice and the search are remembered
     assert float_layers(read_model(again)) == float_layers(read_model(first))
     # what the answer is remembered by: other images, other weights or a float input are other searches
     key = converter._prefix_key
@@ -112,6 +112,39 @@ def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_mis
     assert base != key(small, calibration[::-1], False, 1) and base != key(small, calibration, True, 1)
     other = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
     assert base != key(other, calibration, False, 1)
+
+
+@pytest.mark.parametrize("full, prefix_sqnr, kept", [
+    ({"top1_agreement": 0.99, "sqnr_db": 10.0}, 30.0, b"full"),     # reaches the target
+    ({"top1_agreement": 0.97, "sqnr_db": 22.1}, 21.8, b"full"),     # misses, but the higher SQNR
+    ({"top1_agreement": 0.97, "sqnr_db": 15.1}, 23.2, b"prefix"),   # misses, and the lower SQNR
+    (None, 5.0, b"prefix"),                                         # the interpreter can't run it
+])
+def test_auto_chooses_between_the_fully_integer_file_and_the_float_prefix(monkeypatch, full, prefix_sqnr, kept):
+    import tflite.converter as converter
+
+    def agreement(expected, flatbuffer, calibration):
+        if full is None:
+            raise RuntimeError("delegate refused")
+        return full
+
+    monkeypatch.setattr(converter, "_agreement", agreement)
+    monkeypatch.setattr(converter, "_FULLY_INTEGER_WON", {})
+    calls = []
+
+    def every_step():
+        calls.append("full")
+        return b"full"
+
+    def prefix():
+        calls.append("prefix")
+        return b"prefix", prefix_sqnr
+
+    choose = converter._fully_integer_or_prefix
+    assert choose(every_step, prefix, None, None, 0.99, False, "key") == kept
+    calls.clear()
+    assert choose(every_step, prefix, None, None, 0.99, False, "key") == kept  # remembered: one conversion
+    assert calls == [kept.decode()]
 
 
 def test_the_converter_beats_naive_ptq_and_verify_catches_naive_ptq(model, calibration, held_out, reports,

@@ -69,12 +69,13 @@ def convert(
         batch_size: the file's static batch (1: what Android apps run), or None for a dynamic batch.
         denylist: Keras layer names to keep in float inside an integer file (selective quantization,
             e.g. the worst layers that `tflite.layer_errors` lists). `"auto"` (the default): for a
-            MobileNet of this package, first the fully integer file with every integer step (dead
-            channels, equalization, rounding by error, bias correction), kept when it reaches
-            `target_agreement` with the float model on the calibration images; otherwise (and for
-            other models) the fewest leading convolutions in float (0, then the stem, then whole
-            blocks, up to 9 layers) that reach it, with the steps that `bias_correction`,
-            `equalization` and `adaround` turn on. None or [] quantizes every layer.
+            MobileNet of this package, the fully integer file with every integer step (dead channels,
+            equalization, rounding by error, bias correction) when it reaches `target_agreement` with
+            the float model on the calibration images, or when its SQNR there is at least that of the
+            float-prefix file; that file (and, for other models, the only candidate) keeps the fewest
+            leading convolutions in float (0, then the stem, then whole blocks, up to 9 layers) that
+            reach the target, with the steps that `bias_correction`, `equalization` and `adaround` turn
+            on. None or [] quantizes every layer.
         input_range: the float range the model's input covers; integer files quantize their input
             over it. None (the default): for a MobileNet of this package (layers `conv1` and
             `conv_dw_1`), its preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
@@ -163,18 +164,19 @@ def convert(
         searched = _prefix_key(model, calibration, spec.input_type == "float32", batch_size, input_range,
                                target_agreement, bias_correction, equalization, adaround)
         expected = np.asarray(model.predict(calibration, batch_size=32, verbose=0))
-        flatbuffer = None
-        if integer_path:
-            def every_integer_step() -> bytes:
-                equalized, _ = prepare(model, calibration, input_range=input_range)
-                source = round_to_grid(equalized, calibration, bias_correction=bias_correction)
-                return _convert_bytes(source, spec, input_shape, batch_size, calibration, [], input_range, verbose)
+        def every_integer_step() -> bytes:
+            equalized, _ = prepare(model, calibration, input_range=input_range)
+            source = round_to_grid(equalized, calibration, bias_correction=bias_correction)
+            return _convert_bytes(source, spec, input_shape, batch_size, calibration, [], input_range, verbose)
 
-            flatbuffer = _fully_integer_first(every_integer_step, expected, calibration, target_agreement, verbose,
-                                              searched)
-        if flatbuffer is None:
-            flatbuffer = _with_float_prefix(model, calibration, convert_with, target_agreement, verbose, searched,
-                                            expected)
+        def float_prefix() -> tuple[bytes, float]:
+            return _with_float_prefix(model, calibration, convert_with, target_agreement, verbose, searched, expected)
+
+        if integer_path:
+            flatbuffer = _fully_integer_or_prefix(every_integer_step, float_prefix, expected, calibration,
+                                                  target_agreement, verbose, searched)
+        else:
+            flatbuffer = float_prefix()[0]
     else:
         flatbuffer = convert_with(denylist)
     return write_bytes_atomic(output_path, flatbuffer)
@@ -234,9 +236,9 @@ def _prefix_key(model, calibration, *settings) -> str:
     return digest.hexdigest()
 
 
-# Fingerprints (`_prefix_key`) whose fully integer candidate missed the target in this process, so that
-# the uint8 and Android files of the same model go straight to the float-prefix search.
-_FULLY_INTEGER_MISSED: dict[str, None] = {}
+# Per fingerprint (`_prefix_key`): whether the fully integer file won (True) or lost (False) in this
+# process, so that the uint8 and Android files of the same model make the same choice without the search.
+_FULLY_INTEGER_WON: dict[str, bool] = {}
 
 
 def _agreement(expected: np.ndarray, flatbuffer: bytes, calibration: np.ndarray) -> dict[str, float]:
@@ -250,18 +252,21 @@ def _agreement(expected: np.ndarray, flatbuffer: bytes, calibration: np.ndarray)
         return compare(expected, TFLiteModel(path).predict(calibration))
 
 
-def _fully_integer_first(convert_every_step, expected: np.ndarray, calibration: np.ndarray, target_agreement: float,
-                         verbose: bool, searched: str | None) -> bytes | None:
-    """The fully integer file with every integer step (`convert_every_step`: dead channels, equalization,
-    rounding by error, bias correction) when it reaches `target_agreement` on the calibration images;
-    None when it misses (or can't be run), so the float-prefix search takes over.
+def _fully_integer_or_prefix(convert_every_step, float_prefix, expected: np.ndarray, calibration: np.ndarray,
+                             target_agreement: float, verbose: bool, searched: str | None) -> bytes:
+    """`denylist="auto"` for a MobileNet of this package: the fully integer file with every integer step
+    (`convert_every_step`: dead channels, equalization, rounding by error, bias correction) when it
+    reaches `target_agreement` on the calibration images, or when its SQNR there is at least that of
+    the file `float_prefix()` picks; otherwise that float-prefix file.
 
-    On a well-trained model it does: on the CIFAR-10 benchmark model (89.9% accurate) it agreed with the
-    float model on 98.0% of 2,000 held-out images where the float-prefix search's file (stem in float)
-    agreed on 97.2% (benchmarks/RESULTS.md). On briefly trained ones it misses and costs one conversion.
+    Why SQNR decides between two files that both miss or sit near the target: agreement on a few hundred
+    images is a count of a handful of flips. On the CIFAR-10 benchmark model (89.9% accurate) the fully
+    integer file agreed on 97.0% of the 200 calibration images at 22.1 dB, the stem-in-float file on
+    99.0% at 21.8 dB; on 2,000 held-out images they agreed on 98.0% and 97.2% (benchmarks/RESULTS.md).
     """
-    if searched is not None and searched in _FULLY_INTEGER_MISSED:
-        return None
+    known = _FULLY_INTEGER_WON.get(searched) if searched is not None else None
+    if known is not None:
+        return convert_every_step() if known else float_prefix()[0]
     flatbuffer = convert_every_step()
     try:
         figures = _agreement(expected, flatbuffer, calibration)
@@ -271,18 +276,25 @@ def _fully_integer_first(convert_every_step, expected: np.ndarray, calibration: 
         found = "can't be run" if figures is None else (
             f"top-1 agreement {figures['top1_agreement']:.2%}, SQNR {figures['sqnr_db']:.1f} dB on the calibration images")
         print(f"  fully integer (dead channels, equalization, rounding by error): {found}", file=sys.stderr)
-    if figures is not None and figures["top1_agreement"] >= target_agreement:
-        return flatbuffer
+    won = figures is not None and figures["top1_agreement"] >= target_agreement
+    if not won:
+        prefixed, prefix_sqnr = float_prefix()
+        won = figures is not None and figures["sqnr_db"] >= prefix_sqnr
+        if verbose:
+            print(f"  {'fully integer' if won else 'float prefix'} kept (the higher SQNR)", file=sys.stderr)
+        if not won:
+            flatbuffer = prefixed
     if searched is not None:
-        if len(_FULLY_INTEGER_MISSED) >= _PREFIX_FOUND_MAX:
-            _FULLY_INTEGER_MISSED.pop(next(iter(_FULLY_INTEGER_MISSED)))
-        _FULLY_INTEGER_MISSED[searched] = None
-    return None
+        if len(_FULLY_INTEGER_WON) >= _PREFIX_FOUND_MAX:
+            _FULLY_INTEGER_WON.pop(next(iter(_FULLY_INTEGER_WON)))
+        _FULLY_INTEGER_WON[searched] = won
+    return flatbuffer
 
 
 def _with_float_prefix(model, calibration, convert_with, target_agreement: float, verbose: bool,
-                       searched: str | None = None, expected: np.ndarray | None = None) -> bytes:
-    """Convert with the fewest leading convolutions in float that reach `target_agreement`.
+                       searched: str | None = None, expected: np.ndarray | None = None) -> tuple[bytes, float]:
+    """Convert with the fewest leading convolutions in float that reach `target_agreement`: (the file,
+    its SQNR in dB on the calibration images).
 
     The first layers see the raw image: their activations and high-gain BatchNorm-folded weights
     are where int8 loses most (see benchmarks/RESULTS.md). A float layer's output is still
@@ -312,7 +324,7 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
                   f"SQNR {figures['sqnr_db']:.1f} dB on the calibration images", file=sys.stderr)
         if figures["top1_agreement"] >= target_agreement:
             _remember_prefix(searched, steps, True)
-            return flatbuffer
+            return flatbuffer, figures["sqnr_db"]
         # Short of the target, rank by SQNR: a few hundred images make agreement a noisy count.
         if best is None or figures["sqnr_db"] > best[0]:
             best = (figures["sqnr_db"], flatbuffer, steps)
@@ -320,7 +332,7 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
         _PREFIX_FOUND.pop(searched, None)
         return _with_float_prefix(model, calibration, convert_with, target_agreement, verbose, expected=expected)
     _remember_prefix(searched, best[2], False)
-    return best[1]
+    return best[1], best[0]
 
 
 def _remember_prefix(searched: str | None, steps: int, reached: bool) -> None:
