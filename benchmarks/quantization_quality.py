@@ -44,8 +44,8 @@ from benchmarks._results import write_section  # noqa: E402
 OFF = dict(bias_correction=False, equalization=False, adaround=False, denylist=None)
 PLAIN = "naive PTQ"
 # The converter's default: the fully integer file of every step when it reaches 99% agreement on the
-# calibration images, else the float-prefix search.
-FLOAT_PREFIX = "default (denylist='auto': fully integer if >= 99% on calibration, else float prefix)"
+# calibration images or beats the float-prefix file's SQNR there, else that float-prefix file.
+FLOAT_PREFIX = "default (denylist='auto': fully integer if >= 99% or a higher SQNR on calibration, else float prefix)"
 # (row, conversion options, transform the model first with dead-channel absorption only)
 VARIANTS = (
     (PLAIN, OFF, False),
