@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def read_model(path_or_bytes: str | os.PathLike | bytes):
     """The file parsed into the flatbuffer object API (ai_edge_litert's schema)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    content = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else open(path_or_bytes, "rb").read()
+    content = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
 
 
