@@ -164,6 +164,7 @@ def convert(
         searched = _prefix_key(model, calibration, spec.input_type == "float32", batch_size, input_range,
                                target_agreement, bias_correction, equalization, adaround)
         expected = np.asarray(model.predict(calibration, batch_size=32, verbose=0))
+
         def every_integer_step() -> bytes:
             equalized, _ = prepare(model, calibration, input_range=input_range)
             source = round_to_grid(equalized, calibration, bias_correction=bias_correction)
@@ -291,10 +292,7 @@ def _fully_integer_or_prefix(convert_every_step, float_prefix, expected: np.ndar
             print(f"  {'fully integer' if won else 'float prefix'} kept (the higher SQNR)", file=sys.stderr)
         if not won:
             flatbuffer = prefixed
-    if searched is not None:
-        if len(_FULLY_INTEGER_WON) >= _PREFIX_FOUND_MAX:
-            _FULLY_INTEGER_WON.pop(next(iter(_FULLY_INTEGER_WON)))
-        _FULLY_INTEGER_WON[searched] = won
+    _remember(_FULLY_INTEGER_WON, searched, won)
     return flatbuffer
 
 
@@ -343,11 +341,17 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
 
 
 def _remember_prefix(searched: str | None, steps: int, reached: bool) -> None:
-    if searched is None or searched in _PREFIX_FOUND:  # the first search's answer stands: order-independent
+    _remember(_PREFIX_FOUND, searched, (steps, reached))
+
+
+def _remember(memo: dict, searched: str | None, answer) -> None:
+    """Keep `answer` for the fingerprint `searched` in `memo`, at most _PREFIX_FOUND_MAX of them; the first
+    answer for a fingerprint stands, so the outcome does not depend on which file was converted first."""
+    if searched is None or searched in memo:
         return
-    if len(_PREFIX_FOUND) >= _PREFIX_FOUND_MAX:
-        _PREFIX_FOUND.pop(next(iter(_PREFIX_FOUND)))
-    _PREFIX_FOUND[searched] = (steps, reached)
+    if len(memo) >= _PREFIX_FOUND_MAX:
+        memo.pop(next(iter(memo)))
+    memo[searched] = answer
 
 
 @contextlib.contextmanager
