@@ -180,6 +180,74 @@ def test_qat_file_agrees_with_the_qat_keras_model(qat_run, mode):
 
 
 @pytest.mark.slow
+def test_qat_input_quantizer_holds_the_files_integers_for_every_pixel_value(qat_run):
+    """Pixels 0..255 in MobileNet's [-1, 1] fall half-way between int8 steps: the QAT model's input
+    FakeQuant and the file's input quantization must still pick the same step for each of them (a
+    range whose zero point is a .5 gave every white pixel one step more in training than in the file)."""
+    import tflite
+    from mobilenet_keras import preprocess_input
+
+    pixels = preprocess_input(np.arange(256, dtype="float32").reshape(1, 16, 16, 1))
+    quantize_layer = next(layer for layer in qat_run["qat_model"].layers if hasattr(layer, "quantizer_vars"))
+    trained = quantize_layer(pixels, training=False).numpy().ravel()
+    file = tflite.TFLiteModel(qat_run["files"]["qat"])
+    scale, zero_point = file.input_quantization
+    in_file = (file.quantize_input(pixels).astype("float32").ravel() - zero_point) * scale
+    np.testing.assert_allclose(trained, in_file, atol=scale * 1e-3)
+
+
+def _relu_tensors(interpreter) -> dict:
+    """Keras layer name (`conv_pw_3_relu`) -> details of the int8 activation tensor a QAT file holds for it."""
+    found = {}
+    for detail in interpreter.get_tensor_details():
+        first = detail["name"].split(";")[0].split("/")
+        if len(first) > 1 and first[1].startswith("quant_") and first[1].endswith("_relu") and len(detail["shape"]) == 4:
+            found[first[1][len("quant_"):]] = detail
+    return found
+
+
+@pytest.mark.slow
+def test_each_layer_of_the_qat_file_computes_what_the_qat_model_computes(qat_run):
+    """Layer by layer, from the file's own input to that layer: the QAT model's convolution, ReLU6 and
+    output quantizer give the file's int8 values, up to one step where float and integer arithmetic
+    round a tie differently. A wrong weight grid, bias or range is several steps off everywhere."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilenet_keras import specs
+
+    qat_model = qat_run["qat_model"]
+    interpreter = Interpreter(model_path=str(qat_run["files"]["qat"]), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    tensors = _relu_tensors(interpreter)
+    names = specs.convolution_names()
+    assert set(f"{name}_relu" for name in names) <= set(tensors)
+    layer_names = {layer.name for layer in qat_model.layers}
+    source = interpreter.get_input_details()[0]
+    scale, zero_point = source["quantization"]
+    equal = {name: [] for name in names}
+    for image in qat_run["held_out"][:4]:
+        quantized = np.clip(np.floor(image[None] / scale + zero_point + 0.5), -128, 127).astype(np.int8)
+        interpreter.set_tensor(source["index"], quantized)
+        interpreter.invoke()
+        previous = (quantized.astype("float32") - zero_point) * scale
+        for name in names:
+            x = previous
+            pad = f"quant_{name.replace('_dw_', '_pad_')}"
+            if name.startswith("conv_dw_") and pad in layer_names:
+                x = qat_model.get_layer(pad)(x, training=False)
+            x = qat_model.get_layer(f"quant_{name}")(x, training=False)
+            expected = qat_model.get_layer(f"quant_{name}_relu")(x, training=False).numpy()
+            detail = tensors[f"{name}_relu"]
+            step, point = detail["quantization"]
+            previous = (interpreter.get_tensor(detail["index"]).astype("float32") - point) * step
+            steps = np.abs(previous - expected) / step
+            assert steps.max() <= 1.0 + 1e-3, (name, float(steps.max()))
+            equal[name].append(float(np.mean(steps < 0.5)))
+    # measured 99.6-99.95% per layer on this classifier
+    assert all(np.mean(fractions) >= 0.99 for fractions in equal.values()), equal
+
+
+@pytest.mark.slow
 def test_qat_file_is_not_less_accurate_than_ptq(qat_run):
     import tflite
 
