@@ -8,11 +8,17 @@ fixes); QAT int8 (`mobilenet_keras.optimize.qat`); pruned to 50% then PTQ int8; 
 PTQ int8; and the pruned model after sparsity-preserving QAT. Sizes are raw and after gzip -9.
 Targets from the QAT issue: QAT int8 >= float - 0.1 point; PTQ int8 >= float - 0.5 point.
 Results go to benchmarks/RESULTS.md.
+
+With `--model RUN/model.keras --data FOLDER` it measures QAT on a trained model instead (e.g. the one
+benchmarks/train_cifar10.py keeps): the default PTQ int8 file, the QAT file before any training, and
+after `--qat-steps` steps on the run's training split, each against the float model and against its
+own QAT model, on `--held-out` images of the run's validation split (section qat_cifar10_trained).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -41,8 +47,18 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--model", type=Path, help="a trained .keras model (with its run.json) to measure QAT on; "
+                                                   "needs --data")
+    parser.add_argument("--data", type=Path, help="the image folder --model was trained on")
+    parser.add_argument("--held-out", type=int, default=2000, help="validation images to verify on with --model")
+    parser.add_argument("--qat-steps", type=int, default=300, help="QAT training steps (batch 32) with --model")
     args = parser.parse_args()
+    if (args.model is None) != (args.data is None):
+        parser.error("--model and --data go together")
     warnings.simplefilter("ignore")
+    if args.model is not None:
+        trained_model(args)
+        return
 
     import tflite
     from mobilenet_keras.optimize import compress, qat
@@ -114,6 +130,51 @@ def main() -> None:
         f"clustering 2 epochs each on the 1x1 convolutions. Targets: QAT int8 >= float - 0.1 point, PTQ int8 >= "
         f"float - 0.5 point. {time.time() - started:.0f} s in all.\n")
     write_section("qat_cifar10", "QAT, pruning and clustering on CIFAR-10", body)
+
+
+def trained_model(args) -> None:
+    """QAT of a trained model: the file before and after a short QAT, against PTQ (see the module doc)."""
+    import tflite
+    from benchmarks.quantization_quality import trained_model_and_images
+    from mobilenet_keras.optimize import qat
+    from mobilenet_keras.training import datasets
+
+    started = time.time()
+    model, held_out, labels, calibration, described = trained_model_and_images(args.model, args.data, args.held_out)
+    float_accuracy = float((model.predict(held_out, verbose=0).argmax(1) == labels).mean())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+
+        def row(name: str, path: Path, qat_model=None) -> None:
+            report = tflite.verify(model, path, held_out, labels=labels, latency_runs=0)
+            own = tflite.verify(qat_model, path, held_out, labels=labels, latency_runs=0) if qat_model else None
+            rows.append(f"| {name} | {report.tflite_accuracy:.2%} | {(report.tflite_accuracy - float_accuracy) * 100:+.1f} "
+                        f"| {report.top1_agreement:.1%} | {report.sqnr_db:.1f} | {f'{own.top1_agreement:.1%}' if own else ''} "
+                        f"| {f'{own.sqnr_db:.1f}' if own else ''} |")
+            print(rows[-1], f"({time.time() - started:.0f} s)", flush=True)
+
+        row("PTQ int8 (`tflite.convert` default)",
+            tflite.convert(model, tmp / "ptq.tflite", "int8", representative_data=calibration))
+        qat_model = qat.quantize(model, calibration)
+        row("QAT int8 before training (ranges and weights as `qat.quantize` sets them)",
+            tflite.convert(qat_model, tmp / "qat0.tflite", "qat"), qat_model)
+        run = json.loads(args.model.with_name("run.json").read_text())
+        split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
+        images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32,
+                               seed=run["config"]["seed"], validation_split=split)
+        qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, verbose=0)
+        row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {qat.DEFAULT_LEARNING_RATE})",
+            tflite.convert(qat_model, tmp / "qat.tflite", "qat"), qat_model)
+    body = "\n".join([
+        "| file | accuracy | vs float (points) | top-1 agreement with float | SQNR vs float dB "
+        "| agreement with its QAT model | SQNR vs its QAT model dB |", "|---|---|---|---|---|---|---|",
+        f"| float model (Keras) | {float_accuracy:.2%} | 0 | | | | |", *rows]) + (
+        f"\n\nModel: {described}. Targets of the int8 issue: the QAT file agrees >= 99% with its QAT model, and "
+        f"its accuracy is within 0.1 point of the float model's. {time.time() - started:.0f} s in all.\n")
+    write_section("qat_cifar10_trained", "QAT on the CIFAR-10 benchmark model", body,
+                  command=f"python benchmarks/qat_cifar10.py --model {args.model} --data {args.data} "
+                          f"--held-out {args.held_out} --qat-steps {args.qat_steps}")
 
 
 if __name__ == "__main__":
