@@ -57,7 +57,7 @@ def held_out_accuracy(model_path: Path, folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", default="2000,10000", help="slice sizes in images, comma separated "
+    parser.add_argument("--slices", default="2000,10000,45000", help="slice sizes in images, comma separated "
                         f"(at most {(PER_CLASS_IN_FOLDER - HELD_OUT_PER_CLASS) * 10:,})")
     args = parser.parse_args()
     sizes = [int(s) for s in args.slices.split(",")]
@@ -88,7 +88,13 @@ def main() -> None:
                     f"epochs, lr {config['learning_rate']:g}, {config['frozen_blocks']} blocks frozen "
                     f"| {final['best_val_accuracy']:.1%} | {accuracy:.1%} | {wall / 60:.1f} min |")
         print(rows[-1], flush=True)
-    body = "\n".join([
+        # written after every slice: a long run stopped part-way keeps the rows it finished
+        write_section("train_defaults", "Transfer-learning defaults on CIFAR-10 slices", _body(rows),
+                      command=f"python benchmarks/train_defaults.py --slices {args.slices}")
+
+
+def _body(rows: list[str]) -> str:
+    return "\n".join([
         "| CIFAR-10 images | train / validation | recipe the package chose | best validation accuracy "
         f"| accuracy on {HELD_OUT_PER_CLASS * 10:,} held-out images | wall time |",
         "|---|---|---|---|---|---|", *rows]) + (
@@ -96,8 +102,6 @@ def main() -> None:
         f"else, alpha 0.25, batch 32 (the command's defaults), one seed; a slice holds the first N/10 images of each "
         f"class. Held out: the last {HELD_OUT_PER_CLASS} images of each class of CIFAR-10's training folder, in no "
         f"slice. CPU flags: {cpu_flags()}.\n")
-    write_section("train_defaults", "Transfer-learning defaults on CIFAR-10 slices", body,
-                  command=f"python benchmarks/train_defaults.py --slices {args.slices}")
 
 
 if __name__ == "__main__":
