@@ -23,10 +23,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import cpu_flags, write_section  # noqa: E402
+from benchmarks._results import write_section  # noqa: E402
 
 HELD_OUT_PER_CLASS = 200
-PER_CLASS_IN_FOLDER = 5000  # CIFAR-10's training folder
+REPO = Path(__file__).resolve().parents[1]
+
+
+def images_per_class(source: Path) -> int:
+    """The fewest images any class folder of `source` holds."""
+    return min(sum(1 for p in folder.iterdir() if p.is_file()) for folder in source.iterdir() if folder.is_dir())
 
 
 def class_slice(source: Path, per_class: int, start: int, where: Path) -> Path:
@@ -58,19 +63,34 @@ def held_out_accuracy(model_path: Path, folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", default="2000,10000,45000", help="slice sizes in images, comma separated "
-                        f"(at most {(PER_CLASS_IN_FOLDER - HELD_OUT_PER_CLASS) * 10:,})")
+                        "(each at least 10; at most 10 x (images per class - 200))")
     args = parser.parse_args()
     sizes = [int(s) for s in args.slices.split(",")]
-    limit = (PER_CLASS_IN_FOLDER - HELD_OUT_PER_CLASS) * 10
-    if any(not 0 < n <= limit for n in sizes):
-        parser.error(f"slice sizes must be between 1 and {limit:,}")
+
+    import shutil
 
     from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025, require
 
     require(CIFAR)
     weights = str(require(WEIGHTS_025))
+    per_class = images_per_class(CIFAR)
+    limit = (per_class - HELD_OUT_PER_CLASS) * 10
+    if any(not 10 <= n <= limit for n in sizes):
+        parser.error(f"slice sizes must be between 10 and {limit:,} ({CIFAR} holds {per_class} images per class, "
+                     f"{HELD_OUT_PER_CLASS} of each held out)")
     work = Path(tempfile.mkdtemp(prefix="train_defaults_"))
-    held_out = class_slice(CIFAR, HELD_OUT_PER_CLASS, PER_CLASS_IN_FOLDER - HELD_OUT_PER_CLASS, work / "held_out")
+    try:
+        _run(args, sizes, weights, per_class, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args, sizes: list[int], weights: str, per_class: int, work: Path) -> None:
+    from mobilenet_keras.testing.reference_data import CIFAR
+
+    held_out = class_slice(CIFAR, HELD_OUT_PER_CLASS, per_class - HELD_OUT_PER_CLASS, work / "held_out")
+    # the child imports this checkout's package even where it is not installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     rows = []
     for size in sizes:
         data = class_slice(CIFAR, size // 10, 0, work / f"slice_{size}")
@@ -78,7 +98,7 @@ def main() -> None:
         command = [sys.executable, "-m", "mobilenet_keras", "train", "--data", str(data), "--weights", weights,
                    "--out", str(out), "--quiet"]
         started = time.perf_counter()
-        subprocess.run(command, check=True, cwd=work)
+        subprocess.run(command, check=True, cwd=work, env=env)
         wall = time.perf_counter() - started
         run = json.loads((out / "run.json").read_text())
         config, final, counts = run["config"], run["final"], run["data"]
@@ -101,7 +121,7 @@ def _body(rows: list[str]) -> str:
         f"\n\nEach row is `mobilenet-keras train --data SLICE --weights <0.25 backbone .h5> --quiet` and nothing "
         f"else, alpha 0.25, batch 32 (the command's defaults), one seed; a slice holds the first N/10 images of each "
         f"class. Held out: the last {HELD_OUT_PER_CLASS} images of each class of CIFAR-10's training folder, in no "
-        f"slice. CPU flags: {cpu_flags()}.\n")
+        "slice.\n")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from tflite.flatbuffer import detect_mode, operator_names, read_model
 FLATBUFFER_IDENTIFIER = b"TFL3"
 _MIN_SIZE = 16
 
+# How close to a half step (in steps) `quantize_input` rounds up as a tie.
+TIE_MARGIN = 1e-3
+
 
 class TFLiteModel:
     """A .tflite classifier (or any single-input, single-output model) loaded with LiteRT.
@@ -101,8 +104,11 @@ class TFLiteModel:
         info = np.iinfo(self.input_dtype)
         # Half up, as TensorFlow's FakeQuant rounds: images from 8-bit pixels in MobileNet's convention
         # fall exactly half-way between two steps, and a QAT model's input quantizer sends them up.
-        # (np.round's half-to-even would send alternate pixel values down, a different input.)
-        return np.clip(np.floor(images / scale + zero_point + 0.5), info.min, info.max).astype(self.input_dtype)
+        # (np.round's half-to-even would send alternate pixel values down, a different input.) A tie is
+        # judged to a thousandth of a step: the file's float32 scale is not exactly 2/255, which put
+        # pixel 255 a hair under its tie and one step down.
+        steps = images.astype(np.float64) / scale + zero_point + 0.5 + TIE_MARGIN
+        return np.clip(np.floor(steps), info.min, info.max).astype(self.input_dtype)
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         if self.output_quantization is None:

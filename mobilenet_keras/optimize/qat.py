@@ -30,12 +30,12 @@ from tflite.representative import CALIBRATION_IMAGES
 DEFAULT_EPOCHS = 2
 DEFAULT_LEARNING_RATE = 1e-5
 _INPUT_STEP = 2.0 / 255.0  # MobileNet's [-1, 1] (mobilenet_keras.preprocessing) over int8's 256 levels
-# The input quantizer's range: [-1, 1] moved down half a step, so that its zero point is a whole number
-# (-1 / step = -127.5 is not). TensorFlow's FakeQuant and TFLite's converter round a .5 zero point
-# differently (FakeQuant's grid went up to 128 steps, the file's to 127): every white pixel then
-# differed by one step between the QAT model and its file, and a white patch moved the stem's
-# output by up to 15 of its steps. On this grid both hold the same integers for every pixel value.
-INPUT_RANGE = (-128 * _INPUT_STEP, 127 * _INPUT_STEP)
+# The input quantizer's range: [-1, 1] moved up half a step, so that its zero point is a whole number
+# (-1 / step = -127.5 is not; TensorFlow's FakeQuant and TFLite's converter round that .5 differently,
+# and every white pixel then differed by one step between the QAT model and its file) and so that
+# each of the 256 pixel values has a step of its own (int8 zero point -1: pixel k -> k - 128). The
+# input quantizer keeps it through training (`qat_scheme.FixedInputQuantizer`).
+INPUT_RANGE = (-127 * _INPUT_STEP, 128 * _INPUT_STEP)
 
 
 def folded_twin(model):

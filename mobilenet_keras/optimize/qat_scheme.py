@@ -9,9 +9,12 @@ Why not tfmot's default scheme as is:
   stores one scale per channel, so training saw a coarser grid than the file uses.
 - On a folded network (Conv2D -> ReLU6, no BatchNorm between) its `LayerReLUQuantize` transform
   gives the convolution a no-op config, so the weights would not be quantized during training at all.
+- Its input quantizer (AllValuesQuantizer) widens its range to every training batch's min and max;
+  MobileNet's input range is known, and the one `mobilenet_keras.optimize.qat.INPUT_RANGE` sets is where the
+  QAT model and its file quantize every pixel value alike, so it must stay put.
 Here every Conv2D / DepthwiseConv2D kernel is quantized per output channel, symmetric and
 narrow-range (TFLite's int8 weight scheme), outputs are quantized after the ReLU6 only, and the
-layout transform only adds the input quantizer.
+layout transform only adds the input quantizer, whose range training does not change.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantize_scheme,
     default_8bit_transforms,
 )
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+from tensorflow_model_optimization.python.core.quantization.keras import utils as quantize_utils
 from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import model_transformer
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations.transforms import LayerNode
 
 _NUM_BITS = 8
 _INITIAL_RANGE = 6.0  # replaced from the weights before training (mobilenet_keras.optimize.qat.init_ranges)
@@ -104,10 +110,40 @@ class ConvWeightsConfig(tfmot.quantization.keras.QuantizeConfig):
         return {"depthwise": self.depthwise}
 
 
+class FixedInputQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+    """8-bit asymmetric FakeQuant over the range held in its two variables, which training leaves alone
+    (`mobilenet_keras.optimize.qat.init_ranges` sets them)."""
+
+    def build(self, tensor_shape, name, layer):
+        low = layer.add_weight(name=name + "_min", initializer=keras.initializers.Constant(-1.0), trainable=False)
+        high = layer.add_weight(name=name + "_max", initializer=keras.initializers.Constant(1.0), trainable=False)
+        return {"min_var": low, "max_var": high}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, weights["min_var"], weights["max_var"],
+                                                            num_bits=_NUM_BITS, narrow_range=False)
+
+    def get_config(self):
+        return {}
+
+
+class _FixedInputLayerQuantize(default_8bit_transforms.InputLayerQuantize):
+    """tfmot's InputLayer -> QuantizeLayer transform, with `FixedInputQuantizer`."""
+
+    def replacement(self, match_layer):
+        layer = quantize_layer.QuantizeLayer(FixedInputQuantizer())
+        config = quantize_utils.serialize_layer(layer, use_legacy_format=True)
+        config["name"] = layer.name
+        return LayerNode(config, input_layers=[match_layer])
+
+    def custom_objects(self):
+        return {"QuantizeLayer": quantize_layer.QuantizeLayer, "FixedInputQuantizer": FixedInputQuantizer}
+
+
 class _InputOnlyLayout(default_8bit_quantize_layout_transform.Default8BitQuantizeLayoutTransform):
     def apply(self, model, layer_quantize_map):
         return model_transformer.ModelTransformer(
-            model, [default_8bit_transforms.InputLayerQuantize()], set(layer_quantize_map), layer_quantize_map
+            model, [_FixedInputLayerQuantize()], set(layer_quantize_map), layer_quantize_map
         ).transform()
 
 
@@ -120,5 +156,6 @@ class FoldedMobileNetScheme(default_8bit_quantize_scheme.Default8BitQuantizeSche
 
 CUSTOM_OBJECTS = {
     "PerChannelWeightsQuantizer": PerChannelWeightsQuantizer,
+    "FixedInputQuantizer": FixedInputQuantizer,
     "ConvWeightsConfig": ConvWeightsConfig,
 }
