@@ -210,6 +210,7 @@ def _relu_tensors(interpreter) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*experimental_preserve_all_tensors")  # the point of this test
 def test_each_layer_of_the_qat_file_computes_what_the_qat_model_computes(qat_run):
     """Layer by layer, from the file's own input to that layer: the QAT model's convolution, ReLU6 and
     output quantizer give the file's int8 values, up to one step where float and integer arithmetic
