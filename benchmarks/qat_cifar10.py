@@ -18,7 +18,6 @@ own QAT model, on `--held-out` images of the run's validation split (section qat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -135,7 +134,7 @@ def main() -> None:
 def trained_model(args) -> None:
     """QAT of a trained model: the file before and after a short QAT, against PTQ (see the module doc)."""
     import tflite
-    from benchmarks.quantization_quality import trained_model_and_images
+    from benchmarks.quantization_quality import run_split, trained_model_and_images
     from mobilenet_keras.optimize import qat
     from mobilenet_keras.training import datasets
 
@@ -159,10 +158,9 @@ def trained_model(args) -> None:
         qat_model = qat.quantize(model, calibration)
         row("QAT int8 before training (ranges and weights as `qat.quantize` sets them)",
             tflite.convert(qat_model, tmp / "qat0.tflite", "qat"), qat_model)
-        run = json.loads(args.model.with_name("run.json").read_text())
-        split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
-        images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32,
-                               seed=run["config"]["seed"], validation_split=split)
+        _, split, seed = run_split(args.model)
+        images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32, seed=seed,
+                               validation_split=split)
         qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, verbose=0)
         row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {qat.DEFAULT_LEARNING_RATE})",
             tflite.convert(qat_model, tmp / "qat.tflite", "qat"), qat_model)

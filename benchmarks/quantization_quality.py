@@ -210,6 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     write_section("quantization_quality", "int8 quality: what each converter step buys", body)
 
 
+def run_split(model_path: Path) -> tuple[dict, float, int]:
+    """(run.json beside `model_path`, its validation fraction, its seed): how its run split the folder."""
+    import json
+
+    run = json.loads(model_path.with_name("run.json").read_text())
+    split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
+    return run, split, run["config"]["seed"]
+
+
 def trained_model_and_images(model_path: Path, folder: Path, count: int):
     """(model, held-out float images, their labels, 200 uint8 calibration images, a sentence about them).
 
@@ -226,9 +235,7 @@ def trained_model_and_images(model_path: Path, folder: Path, count: int):
     from mobilenet_keras.training.datasets import keras_split
     from tflite.representative import CALIBRATION_IMAGES
 
-    run = json.loads(model_path.with_name("run.json").read_text())
-    split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
-    seed = run["config"]["seed"]
+    run, split, seed = run_split(model_path)
     scanned = scan_folder(folder)
     if list(scanned.class_names) != list(run["data"]["classes"]):
         raise SystemExit(f"{folder}'s classes {scanned.class_names} are not the model's {run['data']['classes']}")

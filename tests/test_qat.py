@@ -217,6 +217,7 @@ def test_each_layer_of_the_qat_file_computes_what_the_qat_model_computes(qat_run
     round a tie differently. A wrong weight grid, bias or range is several steps off everywhere."""
     from ai_edge_litert.interpreter import Interpreter
 
+    import tflite
     from mobilenet_keras import specs
 
     qat_model = qat_run["qat_model"]
@@ -228,9 +229,10 @@ def test_each_layer_of_the_qat_file_computes_what_the_qat_model_computes(qat_run
     layer_names = {layer.name for layer in qat_model.layers}
     source = interpreter.get_input_details()[0]
     scale, zero_point = source["quantization"]
+    file = tflite.TFLiteModel(qat_run["files"]["qat"])  # its input quantization, as verify feeds the file
     equal = {name: [] for name in names}
     for image in qat_run["held_out"][:4]:
-        quantized = np.clip(np.floor(image[None] / scale + zero_point + 0.5), -128, 127).astype(np.int8)
+        quantized = file.quantize_input(image[None])
         interpreter.set_tensor(source["index"], quantized)
         interpreter.invoke()
         previous = (quantized.astype("float32") - zero_point) * scale
