@@ -214,7 +214,11 @@ def run_split(model_path: Path) -> tuple[dict, float, int]:
     """(run.json beside `model_path`, its validation fraction, its seed): how its run split the folder."""
     import json
 
-    run = json.loads(model_path.with_name("run.json").read_text())
+    path = model_path.with_name("run.json")
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: --model takes the model.keras of a run folder (mobilenet-keras train "
+                         "or benchmarks/train_cifar10.py), whose run.json says how the data was split.")
+    run = json.loads(path.read_text())
     split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
     return run, split, run["config"]["seed"]
 
