@@ -76,13 +76,18 @@ def test_the_android_file_is_checked_against_the_float_model(android):
     import tflite
     from mobilenet_keras import preprocess_input
 
+    from tflite.flatbuffer import float_tensors_inside, read_model
+
     path, _ = android
+    assert float_tensors_inside(read_model(path)) == []  # fully integer: the default, as NPUs need
     held_out, labels, _ = cifar_slice(50, 200, SIZE)
     report = tflite.verify(classifier(), path, preprocess_input(held_out), labels=labels, latency_runs=0)
-    assert report.mode == "uint8" and report.accuracy_drop <= 0.02 and report.sqnr_db >= 15, report.to_markdown()
-    # Measured 96.0-96.4% on two machines; the uint8 target (97%) is a row of benchmarks/RESULTS.md
-    # ("int8 quality"), and the digits pipeline's Android file passes it (test_pipeline).
-    assert report.top1_agreement >= 0.94, report.to_markdown()
+    assert report.mode == "uint8" and report.float_ops == 0
+    assert report.accuracy_drop <= 0.03 and report.sqnr_db >= 13, report.to_markdown()
+    # The default uint8 file of this briefly trained classifier: the floor of test_tflite_convert's fully
+    # integer files (3 standard errors under the figure measured). The uint8 target (97%) is a row of
+    # benchmarks/RESULTS.md ("int8 quality"); the digits pipeline's Android file passes it (test_pipeline).
+    assert report.top1_agreement >= 0.87, report.to_markdown()
 
 
 def test_a_wrong_mediapipe_python_is_named(monkeypatch, tmp_path):

@@ -73,8 +73,8 @@ def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["int8", "uint8", "int8_float_io"])
-def test_integer_files_without_a_denylist_hold_no_float_tensor(model, calibration, tmp_path, mode):
-    path = tflite.convert(model, tmp_path / f"{mode}.tflite", mode, representative_data=calibration, denylist=None)
+def test_default_integer_files_hold_no_float_tensor(model, calibration, tmp_path, mode):
+    path = tflite.convert(model, tmp_path / f"{mode}.tflite", mode, representative_data=calibration)
     flat = read_model(path)
     assert float_tensors_inside(flat) == []
     assert op_counts(flat) == {"float": 0, "int16": 0}
@@ -84,11 +84,13 @@ def test_auto_keeps_the_fully_integer_file_of_every_step_when_it_reaches_the_tar
     # This briefly trained classifier's fully integer file agreed on 88% of its calibration images: an 85%
     # target keeps it; 99% (the default) goes on to the float-prefix search (the files of test_tflite_convert).
     auto = tflite.convert(model, tmp_path / "auto.tflite", "int8", representative_data=calibration,
-                          target_agreement=0.85)
+                          denylist="auto", target_agreement=0.85)
     assert op_counts(read_model(auto)) == {"float": 0, "int16": 0}
+    default = tflite.convert(model, tmp_path / "default.tflite", "int8", representative_data=calibration)
     explicit = tflite.convert(model, tmp_path / "explicit.tflite", "int8", representative_data=calibration,
                               denylist=None, equalization=True, adaround=True)
-    assert auto.read_bytes() == explicit.read_bytes()
+    # the default file is that same fully integer file of every step
+    assert auto.read_bytes() == explicit.read_bytes() == default.read_bytes()
 
 
 def test_op_counts_see_the_float_layers_of_a_denylist(model, calibration, tmp_path):
@@ -97,8 +99,9 @@ def test_op_counts_see_the_float_layers_of_a_denylist(model, calibration, tmp_pa
     counts = op_counts(read_model(path))
     assert counts["float"] >= 2 and counts["int16"] == 0  # the float conv1 and the QUANTIZE after it
     images = calibration[:40]
-    report = tflite.verify(model, path, images, latency_runs=0, min_samples=10)
+    report = tflite.verify(model, path, images, latency_runs=0, min_samples=10, allow_float_ops=True)
     assert report.float_ops == counts["float"] and "float / int16 ops" in report.to_markdown()
     assert report.to_dict()["float_ops"] == counts["float"]
-    strict = tflite.verify(model, path, images, latency_runs=0, min_samples=10, allow_float_ops=False)
+    assert not any("float op" in failure for failure in report.failures)
+    strict = tflite.verify(model, path, images, latency_runs=0, min_samples=10)  # the default: not allowed
     assert any("float op" in failure for failure in strict.failures)

@@ -137,6 +137,22 @@ def test_export_android_without_calibration_needs_the_run_data(tiny_run, tmp_pat
     assert "has no run.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["conv_pw_99", ","])
+def test_a_float_layers_value_that_names_no_convolution_is_one_line_and_status_2(tiny_run, tmp_path, capsys, value):
+    assert cli.main(["export", str(tiny_run), "--android", str(tmp_path / "m.tflite"), "--float-layers", value]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--float-layers takes 'none', 'auto'" in lines[0], lines
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_float_layers_values():
+    from mobilenet_keras.app.pipeline import parse_float_layers
+
+    assert parse_float_layers("none") is None and parse_float_layers(None) is None
+    assert parse_float_layers("AUTO") == "auto"
+    assert parse_float_layers("conv1, conv_dw_1") == ["conv1", "conv_dw_1"]
+
+
 @pytest.mark.slow
 def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_pipeline_run, tmp_path):
     import shutil
@@ -156,3 +172,6 @@ def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_p
     assert len(verdict) == 1 and "model.tflite" in verdict[0], result.stderr[-2000:]
     assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[verdict[0].split()[0]]
     assert "calibrating on 200 of the run's training images" in result.stderr
+    from tflite.flatbuffer import float_tensors_inside, read_model
+
+    assert float_tensors_inside(read_model(target)) == []  # fully integer unless --float-layers says otherwise

@@ -9,7 +9,7 @@ import pytest
 import tflite
 from mobilenet_keras import preprocess_input
 from tflite import TFLiteModel, verify
-from tflite.flatbuffer import float_layers, operator_names, read_model
+from tflite.flatbuffer import float_layers, float_tensors_inside, operator_names, read_model
 from mobilenet_keras.testing.cifar import SIZE, cifar_slice, classifier, converted
 
 pytestmark = pytest.mark.slow
@@ -44,6 +44,22 @@ def reports(model, files, held_out):
     return {mode: verify(model, path, images, labels=labels, latency_runs=5) for mode, path in files.items()}
 
 
+INTEGER_MODES = ("int8", "uint8", "int8_float_io")
+
+
+@pytest.fixture(scope="module")
+def prefix_files(model):
+    """The opt-in float prefix (`denylist="auto"`) of each integer mode."""
+    return {mode: converted(mode, denylist="auto") for mode in INTEGER_MODES}
+
+
+@pytest.fixture(scope="module")
+def prefix_reports(model, prefix_files, held_out):
+    images, labels = held_out
+    return {mode: verify(model, path, images, labels=labels, latency_runs=0, allow_float_ops=True)
+            for mode, path in prefix_files.items()}
+
+
 def test_float32_passes_the_documented_thresholds(reports):
     report = reports["float32"]
     assert report.samples == 500
@@ -54,10 +70,26 @@ def test_float32_passes_the_documented_thresholds(reports):
 # What the converter holds on this briefly trained classifier (500 held-out images). float16 passes
 # its documented thresholds. The other modes are checked against floors 2 points under the lowest
 # agreement measured on two machines (Intel with AVX-512 and AMD without: dynamic 94.8-96.2%,
-# int16x8 94.8-95.2%, int8 94.8-96.4%, uint8 96.0%, int8_float_io 96.4-97%+); a wrong fold, range or
-# input scale gives under 80%. The documented 99% / 97% are targets these files miss by a few images:
-# benchmarks/RESULTS.md ("int8 quality") holds those figures, and the verdict reports them as FAIL.
-HELD_AGREEMENT = {"dynamic": 0.92, "int16x8": 0.92, "int8": 0.92, "uint8": 0.94, "int8_float_io": 0.94}
+# int16x8 94.8-95.2%; with the float prefix, int8 94.8-96.4%, uint8 96.0%, int8_float_io 96.4-97%+);
+# a wrong fold, range or input scale gives under 80%. The documented 99% / 97% are targets these files
+# miss by a few images: benchmarks/RESULTS.md ("int8 quality") holds those figures, and the verdict
+# reports them as FAIL.
+HELD_AGREEMENT = {"dynamic": 0.92, "int16x8": 0.92}
+PREFIX_AGREEMENT = {"int8": 0.92, "uint8": 0.94, "int8_float_io": 0.94}
+# The default integer files are fully integer (every step: dead channels, equalization, rounding by error,
+# bias correction). On this classifier they agreed on 91.2% (int8, uint8) and 90.6% (int8_float_io),
+# with SQNR 15.2-15.4 dB and 1.2-2.0 points of accuracy lost (Intel Xeon with AVX-512, 2026-11-29); the
+# floors leave about 3 standard errors of 500 images (4 points). The 97% threshold is missed and the
+# verdict says FAIL; the float prefix (below) agrees on 96-97%.
+FULLY_INTEGER_AGREEMENT = {"int8": 0.87, "uint8": 0.87, "int8_float_io": 0.86}
+
+
+def _check_agreement(report, floor):
+    assert report.top1_agreement >= floor, report.to_markdown()
+    # the verdict follows the documented thresholds, whatever the figure
+    missed = report.top1_agreement < report.thresholds.min_top1_agreement
+    assert missed == any(failure.startswith("top-1 agreement") for failure in report.failures)
+    assert report.passed == (not report.failures)
 
 
 def test_float16_passes_the_documented_thresholds(reports):
@@ -66,19 +98,32 @@ def test_float16_passes_the_documented_thresholds(reports):
 
 @pytest.mark.parametrize("mode", sorted(HELD_AGREEMENT))
 def test_agreement_on_the_cifar_classifier(reports, mode):
-    report = reports[mode]
-    assert report.top1_agreement >= HELD_AGREEMENT[mode], report.to_markdown()
-    # the verdict follows the documented thresholds, whatever the figure
-    missed = report.top1_agreement < report.thresholds.min_top1_agreement
-    assert missed == any(failure.startswith("top-1 agreement") for failure in report.failures)
-    assert report.passed == (not report.failures)
+    _check_agreement(reports[mode], HELD_AGREEMENT[mode])
 
 
-@pytest.mark.parametrize("mode", ["int8", "uint8", "int8_float_io"])
-def test_integer_files_keep_accuracy(reports, mode):
+@pytest.mark.parametrize("mode", INTEGER_MODES)
+def test_fully_integer_agreement_on_the_cifar_classifier(reports, files, mode):
     report = reports[mode]
+    assert report.float_ops == 0 and report.int16_ops == 0 and float_tensors_inside(read_model(files[mode])) == []
+    _check_agreement(report, FULLY_INTEGER_AGREEMENT[mode])
+    assert report.accuracy_drop <= 0.03 and report.sqnr_db >= 13, report.to_markdown()
+
+
+@pytest.mark.parametrize("mode", INTEGER_MODES)
+def test_float_prefix_agreement_on_the_cifar_classifier(prefix_reports, reports, mode):
+    report = prefix_reports[mode]
+    assert report.float_ops > 0, "this classifier's auto file keeps a float prefix"
+    _check_agreement(report, PREFIX_AGREEMENT[mode])
     assert report.accuracy_drop <= 0.02, report.to_markdown()
     assert report.top5_overlap >= 0.97 and report.sqnr_db >= 15
+    # the price of fully integer on this classifier: the prefix file agrees more
+    assert report.sqnr_db > reports[mode].sqnr_db
+
+
+def test_verify_fails_float_ops_in_an_integer_file_unless_allowed(model, prefix_files, held_out):
+    images, labels = held_out
+    strict = verify(model, prefix_files["int8"], images[:200], labels=labels[:200], latency_runs=0)
+    assert not strict.passed and any("float op(s) inside an integer file" in f for f in strict.failures)
 
 
 def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_miss(tmp_path, monkeypatch):
@@ -96,7 +141,7 @@ def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_mis
     conversions = []
     original = converter._convert_bytes
     monkeypatch.setattr(converter, "_convert_bytes", lambda *a, **k: conversions.append(1) or original(*a, **k))
-    options = dict(representative_data=images, target_agreement=1.01, bias_correction=False)
+    options = dict(representative_data=images, denylist="auto", target_agreement=1.01, bias_correction=False)
     first = tflite.convert(small, tmp_path / "a.tflite", "int8", **options)
     # an unreachable target: the fully integer file of every step, then every prefix length, the best by SQNR kept
     assert len(conversions) == 3
@@ -183,9 +228,9 @@ def test_io_types_of_each_mode(files):
         assert model.input_dtype == np.dtype(dtype) and model.output_dtype == np.dtype(dtype), mode
 
 
-def test_raw_pixels_through_the_uint8_file_match_the_float_model(model, files):
+def test_raw_pixels_through_the_uint8_file_match_the_float_model(model, prefix_files):
     images, _, _ = cifar_slice(20, 300, SIZE)  # raw uint8, as an Android app has them
-    uint8_file = TFLiteModel(files["uint8"])
+    uint8_file = TFLiteModel(prefix_files["uint8"])  # the file of the highest agreement: the input is what's checked
     scale, zero_point = uint8_file.input_quantization
     # The input quantization maps raw pixels onto the model's [-1, 1] within one step.
     assert abs((0 - zero_point) * scale - -1.0) <= scale and abs((255 - zero_point) * scale - 1.0) <= scale

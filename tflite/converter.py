@@ -41,12 +41,12 @@ def convert(
     representative_data=None,
     num_calibration: int = CALIBRATION_IMAGES,
     batch_size: int | None = 1,
-    denylist: Iterable[str] | str | None = "auto",
+    denylist: Iterable[str] | str | None = None,
     *,
     input_range: tuple[float, float] | None = None,
     bias_correction: bool = True,
-    equalization: bool = False,
-    adaround: bool = False,
+    equalization: bool | None = None,
+    adaround: bool | None = None,
     target_agreement: float = 0.99,
     verbose: bool = False,
 ) -> Path:
@@ -68,14 +68,17 @@ def convert(
         num_calibration: how many images to calibrate on (a folder is sampled across classes).
         batch_size: the file's static batch (1: what Android apps run), or None for a dynamic batch.
         denylist: Keras layer names to keep in float inside an integer file (selective quantization,
-            e.g. the worst layers that `tflite.layer_errors` lists). `"auto"` (the default): for a
-            MobileNet of this package, the fully integer file with every integer step (dead channels,
-            equalization, rounding by error, bias correction) when it reaches `target_agreement` with
-            the float model on the calibration images, or when its SQNR there is at least that of the
-            float-prefix file; that file (and, for other models, the only candidate) keeps the fewest
-            leading convolutions in float (0, then the stem, then whole blocks, up to 9 layers) that
-            reach the target, with the steps that `bias_correction`, `equalization` and `adaround` turn
-            on. None or [] quantizes every layer.
+            e.g. the worst layers that `tflite.layer_errors` lists). None or [] (the default) quantizes
+            every layer: the file is fully integer, as integer-only accelerators (NPUs, the Edge TPU)
+            need. `"auto"` is the opt-in float prefix: for a MobileNet of this package, the fully
+            integer file with every integer step (dead channels, equalization, rounding by error, bias
+            correction) when it reaches `target_agreement` with the float model on the calibration
+            images, or when its SQNR there is at least that of the float-prefix file; that file (and,
+            for other models, the only candidate) keeps the fewest leading convolutions in float (0,
+            then the stem, then whole blocks, up to 9 layers) that reach the target, with the steps
+            that `bias_correction`, `equalization` and `adaround` turn on. A file with float layers
+            runs on CPU and GPU delegates, not on integer-only hardware, and `tflite.verify` fails it
+            unless called with `allow_float_ops=True`.
         input_range: the float range the model's input covers; integer files quantize their input
             over it. None (the default): for a MobileNet of this package (layers `conv1` and
             `conv_dw_1`), its preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
@@ -87,14 +90,16 @@ def convert(
             against the original model.
         equalization: for the integer modes, on a MobileNet of this package: absorb dead channels into the
             next layer and equalize each ReLU6 output's channels over [0, 6] first
-            (`tflite.equalization`; the float model's outputs stay the same). Off by default: on a
-            random-weight MobileNet it gave a uint8 file that XNNPACK refuses to prepare (not yet
-            understood), and with the float prefix on top it did not beat bias correction alone.
+            (`tflite.equalization`; the float model's outputs stay the same). None (the default): on
+            for a fully integer file (no denylist), off for a float prefix (with the prefix on top it
+            did not beat bias correction alone).
         adaround: for the integer modes, on a MobileNet of this package: round each folded kernel to
             TFLite's int8 grid up or down to keep the layer's output on the calibration images
-            (`tflite.adaround`), with its own bias correction, instead of nearest rounding. Off by
-            default until it is measured on a well-trained model (it helps fully integer files; with the
-            float prefix on top, raw-pixel agreement of the CIFAR test classifier fell from 97% to 96%).
+            (`tflite.adaround`), with its own bias correction, instead of nearest rounding. None (the
+            default): on for a fully integer file, off for a float prefix (with the prefix on top,
+            raw-pixel agreement of the CIFAR test classifier fell from 97% to 96%). When a file made
+            with either step on by default can't be run by LiteRT's CPU delegate, it is made again
+            without them, with a warning (a random-weight MobileNet once gave such a uint8 file).
         target_agreement: top-1 agreement that `denylist="auto"` aims for.
         verbose: print a progress line while calibrating.
 
@@ -137,6 +142,10 @@ def convert(
 
     prepared = model
     integer_path = spec.recipe == "integer" and calibration is not None and is_mobilenet(model)
+    # Every integer step is the default of a fully integer file only (see the docstring).
+    stepped_by_default = integer_path and not auto and not denylist and (equalization is None or adaround is None)
+    equalization = (integer_path and not auto and not denylist) if equalization is None else equalization
+    adaround = (integer_path and not auto and not denylist) if adaround is None else adaround
     if integer_path and equalization:
         prepared, _ = prepare(model, calibration, input_range=input_range)
     rounded = {}
@@ -180,7 +189,22 @@ def convert(
             flatbuffer = float_prefix()[0]
     else:
         flatbuffer = convert_with(denylist)
+        if stepped_by_default and not _runs(flatbuffer, calibration):
+            warnings.warn("LiteRT can't run the file made with equalization and rounding by error; making it with "
+                          "bias correction only.", stacklevel=2)
+            equalization = adaround = False
+            prepared = model
+            flatbuffer = convert_with(denylist)
     return write_bytes_atomic(output_path, flatbuffer)
+
+
+def _runs(flatbuffer: bytes, calibration: np.ndarray) -> bool:
+    """Whether LiteRT (with its CPU delegate) loads the file and runs it on two calibration images."""
+    try:
+        _agreement(np.zeros((2, 1)), flatbuffer, calibration[:2], compare_outputs=False)
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 def is_package_mobilenet(model) -> bool:
@@ -242,15 +266,18 @@ def _prefix_key(model, calibration, *settings) -> str:
 _FULLY_INTEGER_WON: dict[str, bool] = {}
 
 
-def _agreement(expected: np.ndarray, flatbuffer: bytes, calibration: np.ndarray) -> dict[str, float]:
-    """`tflite.verify.compare` of the file's outputs on the calibration images with `expected`."""
+def _agreement(expected: np.ndarray, flatbuffer: bytes, calibration: np.ndarray,
+               compare_outputs: bool = True) -> dict[str, float]:
+    """`tflite.verify.compare` of the file's outputs on the calibration images with `expected`
+    (`compare_outputs=False`: only run the file, {})."""
     from tflite.runtime import TFLiteModel
     from tflite.verify import compare
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "candidate.tflite")
         path.write_bytes(flatbuffer)
-        return compare(expected, TFLiteModel(path).predict(calibration))
+        got = TFLiteModel(path).predict(calibration)
+        return compare(expected, got) if compare_outputs else {}
 
 
 def _fully_integer_or_prefix(convert_every_step, float_prefix, expected: np.ndarray, calibration: np.ndarray,

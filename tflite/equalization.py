@@ -45,6 +45,10 @@ DEAD_TOLERANCE = 1e-6
 # would be clipped by the ReLU6 where the original model does not clip them).
 DEFAULT_HEADROOM = 1.5
 DEFAULT_MAX_POINTWISE_SCALE = 4.0
+# Channels whose calibrated maximum is under this are left unscaled: they carry almost no signal, and
+# scaling them by up to 6/1e-9 (the late layers of a random-weight MobileNet) gave requantization ratios
+# that LiteRT's CPU delegate refuses to prepare.
+MIN_EQUALIZED_MAXIMUM = 1e-3
 _BATCH = 32
 
 
@@ -220,7 +224,7 @@ def equalize(model, calibration: np.ndarray, headroom: float = DEFAULT_HEADROOM,
         if reader is None:
             continue  # the last ReLU6 feeds the pooling and the classifier: left as it is
         top = np.asarray(maxima[n], np.float64) * headroom
-        scale = np.where(top > 0, RELU6 / np.maximum(top, 1e-12), 1.0)
+        scale = np.where(top >= MIN_EQUALIZED_MAXIMUM * headroom, RELU6 / np.maximum(top, 1e-12), 1.0)
         scale = np.clip(scale, 1.0, None if weights.depthwise[reader] else max_pointwise_scale)
         if np.all(scale == 1.0):
             continue

@@ -322,7 +322,7 @@ def verify(
     max_samples: int | None = None,
     latency_runs: int = 30,
     min_samples: int = MIN_VERDICT_IMAGES,
-    allow_float_ops: bool = True,
+    allow_float_ops: bool = False,
     verbose: bool = False,
 ) -> VerificationReport:
     """Run the float model and the .tflite file on the same images and judge the file.
@@ -344,8 +344,10 @@ def verify(
             most `DEFAULT_MAX_SAMPLES` (5,000) of a dataset or iterable, which may be endless.
         latency_runs: timed runs for the latency (0 skips timing); see `tflite.latency`.
         min_samples: a verdict needs at least this many images (`MIN_VERDICT_IMAGES`, 200).
-        allow_float_ops: False fails an integer mode's file that computes any op in float inside
-            (layers kept in float by a conversion's denylist); the report counts them either way.
+        allow_float_ops: False (the default) fails an integer mode's file that computes any op in float
+            inside (layers kept in float by a conversion's denylist, e.g. `denylist="auto"`): such a
+            file does not run on integer-only accelerators. True accepts them; the report counts them
+            either way.
         verbose: print a progress line while running large sets.
 
     Returns:
@@ -382,7 +384,7 @@ def verify(
     report.float_ops, report.int16_ops = counts["float"], counts["int16"]
     if not allow_float_ops and mode in MODES and MODES[mode].integer and report.float_ops:
         report.failures.append(f"{report.float_ops} float op(s) inside an integer file (a conversion's denylist "
-                               "kept layers in float; pass allow_float_ops=True to accept them)")
+                               "kept layers in float; such a file needs a CPU or GPU delegate: pass allow_float_ops=True to accept it)")
     return report
 
 

@@ -309,13 +309,14 @@ def _cmd_qat(args: argparse.Namespace) -> int:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mobilenet_keras.app.pipeline import PipelineSettings, parse_modes, run_pipeline
+    from mobilenet_keras.app.pipeline import PipelineSettings, parse_float_layers, parse_modes, run_pipeline
 
     try:
         settings = PipelineSettings(data=args.data, out=Path(args.out), config=train_config(args),
                                     modes=parse_modes(args.modes), qat_epochs=args.qat_epochs,
                                     qat_learning_rate=args.qat_learning_rate, force=args.force,
-                                    verbose=keras_verbose(args), callbacks=epoch_callbacks(args))
+                                    verbose=keras_verbose(args), callbacks=epoch_callbacks(args),
+                                    float_layers=parse_float_layers(args.float_layers))
         return run_pipeline(settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -400,6 +401,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"{run_dir} has no model.keras; give a run folder written by train or pipeline.")
     if not args.saved_model and not args.android and not args.onnx:
         raise UsageError("say what to export: --saved-model DIR, --android FILE.tflite and/or --onnx FILE.onnx.")
+    from mobilenet_keras.app.pipeline import parse_float_layers
+
+    try:
+        parse_float_layers(args.float_layers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for what, path in (("--saved-model", args.saved_model), ("--android", args.android), ("--onnx", args.onnx)):
         if path:
             check_destination(path, what)
@@ -439,7 +446,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _export_android(args, model, labels, source, load_settings, stage) -> int:
     import tflite
-    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, verdict_of
+    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, parse_float_layers, verdict_of
     from mobilenet_keras.deploy.android import android_file
     from mobilenet_keras.training import datasets
 
@@ -459,13 +466,16 @@ def _export_android(args, model, labels, source, load_settings, stage) -> int:
         calibration = collect(args.calibration, tuple(model.input_shape[1:]), limit=CALIBRATION_IMAGES)
         stage(f"calibrating on {len(calibration)} images from {args.calibration}")
     stage(f"converting the Android file (uint8) {args.android}")
-    path = android_file(model, args.android, calibration, labels or [str(i) for i in range(model.output_shape[-1])])
+    float_layers = parse_float_layers(args.float_layers)
+    path = android_file(model, args.android, calibration, labels or [str(i) for i in range(model.output_shape[-1])],
+                        denylist=float_layers)
     print(path)
     if images is None:
         return EXIT_PASS
     validation, truth = images.validation_arrays()
     stage(f"verifying {path.name} on {len(validation)} validation images")
-    row = tflite.verify(model, path, validation, labels=truth, mode="uint8", latency_runs=0).to_dict()
+    row = tflite.verify(model, path, validation, labels=truth, mode="uint8", latency_runs=0,
+                        allow_float_ops=float_layers is not None).to_dict()
     verdict = verdict_of(row)
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(f"{verdict} {path.name}: top-1 agreement {row['top1_agreement']:.2%}, SQNR {row['sqnr_db']:.1f} dB"
@@ -525,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs when --modes has qat (default 2)")
     pipeline.add_argument("--qat-learning-rate", type=float, default=1e-5,
                           help="QAT learning rate when --modes has qat (default 1e-5)")
+    pipeline.add_argument("--float-layers", default="none", metavar="none|auto|LAYERS", help=FLOAT_LAYERS_HELP)
     pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     pipeline.set_defaults(func=_cmd_pipeline)
 
@@ -564,9 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", default=None, help="ONNX file to write (needs the onnx extra)")
     export.add_argument("--calibration", default=None,
                         help="folder of typical images (or 'digits') for --android (default: the run's training data)")
+    export.add_argument("--float-layers", default="none", metavar="none|auto|LAYERS",
+                        help="for --android: " + FLOAT_LAYERS_HELP)
     export.add_argument("--force", action="store_true", help="overwrite a non-empty SavedModel folder")
     export.set_defaults(func=_cmd_export)
     return parser
+
+
+FLOAT_LAYERS_HELP = ("layers the integer files keep in float: 'none' (the default: fully integer, as NPUs and the "
+                     "Edge TPU need), 'auto' (the fewest leading layers that reach 99%% agreement on the "
+                     "calibration images; CPU and GPU delegates only) or comma-separated layer names")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

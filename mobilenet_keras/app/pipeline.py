@@ -65,6 +65,31 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
+FLOAT_LAYERS_HINT = ("an integer file missed its agreement threshold fully integer: `--float-layers auto` keeps the "
+                     "fewest leading layers in float that reach 99% on the calibration images (for CPU and GPU "
+                     "delegates; such a file does not run on integer-only accelerators)")
+
+
+def parse_float_layers(text: str | None):
+    """`--float-layers`: None for 'none' (fully integer, the default), 'auto', or a list of layer names."""
+    from tflite.converter import AUTO
+
+    text = (text or "none").strip()
+    if text.lower() == "none":
+        return None
+    if text.lower() == AUTO:
+        return AUTO
+    from mobilenet_keras import specs
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = specs.convolution_names() + ["conv_preds"]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"--float-layers takes 'none', 'auto' or comma-separated convolution names "
+                         f"({known[0]}, {known[1]}, ..., {known[-1]}); got {text!r}.")
+    return names
+
+
 def check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the run.")
@@ -83,6 +108,9 @@ class PipelineSettings:
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     force: bool = False
+    # Layers the integer files keep in float (`tflite.convert`'s denylist): None (fully integer), "auto" or
+    # names. Given, their verification accepts the float ops it asked for.
+    float_layers: object = None
     # Keras's verbose for training: 1 progress bar, 2 one line per epoch (a log file), 0 none (--quiet).
     # True and False read as 1 and 0. Conversion and verification show progress only with 1.
     verbose: int = 1
@@ -123,13 +151,14 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
     qat_modes = [m for m in settings.modes if tflite.get_mode(m).takes_qat_model]
     for mode in (m for m in settings.modes if m not in qat_modes):
         stage(f"converting {mode}")
+        integer = tflite.get_mode(mode).integer
         path = tflite.convert(model, files_dir / f"model_{mode}.tflite", mode, representative_data=calibration,
-                              verbose=settings.progress)
+                              denylist=settings.float_layers if integer else None, verbose=settings.progress)
         if mode == "float32":
             float32_size = path.stat().st_size
         stage(f"verifying {mode} on {len(validation)} images")
         report = tflite.verify(model, path, validation, labels=labels, float32_size=float32_size,
-                               verbose=settings.progress)
+                               allow_float_ops=settings.float_layers is not None, verbose=settings.progress)
         rows.append({**report.to_dict(), "reference": "float model"})
     if qat_modes:
         from mobilenet_keras.app.qat_stage import qat_files
@@ -151,7 +180,7 @@ def export_stage(model, images, settings: PipelineSettings, stage: Stages) -> di
     saved = export_saved_model(model, out / "saved_model", labels=images.class_names, force=True)
     uint8_file = out / "tflite" / "model_uint8.tflite" if "uint8" in settings.modes else None
     android = android_file(model, out / "android" / "model.tflite", images.calibration_arrays(CALIBRATION_IMAGES),
-                           images.class_names, uint8_file=uint8_file)
+                           images.class_names, uint8_file=uint8_file, denylist=settings.float_layers)
     return {"saved_model": str(saved.relative_to(out)), "android": str(android.relative_to(out)),
             "keras": "model.keras", "labels": "labels.txt"}
 
@@ -233,5 +262,9 @@ def run_pipeline(settings: PipelineSettings) -> int:
         print(f"FAIL {failure}", file=sys.stderr)
     for line in inconclusive:
         print(f"INCONCLUSIVE {line}", file=sys.stderr)
+    if settings.float_layers is None and any(
+            tflite.get_mode(r["mode"]).integer and any(f.startswith("top-1 agreement") for f in r["failures"])
+            for r in rows):
+        print(f"hint: {FLOAT_LAYERS_HINT}", file=sys.stderr)
     print(f"verdict: {verdict} ({len(rows)} files)", file=sys.stderr)
     return VERDICT_EXIT[verdict]

@@ -166,12 +166,13 @@ def add_metadata(model_bytes: bytes, labels: list[str], name: str, version: str)
 
 
 def android_file(model, path: str | os.PathLike, calibration, labels: list[str], version: str = "1",
-                 uint8_file: str | os.PathLike | None = None) -> Path:
+                 uint8_file: str | os.PathLike | None = None, denylist=None) -> Path:
     """Convert `model` to the uint8 file Android apps load, with MediaPipe metadata (labels, normalization).
 
     The labels are also written beside the file as `labels.txt` (for apps that use the LiteRT
     Interpreter directly). MediaPipe's own environment is created on first need
     (`ensure_mediapipe_python`); when it can't be, the file has no metadata and a warning says so. `uint8_file` reuses a file already converted in mode uint8.
+    The file is fully integer unless `denylist` (`tflite.convert`'s: layer names or "auto") keeps layers in float.
     """
     import tflite
 
@@ -181,7 +182,8 @@ def android_file(model, path: str | os.PathLike, calibration, labels: list[str],
         content = Path(uint8_file).read_bytes()
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            plain = tflite.convert(model, Path(tmp) / "model.tflite", "uint8", representative_data=calibration)
+            plain = tflite.convert(model, Path(tmp) / "model.tflite", "uint8", representative_data=calibration,
+                                   denylist=denylist)
             content = plain.read_bytes()
     if ensure_mediapipe_python() is not None:
         content = add_metadata(content, labels, name=model.name, version=version)

@@ -77,10 +77,12 @@ def fine_tuned_classifier(size: int = SIZE, per_class: int = 200, epochs: int = 
 
 
 @functools.lru_cache(maxsize=None)
-def converted(mode: str, size: int = SIZE) -> Path:
-    """`classifier()` converted in `mode` with 200 calibration images, once per test session (read-only)."""
+def converted(mode: str, size: int = SIZE, denylist: str | None = None) -> Path:
+    """`classifier()` converted in `mode` with 200 calibration images, once per test session (read-only);
+    `denylist` is `tflite.convert`'s (None: fully integer, "auto": the float prefix)."""
     import tflite
 
     folder = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cifar_"))
     calibration = cifar_slice(20, 400, size)[0]
-    return tflite.convert(classifier(size), folder / f"{mode}.tflite", mode, representative_data=calibration)
+    name = f"{mode}.tflite" if denylist is None else f"{mode}_{denylist}.tflite"
+    return tflite.convert(classifier(size), folder / name, mode, representative_data=calibration, denylist=denylist)
