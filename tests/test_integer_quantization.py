@@ -105,3 +105,35 @@ def test_op_counts_see_the_float_layers_of_a_denylist(model, calibration, tmp_pa
     assert not any("float op" in failure for failure in report.failures)
     strict = tflite.verify(model, path, images, latency_runs=0, min_samples=10)  # the default: not allowed
     assert any("float op" in failure for failure in strict.failures)
+
+
+def test_a_default_file_litert_cannot_run_is_made_again_without_the_extra_steps(tmp_path, monkeypatch):
+    """A random-weight MobileNet's late activations are ~1e-9: equalizing them by 6/1e-9 gave a file that
+    XNNPACK refuses to prepare. Such channels are left unscaled now; with that guard off (a real refusal),
+    the converter warns and makes the file with bias correction only, which runs."""
+    import warnings
+
+    import keras
+
+    import tflite.equalization as equalization
+    from mobilenet_keras import MobileNetV1
+
+    keras.utils.set_random_seed(0)
+    model = MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10, weights=None)
+    images = np.random.default_rng(0).uniform(-1, 1, (32, 96, 96, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback needed with the guard on
+        guarded = tflite.convert(model, tmp_path / "guarded.tflite", "int8", representative_data=images)
+    tflite.TFLiteModel(guarded).predict(images[:2])
+
+    monkeypatch.setattr(equalization, "MIN_EQUALIZED_MAXIMUM", 0.0)
+    unguarded = tflite.convert(model, tmp_path / "unguarded.tflite", "int8", representative_data=images,
+                               denylist=None, equalization=True, adaround=False)
+    with pytest.raises(ValueError, match="could not be loaded"):
+        tflite.TFLiteModel(unguarded).predict(images[:2])  # the refusal is real
+    with pytest.warns(UserWarning, match="bias correction only"):
+        fallback = tflite.convert(model, tmp_path / "fallback.tflite", "int8", representative_data=images)
+    plain = tflite.convert(model, tmp_path / "plain.tflite", "int8", representative_data=images,
+                           equalization=False, adaround=False)
+    assert fallback.read_bytes() == plain.read_bytes()
+    tflite.TFLiteModel(fallback).predict(images[:2])

@@ -255,8 +255,10 @@ EPILOG_PIPELINE = """examples:
   mobilenet-keras pipeline --data photos/ --weights imagenet --epochs 3 --fine-tune-epochs 3 --out runs/photos
   mobilenet-keras pipeline --modes float32,int8,uint8 --quiet
   mobilenet-keras pipeline --modes float32,int8,uint8,qat,qat_uint8   # adds quantization-aware training
+  mobilenet-keras pipeline --float-layers auto       # int8 files may keep their first layers in float
 
-Writes RUN_DIR/report.md and report.json (written last: a folder without report.json is not a
+The integer files (int8, uint8, the Android file) are fully integer unless --float-layers says
+otherwise. Writes RUN_DIR/report.md and report.json (written last: a folder without report.json is not a
 finished run), the TFLite files in RUN_DIR/tflite/, RUN_DIR/saved_model/, RUN_DIR/android/model.tflite,
 and the plots. Exit status 0 when every file passes, 1 when a file fails verification, 3 when a
 verdict is inconclusive (too few validation images), 2 for a usage error.
@@ -278,6 +280,7 @@ EPILOG_EXPORT = """examples:
   mobilenet-keras export runs/latest --android app/src/main/assets/model.tflite
   mobilenet-keras export runs/latest --android model.tflite --calibration photos/
   mobilenet-keras export runs/latest --onnx model.onnx
+  mobilenet-keras export runs/latest --android model.tflite --float-layers auto   # CPU/GPU delegates only
 
 --android calibrates on the run's own training data (run.json's source) unless --calibration is
 given, then checks the written file against the run's validation images: exit status 0 PASS,
@@ -446,7 +449,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _export_android(args, model, labels, source, load_settings, stage) -> int:
     import tflite
-    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, parse_float_layers, verdict_of
+    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, file_line, parse_float_layers, verdict_of
     from mobilenet_keras.deploy.android import android_file
     from mobilenet_keras.training import datasets
 
@@ -478,8 +481,7 @@ def _export_android(args, model, labels, source, load_settings, stage) -> int:
                         allow_float_ops=float_layers is not None).to_dict()
     verdict = verdict_of(row)
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
-    print(f"{verdict} {path.name}: top-1 agreement {row['top1_agreement']:.2%}, SQNR {row['sqnr_db']:.1f} dB"
-          + (f" ({reason})" if reason else ""), file=sys.stderr)
+    print(file_line(row) + (f" ({reason})" if reason else ""), file=sys.stderr)
     return VERDICT_EXIT[verdict]
 
 

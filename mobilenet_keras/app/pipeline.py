@@ -23,6 +23,15 @@ def verdict_of(row: dict) -> str:
     return verdict if verdict in VERDICT_EXIT else "FAIL"
 
 
+def file_line(row: dict) -> str:
+    """One line per verified file for the terminal: verdict, agreement, SQNR and what computes in float or
+    int16 inside."""
+    from mobilenet_keras.app.report import op_counts_cell
+
+    return (f"{verdict_of(row)} {Path(row['file']).name}: top-1 agreement {row['top1_agreement']:.2%}, "
+            f"SQNR {row['sqnr_db']:.1f} dB, float / int16 ops {op_counts_cell(row)}")
+
+
 def overall_verdict(verdicts) -> str:
     """FAIL if any file failed, else INCONCLUSIVE if any was inconclusive, else PASS."""
     verdicts = list(verdicts)
@@ -160,13 +169,17 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
         report = tflite.verify(model, path, validation, labels=labels, float32_size=float32_size,
                                allow_float_ops=settings.float_layers is not None, verbose=settings.progress)
         rows.append({**report.to_dict(), "reference": "float model"})
+        stage(file_line(rows[-1]))
     if qat_modes:
         from mobilenet_keras.app.qat_stage import qat_files
 
         stage(f"quantization-aware training ({settings.qat_epochs} epochs), then {', '.join(qat_modes)}")
-        rows += qat_files(model, images, settings.out, epochs=settings.qat_epochs,
-                          learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
-                          verbose=settings.progress)
+        qat_rows = qat_files(model, images, settings.out, epochs=settings.qat_epochs,
+                             learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
+                             verbose=settings.progress)
+        for row in qat_rows:
+            stage(file_line(row))
+        rows += qat_rows
     return rows
 
 

@@ -26,6 +26,13 @@ def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: s
     return save_figure(fig, path)
 
 
+def op_counts_cell(row: dict) -> str:
+    """"float / int16" op counts of a verification row; "-" when the row has none (an older report)."""
+    if row.get("float_ops") is None:
+        return "-"
+    return f"{row['float_ops']} / {row.get('int16_ops') or 0}"
+
+
 # Accuracy differences of a few tenths of a point must not look like a cliff: the y-axis spans at least this.
 MIN_ACCURACY_SPAN = 5.0
 
@@ -140,14 +147,17 @@ def markdown(summary: dict) -> str:
               f"validation images, {len(data['classes'])} classes, {data['image_size']} px. "
               f"Model: MobileNet V1 alpha {config['alpha']}, weights {config['weights'] or 'random init'}. "
               f"Float validation accuracy {summary['run']['final']['val_accuracy']:.2%}.", ""]
-    lines += ["| file | mode | size | compression | top-1 agreement | accuracy | SQNR | latency | verdict |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| file | mode | size | compression | top-1 agreement | accuracy | SQNR | float / int16 ops | latency "
+              "| verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary["files"]:
         lines.append(f"| `{Path(row['file']).name}` | {row['mode']} | {row['size_bytes'] / 1024:,.0f} KiB | "
                      f"{1 / row['size_ratio']:.1f}x | {_agreement(row)} | {_accuracy(row)} | "
-                     f"{row['sqnr_db']:.1f} dB | {_latency(row)} | {_verdict_cell(row)} |")
+                     f"{row['sqnr_db']:.1f} dB | {op_counts_cell(row)} | {_latency(row)} | {_verdict_cell(row)} |")
     lines += ["", f"Intervals are 95% Wilson score intervals; a verdict needs at least {MIN_VERDICT_IMAGES} "
-              "validation images (fewer: INCONCLUSIVE unless a figure already fails)."]
+              "validation images (fewer: INCONCLUSIVE unless a figure already fails). Float ops inside an "
+              "integer file (a float prefix asked for with --float-layers) run on CPU and GPU delegates, not "
+              "on integer-only accelerators."]
     if any(row["mode"] == "dynamic" for row in summary["files"]):
         lines += ["", f"Note: {DYNAMIC_NOTE}."]
     lines += ["", "Compression is relative to the float32 weights; latency is the median (and 90th percentile) "
