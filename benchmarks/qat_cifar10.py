@@ -153,10 +153,14 @@ def trained_model(args) -> None:
                         f"| {f'{own.sqnr_db:.1f}' if own else ''} |")
             print(rows[-1], f"({time.time() - started:.0f} s)", flush=True)
 
-        row("PTQ int8 (`tflite.convert` default)",
+        row("PTQ int8 (`tflite.convert` default: fully integer, every step)",
             tflite.convert(model, tmp / "ptq.tflite", "int8", representative_data=calibration))
+        nearest = qat.quantize(model, calibration, rounding=False)
+        row("QAT int8 before training, started from nearest rounding (`rounding=False`)",
+            tflite.convert(nearest, tmp / "qat_nearest.tflite", "qat"), nearest)
+        del nearest
         qat_model = qat.quantize(model, calibration)
-        row("QAT int8 before training (ranges and weights as `qat.quantize` sets them)",
+        row("QAT int8 before training (`qat.quantize` default: started from the rounding by error)",
             tflite.convert(qat_model, tmp / "qat0.tflite", "qat"), qat_model)
         _, split, seed = run_split(args.model)
         images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32, seed=seed,

@@ -54,7 +54,8 @@ def folded_twin(model):
     return twin
 
 
-def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES, equalization: bool = True):
+def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES, equalization: bool = True,
+             rounding: bool = True):
     """A quantization-aware tf_keras model of the Keras 3 `model`, ready to `fine_tune` and convert.
 
     Args:
@@ -68,6 +69,10 @@ def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES,
             output's channels equalized over [0, 6] (`tflite.equalization`; the float outputs stay the
             same), so that training starts on the finer int8 grid. False absorbs the dead channels only
             (an exact change).
+        rounding: with calibration images, start from the weights the converter's fully integer file
+            holds: each folded kernel rounded up or down on the int8 grid to keep its layer's output
+            (`tflite.adaround`, with its bias correction), so that the QAT model before training computes
+            what that file computes. False starts from the unrounded weights with bias correction only.
 
     Returns:
         A `tf_keras.Model` whose convolutions and activations are fake-quantized as in the int8 file.
@@ -80,9 +85,16 @@ def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES,
 
         images = collect(calibration, tuple(model.input_shape[1:]), limit=num_calibration)
         model, _ = prepare(model, images, equalization=equalization)
-        # Then the expected int8 rounding error of each convolution folded into its bias
-        # (tflite.bias_correction), as post-training quantization does by default.
-        model = bias_corrected(model, images)
+        if rounding:
+            # Weights already on the grid: the fake quantizers then round them to themselves, and training
+            # starts where post-training quantization ends instead of at nearest rounding.
+            from tflite.adaround import adaround
+
+            model = adaround(model, images, bias_correction=True)
+        else:
+            # The expected int8 rounding error of each convolution folded into its bias
+            # (tflite.bias_correction), as post-training quantization does by default.
+            model = bias_corrected(model, images)
     twin = folded_twin(model)
     with load_tfmot() as (tfmot, scheme):
         import tf_keras
