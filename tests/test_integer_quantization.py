@@ -110,7 +110,7 @@ def test_op_counts_see_the_float_layers_of_a_denylist(model, calibration, tmp_pa
 def test_a_default_file_litert_cannot_run_is_made_again_without_the_extra_steps(tmp_path, monkeypatch):
     """A random-weight MobileNet's late activations are ~1e-9: equalizing them by 6/1e-9 gave a file that
     XNNPACK refuses to prepare. Such channels are left unscaled now; with that guard off (a real refusal),
-    the converter warns and makes the file with bias correction only, which runs."""
+    the converter warns and makes the file without the steps it had by default, which runs."""
     import warnings
 
     import keras
@@ -126,12 +126,12 @@ def test_a_default_file_litert_cannot_run_is_made_again_without_the_extra_steps(
         guarded = tflite.convert(model, tmp_path / "guarded.tflite", "int8", representative_data=images)
     tflite.TFLiteModel(guarded).predict(images[:2])
 
-    monkeypatch.setattr(equalization, "MIN_EQUALIZED_MAXIMUM", 0.0)
+    monkeypatch.setattr(equalization, "MIN_EQUALIZED_MAXIMUM", 1e-30)  # as before the guard: any maximum > 0
     unguarded = tflite.convert(model, tmp_path / "unguarded.tflite", "int8", representative_data=images,
                                denylist=None, equalization=True, adaround=False)
     with pytest.raises(ValueError, match="could not be loaded"):
         tflite.TFLiteModel(unguarded).predict(images[:2])  # the refusal is real
-    with pytest.warns(UserWarning, match="bias correction only"):
+    with pytest.warns(UserWarning, match="made with equalization and rounding by error; making it without"):
         fallback = tflite.convert(model, tmp_path / "fallback.tflite", "int8", representative_data=images)
     plain = tflite.convert(model, tmp_path / "plain.tflite", "int8", representative_data=images,
                            equalization=False, adaround=False)

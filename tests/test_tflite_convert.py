@@ -116,7 +116,7 @@ def test_float_prefix_agreement_on_the_cifar_classifier(prefix_reports, reports,
     _check_agreement(report, PREFIX_AGREEMENT[mode])
     assert report.accuracy_drop <= 0.02, report.to_markdown()
     assert report.top5_overlap >= 0.97 and report.sqnr_db >= 15
-    # the price of fully integer on this classifier: the prefix file agrees more
+    # what the float layers buy on this classifier: a higher SQNR than the fully integer file's
     assert report.sqnr_db > reports[mode].sqnr_db
 
 
@@ -124,6 +124,9 @@ def test_verify_fails_float_ops_in_an_integer_file_unless_allowed(model, prefix_
     images, labels = held_out
     strict = verify(model, prefix_files["int8"], images[:200], labels=labels[:200], latency_runs=0)
     assert not strict.passed and any("float op(s) inside an integer file" in f for f in strict.failures)
+    allowed = verify(model, prefix_files["int8"], images[:200], labels=labels[:200], latency_runs=0,
+                     allow_float_ops=True)
+    assert not any("float op" in f for f in allowed.failures)
 
 
 def test_a_second_integer_file_of_the_same_model_skips_the_prefixes_known_to_miss(tmp_path, monkeypatch):
@@ -193,15 +196,18 @@ def test_auto_chooses_between_the_fully_integer_file_and_the_float_prefix(monkey
 
 
 def test_the_converter_beats_naive_ptq_and_verify_catches_naive_ptq(model, calibration, held_out, reports,
-                                                                   tmp_path):
+                                                                   prefix_reports, tmp_path):
     images, labels = held_out
     naive = tflite.convert(model, tmp_path / "naive.tflite", "int8", representative_data=calibration,
-                           bias_correction=False, denylist=None)
+                           bias_correction=False, equalization=False, adaround=False)
     naive_report = verify(model, naive, images, labels=labels, latency_runs=0)
-    ours = reports["int8"]
     assert not naive_report.passed  # the verifier catches plain PTQ of this model
+    # Measured (benchmarks/RESULTS.md, same 500 images): naive 80.6% / 9.5 dB, the fully integer default
+    # 91.2% / 15.4 dB, the float prefix 96.0% / 23.3 dB.
+    ours = reports["int8"]
     assert ours.top1_agreement >= naive_report.top1_agreement + 0.05
-    assert ours.sqnr_db >= naive_report.sqnr_db + 5
+    assert ours.sqnr_db >= naive_report.sqnr_db + 4
+    assert prefix_reports["int8"].sqnr_db >= naive_report.sqnr_db + 5
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
@@ -372,13 +378,13 @@ def test_a_mobilenet_keeps_its_preprocessing_range_and_raw_pixels_warn(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # images inside [-1, 1]: no warning
         path = tflite.convert(mobilenet, tmp_path / "m.tflite", "uint8", representative_data=calibration,
-                              denylist=None, bias_correction=False)
+                              bias_correction=False, equalization=False, adaround=False)
     scale, zero_point = TFLiteModel(path).input_quantization
     # [-1, 1] as before (0..255 within one step), not the [-0.9, 0.8] the images reach
     assert scale == pytest.approx(2 / 255, rel=1e-3) and zero_point in (127, 128)
     with pytest.warns(UserWarning, match=r"reach \[255, 255\], outside the input range \[-1, 1\]"):
         tflite.convert(mobilenet, tmp_path / "w.tflite", "int8", representative_data=calibration * 0 + 255,
-                       denylist=None, bias_correction=False)
+                       bias_correction=False, equalization=False, adaround=False)
 
 
 def test_a_model_that_takes_0_255_pixels_is_not_clipped(tmp_path):

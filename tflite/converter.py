@@ -99,7 +99,8 @@ def convert(
             default): on for a fully integer file, off for a float prefix (with the prefix on top,
             raw-pixel agreement of the CIFAR test classifier fell from 97% to 96%). When a file made
             with either step on by default can't be run by LiteRT's CPU delegate, it is made again
-            without them, with a warning (a random-weight MobileNet once gave such a uint8 file).
+            without the steps that were on by default, with a warning (a random-weight MobileNet once
+            gave such a file).
         target_agreement: top-1 agreement that `denylist="auto"` aims for.
         verbose: print a progress line while calibrating.
 
@@ -143,9 +144,11 @@ def convert(
     prepared = model
     integer_path = spec.recipe == "integer" and calibration is not None and is_mobilenet(model)
     # Every integer step is the default of a fully integer file only (see the docstring).
-    stepped_by_default = integer_path and not auto and not denylist and (equalization is None or adaround is None)
-    equalization = (integer_path and not auto and not denylist) if equalization is None else equalization
-    adaround = (integer_path and not auto and not denylist) if adaround is None else adaround
+    fully_integer = integer_path and not auto and not denylist
+    defaulted = [step for step, value in (("equalization", equalization), ("rounding by error", adaround))
+                 if value is None and fully_integer]
+    equalization = fully_integer if equalization is None else equalization
+    adaround = fully_integer if adaround is None else adaround
     if integer_path and equalization:
         prepared, _ = prepare(model, calibration, input_range=input_range)
     rounded = {}
@@ -189,12 +192,18 @@ def convert(
             flatbuffer = float_prefix()[0]
     else:
         flatbuffer = convert_with(denylist)
-        if stepped_by_default and not _runs(flatbuffer, calibration):
-            warnings.warn("LiteRT can't run the file made with equalization and rounding by error; making it with "
-                          "bias correction only.", stacklevel=2)
-            equalization = adaround = False
-            prepared = model
+        if defaulted and not _runs(flatbuffer, calibration):
+            steps = " and ".join(defaulted)
+            warnings.warn(f"LiteRT can't run the file made with {steps}; making it without.", stacklevel=2)
+            if "equalization" in defaulted:
+                equalization, prepared = False, model
+            if "rounding by error" in defaulted:
+                adaround = False
+            rounded.clear()
             flatbuffer = convert_with(denylist)
+            if not _runs(flatbuffer, calibration):
+                warnings.warn("LiteRT can't run this file either (its CPU delegate refused to prepare it); another "
+                              "delegate may.", stacklevel=2)
     return write_bytes_atomic(output_path, flatbuffer)
 
 

@@ -41,7 +41,8 @@ def layer_errors(model, representative_data, debug_data=None, num_calibration: i
     Uses `tf.lite.experimental.QuantizationDebugger`: the quantized model runs with the float value
     of each op's output beside its quantized one. An RMSE over scale well above 0.3 (the rounding
     error of a uniform quantizer) marks a layer that loses information; put the worst on
-    `convert(..., denylist=[...])` to keep them in float.
+    `convert(..., denylist=[...])` to keep them in float (and verify that file with
+    `verify(..., allow_float_ops=True)`: it no longer runs on integer-only accelerators).
 
     Args:
         model: the float Keras model.

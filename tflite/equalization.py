@@ -18,7 +18,8 @@ into the BatchNorm parameters and kernels so that the same model converts, bias-
   4.1, for a network with ReLU6). An int8 file quantizes each activation tensor over one range,
   [0, 6] for every ReLU6 of MobileNet, so a channel that never exceeds 0.5 uses 1/12 of the grid.
   Channel i of a convolution's output is multiplied by s_i = 6 / (headroom * max_i) (>= 1, max_i
-  its maximum on the calibration images) through its BatchNorm gamma and beta, and the next
+  its maximum on the calibration images; channels with max_i under `MIN_EQUALIZED_MAXIMUM` are left
+  as they are) through its BatchNorm gamma and beta, and the next
   convolution's kernel that reads channel i is divided by s_i. ReLU6(s x) = s ReLU6(x) while
   s x <= 6, i.e. for every value up to headroom * max_i: the float model is unchanged on the
   calibration images and on any image that stays within the headroom (the int8 file clips at the

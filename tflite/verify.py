@@ -382,7 +382,8 @@ def verify(
                            thresholds=thresholds, latency=latency, min_samples=min_samples)
     counts = op_counts(read_model(model_file.path))
     report.float_ops, report.int16_ops = counts["float"], counts["int16"]
-    if not allow_float_ops and mode in MODES and MODES[mode].integer and report.float_ops:
+    if not allow_float_ops and mode in MODES and (MODES[mode].integer or MODES[mode].takes_qat_model) \
+            and report.float_ops:
         report.failures.append(f"{report.float_ops} float op(s) inside an integer file (a conversion's denylist "
                                "kept layers in float; such a file needs a CPU or GPU delegate: pass allow_float_ops=True to accept it)")
     return report

@@ -410,6 +410,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         parse_float_layers(args.float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.float_layers.strip().lower() != "none" and not args.android:
+        raise UsageError("--float-layers applies to the Android file: add --android FILE.tflite.")
     for what, path in (("--saved-model", args.saved_model), ("--android", args.android), ("--onnx", args.onnx)):
         if path:
             check_destination(path, what)
@@ -585,8 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FLOAT_LAYERS_HELP = ("layers the integer files keep in float: 'none' (the default: fully integer, as NPUs and the "
-                     "Edge TPU need), 'auto' (the fewest leading layers that reach 99%% agreement on the "
-                     "calibration images; CPU and GPU delegates only) or comma-separated layer names")
+                     "Edge TPU need), 'auto' (the fully integer file if it reaches 99%% agreement on the "
+                     "calibration images, else the fewest leading layers in float that do, or the best of up "
+                     "to 9; CPU and GPU delegates only) or comma-separated layer names")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

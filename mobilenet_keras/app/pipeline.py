@@ -75,8 +75,8 @@ def parse_modes(text: str) -> list[str]:
 
 
 FLOAT_LAYERS_HINT = ("an integer file missed its agreement threshold fully integer: `--float-layers auto` keeps the "
-                     "fewest leading layers in float that reach 99% on the calibration images (for CPU and GPU "
-                     "delegates; such a file does not run on integer-only accelerators)")
+                     "fewest leading layers in float that reach 99% on the calibration images, or the best of "
+                     "up to 9 (for CPU and GPU delegates; such a file does not run on integer-only accelerators)")
 
 
 def parse_float_layers(text: str | None):
@@ -244,6 +244,7 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
         "worst_layers": worst,
         "plots": plots,
         "deployables": deployables,
+        "float_layers": settings.float_layers,  # --float-layers: None (fully integer), "auto" or names
         "seconds": round(time.time() - stage.start, 1),
     }
     report.write(summary, out)

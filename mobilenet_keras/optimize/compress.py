@@ -3,11 +3,17 @@
     pruned = compress.prune(model, data.train, sparsity=0.5)        # a Keras 3 model, half its 1x1 weights zero
     clustered = compress.cluster(model, data.train, clusters=16)   # 16 distinct values per 1x1 kernel
     tflite.convert(pruned, "model_pruned_int8.tflite", "int8", representative_data=calibration)
+    tflite.convert(clustered, "model_clustered_int8.tflite", "int8", representative_data=calibration,
+                   equalization=False, adaround=False)  # keeps the 16 values (see below)
 
 Both act on the pointwise (1x1) convolutions, which hold nearly all of MobileNet's weights; the stem,
 the depthwise kernels (9 weights per channel) and the classifier are left whole, as the MobileNet
 pruning and clustering recipes do. The result is an ordinary Keras 3 model (the tfmot wrappers
 stripped), converted and verified like any other; the saving shows after compression (`gzip_size`).
+Convert a clustered model with `equalization=False, adaround=False`: equalization rescales each input
+row of a 1x1 kernel and rounding by error moves single weights, which splits the clusters (pruned
+zeros stay zero either way); for QAT of it, `qat.quantize(clustered, calibration, equalization=False,
+rounding=False)`.
 """
 
 from __future__ import annotations
