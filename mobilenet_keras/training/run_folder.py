@@ -122,12 +122,7 @@ class RunFolder:
         file = self.path / "run.json"
         if not file.is_file():
             raise ValueError(f"{self.path} has no run.json; give a run folder written by train or pipeline.")
-        try:
-            run = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{file} is damaged ({exc}); train again.") from None
-        if not isinstance(run, dict):
-            raise ValueError(f"{file} is damaged (not a JSON object); train again.")
+        run = _json_object(file, str(file), "train again")
         missing = [key for key in RUN_KEYS if key not in run]
         if missing:
             raise ValueError(f"{file} is damaged (missing {', '.join(missing)}); train again.")
@@ -187,13 +182,7 @@ class RunFolder:
     def read_json(self, path: str | os.PathLike, what: str) -> dict:
         """A JSON file of the run (resume state), or a one-line ValueError when it is damaged."""
         file = self.path / path
-        try:
-            value = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{file} ({what}) is damaged ({exc}); remove it and train again.") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"{file} ({what}) is damaged (not a JSON object); remove it and train again.")
-        return value
+        return _json_object(file, f"{file} ({what})", "remove it and train again")
 
     def clear_resume_state(self) -> None:
         """Remove the resume state (after a run finished, or to start fresh)."""
@@ -214,3 +203,14 @@ class RunFolder:
                 raise ValueError(f"can't remove {target} ({exc.strerror or exc}); remove it by hand.") from None
             removed.append(name)
         return removed
+
+
+def _json_object(file: Path, label: str, remedy: str) -> dict:
+    """The JSON object in `file`, or a one-line ValueError "<label> is damaged (why); <remedy>."."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{label} is damaged ({exc}); {remedy}.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{label} is damaged (not a JSON object); {remedy}.")
+    return value
