@@ -68,6 +68,7 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     result = cli("pipeline", "--data", str(folder), "--weights", str(require(WEIGHTS_025)), "--epochs", "5",
                  "--image-size", "96",  # the data-driven default (128 px for 32 px images) costs CI minutes
                  "--learning-rate", "0.01", "--modes", "float32,int8,uint8,qat", "--qat-epochs", "1",
+                 "--float-layers", "auto",  # the opt-in float prefix; the digits run above is fully integer
                  "--out", str(out), "--quiet")
     assert result.returncode in (0, 1), result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -87,10 +88,14 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     for failure in report["failures"]:
         assert f"FAIL {failure}" in result.stderr
     assert rows["model_float32.tflite"]["passed"]
-    # Measured 91.0-95.0% int8 agreement on the 200 validation images on two machines (float accuracy
-    # ~60%: a briefly trained model whose answers sit close together); the floor leaves 6 points (3
-    # standard errors) for another machine. The 97% int8 threshold is the verdict's, reported as FAIL
-    # when missed, and a row of benchmarks/RESULTS.md; a broken conversion falls far below the floor.
+    # Measured 91.0-95.0% int8 agreement with the float prefix on the 200 validation images on two
+    # machines (float accuracy ~60%: a briefly trained model whose answers sit close together); the floor
+    # leaves 6 points (3 standard errors) for another machine. The fully integer default file of this
+    # run agreed on 83% (2026-11-29): test_tflite_convert holds the fully integer figures. The 97% int8
+    # threshold is the verdict's, reported as FAIL when missed, and a row of benchmarks/RESULTS.md; a
+    # broken conversion falls far below the floor.
+    assert report["float_layers"] == "auto"
+    assert not any("float op" in failure for failure in report["failures"])  # asked for, so allowed
     int8 = rows["model_int8.tflite"]
     assert int8["top1_agreement"] >= 0.85, int8
     assert rows["model_uint8.tflite"]["top1_agreement"] >= 0.85, rows["model_uint8.tflite"]
