@@ -145,6 +145,16 @@ def test_a_float_layers_value_that_names_no_convolution_is_one_line_and_status_2
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_the_float_layers_hint_follows_an_integer_files_agreement_failure():
+    from mobilenet_keras.app.pipeline import float_layers_hint
+
+    missed = {"mode": "uint8", "failures": ["top-1 agreement 91.00% < 97% (18 of 200 disagree)"]}
+    assert "--float-layers auto" in float_layers_hint([missed], None)
+    assert float_layers_hint([missed], "auto") is None  # already asked for
+    assert float_layers_hint([{**missed, "mode": "float16"}], None) is None  # not an integer file
+    assert float_layers_hint([{"mode": "int8", "failures": ["SQNR 12.0 dB < 15 dB"]}], None) is None
+
+
 def test_float_layers_values():
     from mobilenet_keras.app.pipeline import parse_float_layers
 

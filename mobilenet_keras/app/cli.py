@@ -451,7 +451,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _export_android(args, model, labels, source, load_settings, stage) -> int:
     import tflite
-    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, file_line, parse_float_layers, verdict_of
+    from mobilenet_keras.app.pipeline import (CALIBRATION_IMAGES, VERDICT_EXIT, file_line, float_layers_hint,
+                                           parse_float_layers, verdict_of)
     from mobilenet_keras.deploy.android import android_file
     from mobilenet_keras.training import datasets
 
@@ -484,6 +485,9 @@ def _export_android(args, model, labels, source, load_settings, stage) -> int:
     verdict = verdict_of(row)
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(file_line(row) + (f" ({reason})" if reason else ""), file=sys.stderr)
+    hint = float_layers_hint([row], float_layers)
+    if hint:
+        print(hint, file=sys.stderr)
     return VERDICT_EXIT[verdict]
 
 

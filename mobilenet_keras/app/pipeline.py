@@ -79,6 +79,17 @@ FLOAT_LAYERS_HINT = ("an integer file missed its agreement threshold fully integ
                      "up to 9 (for CPU and GPU delegates; such a file does not run on integer-only accelerators)")
 
 
+def float_layers_hint(rows: list[dict], float_layers) -> str | None:
+    """The hint line about `--float-layers auto` when a fully integer file (no float layers asked for) missed
+    its agreement threshold; None otherwise."""
+    import tflite
+
+    missed = any(tflite.get_mode(row["mode"]).integer
+                 and any(failure.startswith("top-1 agreement") for failure in row.get("failures") or [])
+                 for row in rows)
+    return f"hint: {FLOAT_LAYERS_HINT}" if missed and float_layers is None else None
+
+
 def parse_float_layers(text: str | None):
     """`--float-layers`: None for 'none' (fully integer, the default), 'auto', or a list of layer names."""
     from tflite.converter import AUTO
@@ -276,9 +287,8 @@ def run_pipeline(settings: PipelineSettings) -> int:
         print(f"FAIL {failure}", file=sys.stderr)
     for line in inconclusive:
         print(f"INCONCLUSIVE {line}", file=sys.stderr)
-    if settings.float_layers is None and any(
-            tflite.get_mode(r["mode"]).integer and any(f.startswith("top-1 agreement") for f in r["failures"])
-            for r in rows):
-        print(f"hint: {FLOAT_LAYERS_HINT}", file=sys.stderr)
+    hint = float_layers_hint(rows, settings.float_layers)
+    if hint:
+        print(hint, file=sys.stderr)
     print(f"verdict: {verdict} ({len(rows)} files)", file=sys.stderr)
     return VERDICT_EXIT[verdict]
