@@ -210,7 +210,7 @@ def convert(
 def _runs(flatbuffer: bytes, calibration: np.ndarray) -> bool:
     """Whether LiteRT (with its CPU delegate) loads the file and runs it on two calibration images."""
     try:
-        _agreement(np.zeros((2, 1)), flatbuffer, calibration[:2], compare_outputs=False)
+        _run_file(flatbuffer, calibration[:2])
     except (RuntimeError, ValueError):
         return False
     return True
@@ -275,18 +275,21 @@ def _prefix_key(model, calibration, *settings) -> str:
 _FULLY_INTEGER_WON: dict[str, bool] = {}
 
 
-def _agreement(expected: np.ndarray, flatbuffer: bytes, calibration: np.ndarray,
-               compare_outputs: bool = True) -> dict[str, float]:
-    """`tflite.verify.compare` of the file's outputs on the calibration images with `expected`
-    (`compare_outputs=False`: only run the file, {})."""
+def _run_file(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
+    """The outputs of a converted (not yet written) file on `images`, through LiteRT."""
     from tflite.runtime import TFLiteModel
-    from tflite.verify import compare
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "candidate.tflite")
         path.write_bytes(flatbuffer)
-        got = TFLiteModel(path).predict(calibration)
-        return compare(expected, got) if compare_outputs else {}
+        return TFLiteModel(path).predict(images)
+
+
+def _agreement(expected: np.ndarray, flatbuffer: bytes, calibration: np.ndarray) -> dict[str, float]:
+    """`tflite.verify.compare` of the file's outputs on the calibration images with `expected`."""
+    from tflite.verify import compare
+
+    return compare(expected, _run_file(flatbuffer, calibration))
 
 
 def _fully_integer_or_prefix(convert_every_step, float_prefix, expected: np.ndarray, calibration: np.ndarray,

@@ -407,10 +407,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mobilenet_keras.app.pipeline import parse_float_layers
 
     try:
-        parse_float_layers(args.float_layers)
+        float_layers = parse_float_layers(args.float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.float_layers.strip().lower() != "none" and not args.android:
+    if float_layers is not None and not args.android:
         raise UsageError("--float-layers applies to the Android file: add --android FILE.tflite.")
     for what, path in (("--saved-model", args.saved_model), ("--android", args.android), ("--onnx", args.onnx)):
         if path:
@@ -444,15 +444,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(export_onnx(model, args.onnx))
         if not args.android:
             return EXIT_PASS
-        return _export_android(args, model, labels, source, load_settings, stage)
+        return _export_android(args, model, labels, source, load_settings, stage, float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _export_android(args, model, labels, source, load_settings, stage) -> int:
+def _export_android(args, model, labels, source, load_settings, stage, float_layers) -> int:
     import tflite
-    from mobilenet_keras.app.pipeline import (CALIBRATION_IMAGES, VERDICT_EXIT, file_line, float_layers_hint,
-                                           parse_float_layers, verdict_of)
+    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, file_line, float_layers_hint, verdict_of
     from mobilenet_keras.deploy.android import android_file
     from mobilenet_keras.training import datasets
 
@@ -472,7 +471,6 @@ def _export_android(args, model, labels, source, load_settings, stage) -> int:
         calibration = collect(args.calibration, tuple(model.input_shape[1:]), limit=CALIBRATION_IMAGES)
         stage(f"calibrating on {len(calibration)} images from {args.calibration}")
     stage(f"converting the Android file (uint8) {args.android}")
-    float_layers = parse_float_layers(args.float_layers)
     path = android_file(model, args.android, calibration, labels or [str(i) for i in range(model.output_shape[-1])],
                         denylist=float_layers)
     print(path)
