@@ -72,6 +72,38 @@ def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
         np.testing.assert_array_equal(in_file, expected, err_msg=name)
 
 
+def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model, calibration):
+    """adaround rounds each convolution on the input the int8 file gives it (conv1 rounded, its ReLU6 output
+    on the int8 grid of its calibrated range) against the float layer on float inputs: the error it reports
+    is that output's measured error, and bias correction leaves no mean error, upstream error included."""
+    import keras
+
+    from mobilenet_keras import specs
+    from tflite.adaround import DEFAULT_IMAGES, adaround
+    from tflite.equalization import prepare
+
+    prepared, _ = prepare(model, calibration)
+    info = {}
+    rounded = adaround(prepared, calibration, info=info)
+    assert list(info) == specs.convolution_names()
+    assert all(chosen <= nearest for nearest, chosen in info.values())
+
+    def output(of, layer, images):
+        return np.asarray(keras.Model(of.inputs, of.get_layer(layer).output).predict(images, verbose=0), np.float64)
+
+    images = calibration[:DEFAULT_IMAGES]
+    step = output(prepared, "conv1_relu", calibration).max() / 255  # the file's grid for conv1's output
+    reached = np.clip(np.round(output(rounded, "conv1_relu", images) / step), 0, 255) * step
+    got = rounded.get_layer("conv_dw_1_bn")(rounded.get_layer("conv_dw_1")(reached.astype("float32")),
+                                            training=False)
+    expected = output(prepared, "conv_dw_1_bn", images)
+    error = (np.asarray(got, np.float64) - expected).reshape(-1, expected.shape[-1])
+    assert np.abs(error.mean(axis=0)).max() <= 1e-4 * np.abs(expected).max()
+    assert ((error - error.mean(axis=0)) ** 2).mean(axis=0).sum() == pytest.approx(info["conv_dw_1"][1], rel=1e-3)
+    # upstream error is real here: nearest rounding of conv_dw_1 alone would leave more
+    assert info["conv_dw_1"][1] < info["conv_dw_1"][0]
+
+
 @pytest.mark.parametrize("mode", ["int8", "uint8", "int8_float_io"])
 def test_default_integer_files_hold_no_float_tensor(model, calibration, tmp_path, mode):
     path = tflite.convert(model, tmp_path / f"{mode}.tflite", mode, representative_data=calibration)

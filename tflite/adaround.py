@@ -7,12 +7,19 @@ mean, and rounding their nine weights alone (float activations) moved 15% of a C
 answers (conv_dw_3; see benchmarks/RESULTS.md).
 
 As in AdaRound (Nagel et al. 2020), each weight may round down or up, chosen to minimise the layer's
-output error on the calibration images, E[(dw . x)^2] = dw^T H dw with H the covariance of the
-layer's inputs (the mean part is left to bias correction, which this module applies with the chosen
-rounding). AdaRound relaxes the choice and runs gradient descent; here the objective is quadratic
-and small (9 weights per depthwise channel, at most a few hundred per pointwise output channel), so
-coordinate descent on the up/down choices, started from nearest rounding, finds a local optimum in
-a few sweeps in numpy.
+output error on the calibration images. The error is asymmetric, as in AdaRound's section 4: the
+rounded layer reads the input the int8 file will give it (every earlier layer already rounded, every
+ReLU6 output on its int8 grid over its calibrated range), and it is compared with the float model's
+layer on the float model's input. With d = rounded - float weights and e = (file's input) - (float
+input), the output error d . x^ + w . e splits into a mean, which bias correction removes (folded
+into the BatchNorm's beta), and a centred part whose expectation is quadratic in d:
+d^T Cov(x^) d + 2 d^T Cov(x^, e) w + const. So each layer's rounding also absorbs some of the error
+that earlier layers' int8 activations brought in (measured on the CIFAR-10 benchmark model: SQNR
+22.2 -> 26.5 dB against rounding each layer alone on float inputs; benchmarks/RESULTS.md). AdaRound
+relaxes the choice and runs gradient descent; here the objective is small (9 weights per depthwise
+channel, at most a few hundred per pointwise output channel), so coordinate descent on the up/down
+choices, started from nearest rounding, finds a local optimum in a few sweeps in numpy. Layers are
+taken in order, one pass over the calibration images per layer.
 
 The result is a model whose folded kernels lie exactly on TFLite's grid: each output channel keeps
 its largest |w| (so the converter computes the same scale) and every other weight is an integer
@@ -40,18 +47,23 @@ def grid_scale(folded: np.ndarray, channel_axis: int = -1) -> np.ndarray:
 
 
 def round_quadratic(weights: np.ndarray, scale: np.ndarray, hessian: np.ndarray,
-                    sweeps: int = DEFAULT_SWEEPS) -> np.ndarray:
+                    sweeps: int = DEFAULT_SWEEPS, linear: np.ndarray | None = None) -> np.ndarray:
     """Integers q (same shape as `weights`, (D, O)) in [-127, 127], each floor or ceil of weights / scale,
-    that lower sum_o (q_o s_o - w_o)^T H_o (q_o s_o - w_o) from nearest rounding by coordinate descent.
+    that lower sum_o d_o^T H_o d_o + 2 d_o^T g_o, d_o = q_o s_o - w_o, from nearest rounding by
+    coordinate descent.
 
-    `hessian` is (D, D), shared by every output column, or (O, D, D), one per column.
+    `hessian` is (D, D), shared by every output column, or (O, D, D), one per column; `linear` is g,
+    (D, O) (None: 0).
     """
     w = np.asarray(weights, np.float64)
     s = np.asarray(scale, np.float64)[None, :]
     ratio = w / s
     q = np.clip(np.round(ratio), -LEVELS, LEVELS)
-    low = np.clip(np.floor(ratio), -LEVELS, LEVELS)
-    high = np.clip(np.ceil(ratio), -LEVELS, LEVELS)
+    # A weight that rounds to +-127 stays there: it may be the channel's largest, whose ratio is 127 only up
+    # to float rounding (126.99999...), and moving it would move the scale the converter computes.
+    edge = np.abs(q) == LEVELS
+    low = np.where(edge, q, np.clip(np.floor(ratio), -LEVELS, LEVELS))
+    high = np.where(edge, q, np.clip(np.ceil(ratio), -LEVELS, LEVELS))
     delta = q * s - w  # (D, O)
     shared = hessian.ndim == 2
     if shared:
@@ -60,6 +72,8 @@ def round_quadratic(weights: np.ndarray, scale: np.ndarray, hessian: np.ndarray,
     else:
         gradient = np.einsum("oij,jo->io", hessian, delta)
         diagonal = np.einsum("oii->io", hessian)
+    if linear is not None:
+        gradient = gradient + linear
     for _ in range(sweeps):
         changed = False
         for j in range(w.shape[0]):
@@ -90,108 +104,146 @@ def _patches(tf, values: np.ndarray, layer) -> np.ndarray:
                                     padding=layer.padding.upper()).numpy()
 
 
-def _input_statistics(model, names: list[str], images: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{layer: (mean, covariance)} of each convolution's input patch (depthwise: per channel, (C, k), (C, k, k))."""
+def _paired_statistics(layer, reached: np.ndarray, reference: np.ndarray):
+    """Statistics of a convolution's input patches as the file reaches them (`reached`) and as the float
+    model does (`reference`), e = reached - reference: (mean of reached, mean of e, Cov(reached),
+    Cov(reached, e), Cov(e)); depthwise: per channel, shapes (C, k), (C, k), (C, k, k) x 3."""
     import keras
     import tensorflow as tf
 
-    layers = [model.get_layer(n) for n in names]
-    probe = keras.Model(model.inputs, [layer.input for layer in layers])
-    sums: dict[str, list] = {}
-    for start in range(0, len(images), _BATCH):
-        outputs = probe.predict_on_batch(images[start:start + _BATCH])
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        for n, layer, values in zip(names, layers, outputs):
-            values = np.asarray(values, np.float32)
-            if isinstance(layer, keras.layers.DepthwiseConv2D):
-                patches = _patches(tf, values, layer)
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    as_patches = tuple(layer.kernel_size) != (1, 1) or tuple(layer.strides) != (1, 1) or depthwise
+    sums = None
+    for start in range(0, len(reached), _BATCH):
+        pair = []
+        for values in (reached[start:start + _BATCH], reference[start:start + _BATCH]):
+            patches = _patches(tf, values, layer) if as_patches else values
+            if depthwise:
                 channels = values.shape[-1]
-                k = patches.shape[-1] // channels
-                # extract_patches orders depth as (kh, kw, C): regroup to (C, kh * kw)
-                patches = patches.reshape(-1, k, channels).transpose(2, 0, 1).astype(np.float64)  # (C, M, k)
-                first = patches.sum(axis=1)
-                second = np.einsum("cmi,cmj->cij", patches, patches)
-                rows = patches.shape[1]
+                # extract_patches orders depth as (kh, kw, C): regroup to (C, rows, kh * kw)
+                patches = patches.reshape(-1, patches.shape[-1] // channels, channels).transpose(2, 0, 1)
             else:
-                patches = _patches(tf, values, layer) if tuple(layer.kernel_size) != (1, 1) or \
-                    tuple(layer.strides) != (1, 1) else values
-                patches = patches.reshape(-1, patches.shape[-1]).astype(np.float64)
-                first = patches.sum(axis=0)
-                second = patches.T @ patches
-                rows = patches.shape[0]
-            if n in sums:
-                sums[n][0] += first
-                sums[n][1] += second
-                sums[n][2] += rows
-            else:
-                sums[n] = [first, second, rows]
-    statistics = {}
-    for n, (first, second, rows) in sums.items():
-        mean = first / rows
-        if mean.ndim == 2:  # depthwise
-            covariance = second / rows - np.einsum("ci,cj->cij", mean, mean)
-        else:
-            covariance = second / rows - np.outer(mean, mean)
-        statistics[n] = (mean, covariance)
-    return statistics
+                patches = patches.reshape(-1, patches.shape[-1])
+            pair.append(patches.astype(np.float64))
+        x, e = pair[0], pair[0] - pair[1]
+        products = "cmi,cmj->cij" if depthwise else "mi,mj->ij"
+        axis = 1 if depthwise else 0
+        batch = [x.sum(axis=axis), e.sum(axis=axis), np.einsum(products, x, x), np.einsum(products, x, e),
+                 np.einsum(products, e, e), x.shape[axis]]
+        sums = batch if sums is None else [a + b for a, b in zip(sums, batch)]
+    sum_x, sum_e, xx, xe, ee, rows = sums
+    mean_x, mean_e = sum_x / rows, sum_e / rows
+    outer = "ci,cj->cij" if depthwise else "i,j->ij"
+    return (mean_x, mean_e, xx / rows - np.einsum(outer, mean_x, mean_x), xe / rows - np.einsum(outer, mean_x, mean_e),
+            ee / rows - np.einsum(outer, mean_e, mean_e))
+
+
+def _chain(model) -> list:
+    """The layers from `conv1` to the last convolution's ReLU6, each reading the one before it."""
+    names = [layer.name for layer in model.layers]
+    first, last = names.index(specs.convolution_names()[0]), names.index(f"{specs.convolution_names()[-1]}_relu")
+    chain = model.layers[first:last + 1]
+    for before, layer in zip(chain, chain[1:]):
+        if layer.input is not before.output:
+            raise ValueError(f"adaround walks MobileNetV1's backbone layer by layer, but {layer.name} does not read "
+                             f"{before.name}'s output.")
+    return chain
+
+
+def _activation_grid(values: np.ndarray, top: float) -> np.ndarray:
+    """ReLU6 outputs on the int8 grid of the range [0, top] that the converter calibrates (256 levels)."""
+    if top <= 0:
+        return np.zeros_like(values)
+    step = top / 255.0
+    return (np.clip(np.round(values / step), 0, 255) * step).astype(np.float32)
+
+
+def _call(layer, values: np.ndarray) -> np.ndarray:
+    return np.asarray(layer(values, training=False), np.float32)
 
 
 def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sweeps: int = DEFAULT_SWEEPS,
              num_images: int = DEFAULT_IMAGES, skip=(), info: dict | None = None):
     """A copy of `model` (a MobileNet of this package) whose folded kernels lie on TFLite's int8 grid,
-    rounded to keep each layer's output (see the module doc), with the rounding's mean shift folded into
-    each BatchNorm's beta when `bias_correction`.
+    rounded to keep each layer's output on the inputs the int8 file gives it (see the module doc), with
+    the layer's mean output error folded into each BatchNorm's beta when `bias_correction`.
 
     Args:
         model: a Keras 3 `MobileNetV1` (with BatchNorm layers); not changed.
-        calibration: float images in the model's convention.
+        calibration: float images in the model's convention. All of them give the activation ranges
+            (as the converter's calibration does); the first `num_images` give the layer statistics.
         sweeps: coordinate-descent sweeps per layer.
-        num_images: how many of the calibration images give the input covariances.
-        skip: layers left as they are (a conversion's float layers).
-        info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)}.
+        num_images: how many of the calibration images give the input statistics.
+        skip: layers left as they are (a conversion's float layers); their outputs stay float where
+            the next convolution is a float layer too.
+        info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)},
+            each the mean squared error of the layer's folded output on the file's inputs, summed over
+            output channels, its mean part excluded.
     """
     from mobilenet_keras.model import copy_model
-    from tflite.equalization import ConvWeights, is_mobilenet
+    from tflite.equalization import ConvWeights, channel_maxima, is_mobilenet
 
     if not is_mobilenet(model):
         raise ValueError("adaround takes a MobileNet built by MobileNetV1 (conv1, conv_dw_1, ... with BatchNorm).")
+    import keras
+
+    reference = model
     model = copy_model(model)
     weights = ConvWeights(model)
-    names = [n for n in specs.convolution_names() if n not in skip]
-    statistics = _input_statistics(model, names, calibration[:num_images])
-    for n in names:
-        mean, covariance = statistics[n]
-        folded, _ = weights.folded(n)
-        gain = weights.gain(n)
-        depthwise = weights.depthwise[n]
-        if depthwise:
-            kh, kw, out = folded.shape
-            multiplier = out // mean.shape[0]
-            flat = folded.reshape(kh * kw, out)
-            hessian = np.repeat(covariance, multiplier, axis=0)  # output channel c * m + k reads input c
-            input_mean = np.repeat(mean, multiplier, axis=0).T  # (k, out)
-        else:
-            flat = folded.reshape(-1, folded.shape[-1])
-            hessian = covariance
-            input_mean = None
-        scale = grid_scale(flat)
-        nearest = np.clip(np.round(flat / scale), -LEVELS, LEVELS)
-        chosen = round_quadratic(flat, scale, hessian, sweeps)
-        delta = chosen * scale - flat
-        if info is not None:
-            before = nearest * scale - flat
-            info[n] = (_quadratic(before, hessian), _quadratic(delta, hessian))
-        if bias_correction:
-            shift = (delta * input_mean).sum(axis=0) if depthwise else delta.T @ mean
-            _, values, _ = weights.bn[n]
-            values["beta"] = values["beta"] - shift
-        # Unfold: the converter multiplies the kernel by the same gain again. Dead channels (gain 0) keep 0.
-        safe = np.where(gain == 0, 1.0, gain)
-        kernel = (chosen * scale / safe).reshape(folded.shape)
-        weights.kernel[n] = kernel.reshape(weights.kernel[n].shape)
-    weights.write()
+    convolutions = specs.convolution_names()
+    skip = set(skip)
+    tops = {n: float(np.max(m)) for n, m in channel_maxima(reference, calibration).items()}
+    images = np.asarray(calibration[:num_images], np.float32)
+    # What conv1 reads (the image, through any layers before it); the same in the file (its input is on
+    # the uint8 pixel grid already) and in the float model.
+    start = keras.Model(reference.inputs, reference.get_layer(convolutions[0]).input)
+    reached = expected = np.asarray(start.predict(images, batch_size=_BATCH, verbose=0), np.float32)
+    for layer in _chain(model):
+        n = layer.name
+        if n in weights.depthwise and n not in skip:
+            _round_layer(weights, n, layer, reached, expected, bias_correction, sweeps, info)
+            weights.write_layer(n)
+        reached, expected = _call(layer, reached), _call(reference.get_layer(n), expected)
+        if n.endswith("_relu") and n[:-len("_relu")] in weights.depthwise:
+            producer = n[:-len("_relu")]
+            reader = weights.reader(producer)
+            if not (producer in skip and reader in skip):
+                reached = _activation_grid(reached, tops[producer])
     return model
+
+
+def _round_layer(weights, n: str, layer, reached: np.ndarray, expected: np.ndarray, bias_correction: bool,
+                 sweeps: int, info: dict | None) -> None:
+    mean_x, mean_e, cov_x, cov_xe, cov_e = _paired_statistics(layer, reached, expected)
+    folded, _ = weights.folded(n)
+    gain = weights.gain(n)
+    if weights.depthwise[n]:
+        kh, kw, out = folded.shape
+        multiplier = out // mean_x.shape[0]
+        flat = folded.reshape(kh * kw, out)
+        # output channel c * m + k reads input channel c: one (k, k) statistic per output channel
+        mean_x, mean_e, hessian, cov_xe, cov_e = (np.repeat(v, multiplier, axis=0)
+                                                   for v in (mean_x, mean_e, cov_x, cov_xe, cov_e))
+        mean_x, mean_e = mean_x.T, mean_e.T  # (k, out), like flat
+        linear = np.einsum("oij,jo->io", cov_xe, flat)
+        constant = float(np.einsum("io,oij,jo->", flat, cov_e, flat))
+    else:
+        flat = folded.reshape(-1, folded.shape[-1])
+        mean_x, mean_e = mean_x[:, None], mean_e[:, None]
+        hessian, linear = cov_x, cov_xe @ flat
+        constant = float(np.einsum("io,ij,jo->", flat, cov_e, flat))
+    scale = grid_scale(flat)
+    chosen = round_quadratic(flat, scale, hessian, sweeps, linear)
+    delta = chosen * scale - flat
+    if info is not None:
+        nearest = np.clip(np.round(flat / scale), -LEVELS, LEVELS) * scale - flat
+        info[n] = tuple(_quadratic(d, hessian) + 2 * float(np.sum(d * linear)) + constant for d in (nearest, delta))
+    if bias_correction:
+        _, values, _ = weights.bn[n]
+        values["beta"] = values["beta"] - (delta * mean_x).sum(axis=0) - (flat * mean_e).sum(axis=0)
+    # Unfold: the converter multiplies the kernel by the same gain again. Dead channels (gain 0) keep 0.
+    safe = np.where(gain == 0, 1.0, gain)
+    weights.kernel[n] = (chosen * scale / safe).reshape(folded.shape).reshape(weights.kernel[n].shape)
 
 
 def _quadratic(delta: np.ndarray, hessian: np.ndarray) -> float:

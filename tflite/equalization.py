@@ -110,11 +110,14 @@ class ConvWeights:
 
     def write(self):
         for n in self.names:
-            self.model.get_layer(n).set_weights(
-                [self.kernel[n].astype(np.float32)] + self.model.get_layer(n).get_weights()[1:])
-            keys, values, _ = self.bn[n]
-            layer = self.model.get_layer(f"{n}_bn")
-            layer.set_weights([values[k].astype(np.float32) for k in keys])
+            self.write_layer(n)
+
+    def write_layer(self, n):
+        """Write convolution `n`'s kernel and BatchNorm into the model."""
+        self.model.get_layer(n).set_weights(
+            [self.kernel[n].astype(np.float32)] + self.model.get_layer(n).get_weights()[1:])
+        keys, values, _ = self.bn[n]
+        self.model.get_layer(f"{n}_bn").set_weights([values[k].astype(np.float32) for k in keys])
 
     # channel i of layer n's output is read by `reader(n)`'s kernel at [..., i, ...]
     def reader(self, n):
