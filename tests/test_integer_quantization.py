@@ -72,10 +72,11 @@ def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
         np.testing.assert_array_equal(in_file, expected, err_msg=name)
 
 
-def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model, calibration):
-    """adaround rounds each convolution on the input the int8 file gives it (conv1 rounded, its ReLU6 output
-    on the int8 grid of its calibrated range) against the float layer on float inputs: the error it reports
-    is that output's measured error, and bias correction leaves no mean error, upstream error included."""
+def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model, calibration, tmp_path):
+    """adaround rounds each convolution on the input the int8 file gives it (earlier layers rounded, ReLU6
+    outputs on the int8 grid of their calibrated range) against the float layer on float inputs: the error
+    it reports for a depthwise and a pointwise layer is that output's measured error, and bias correction
+    leaves no mean error, upstream error included."""
     import keras
 
     from mobilenet_keras import specs
@@ -86,22 +87,55 @@ def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model,
     info = {}
     rounded = adaround(prepared, calibration, info=info)
     assert list(info) == specs.convolution_names()
-    assert all(chosen <= nearest for nearest, chosen in info.values())
 
     def output(of, layer, images):
         return np.asarray(keras.Model(of.inputs, of.get_layer(layer).output).predict(images, verbose=0), np.float64)
 
+    # the file's own grid for conv1's output is the one adaround assumed (the float model's calibrated maximum)
+    path = tflite.convert(rounded, tmp_path / "r.tflite", "int8", representative_data=calibration,
+                          equalization=False, adaround=False, bias_correction=False)
+    graph = read_model(path).subgraphs[0]
+    conv1_out = next(graph.tensors[op.outputs[0]] for op, name in zip(graph.operators, operator_names(read_model(path)))
+                     if name == "CONV_2D")
+    steps = {n: output(prepared, f"{n}_relu", calibration).max() / 255 for n in ("conv1", "conv_dw_1")}
+    assert conv1_out.quantization.scale[0] == pytest.approx(steps["conv1"], rel=0.02)
+
     images = calibration[:DEFAULT_IMAGES]
-    step = output(prepared, "conv1_relu", calibration).max() / 255  # the file's grid for conv1's output
-    reached = np.clip(np.round(output(rounded, "conv1_relu", images) / step), 0, 255) * step
-    got = rounded.get_layer("conv_dw_1_bn")(rounded.get_layer("conv_dw_1")(reached.astype("float32")),
-                                            training=False)
-    expected = output(prepared, "conv_dw_1_bn", images)
-    error = (np.asarray(got, np.float64) - expected).reshape(-1, expected.shape[-1])
-    assert np.abs(error.mean(axis=0)).max() <= 1e-4 * np.abs(expected).max()
-    assert ((error - error.mean(axis=0)) ** 2).mean(axis=0).sum() == pytest.approx(info["conv_dw_1"][1], rel=1e-3)
-    # upstream error is real here: nearest rounding of conv_dw_1 alone would leave more
-    assert info["conv_dw_1"][1] < info["conv_dw_1"][0]
+    reached = output(rounded, "conv1_relu", images)
+    for n, producer in (("conv_dw_1", "conv1"), ("conv_pw_1", "conv_dw_1")):
+        reached = np.clip(np.round(reached / steps[producer]), 0, 255) * steps[producer]  # the file's int8 input
+        got = np.asarray(rounded.get_layer(f"{n}_bn")(rounded.get_layer(n)(reached.astype("float32")),
+                                                      training=False), np.float64)
+        expected = output(prepared, f"{n}_bn", images)
+        error = (got - expected).reshape(-1, expected.shape[-1])
+        assert np.abs(error.mean(axis=0)).max() <= 1e-4 * np.abs(expected).max(), n
+        measured = ((error - error.mean(axis=0)) ** 2).mean(axis=0).sum()
+        assert measured == pytest.approx(info[n][1], rel=1e-3), n
+        reached = np.asarray(rounded.get_layer(f"{n}_relu")(got.astype("float32")), np.float64)
+
+
+def test_a_backbone_with_layers_of_its_own_falls_back_to_bias_correction(tmp_path):
+    """Rounding by error walks MobileNetV1's backbone layer by layer; a model with a layer of its own
+    inserted there is converted with nearest rounding and bias correction, with a warning."""
+    import keras
+
+    from mobilenet_keras import MobileNetV1
+
+    keras.utils.set_random_seed(0)
+    plain = MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10, weights=None)
+    x = inputs = keras.Input((96, 96, 3))
+    for layer in plain.layers[1:]:
+        x = layer.__class__.from_config(layer.get_config())(x)
+        if layer.name == "conv_pw_1_relu":
+            x = keras.layers.Identity(name="extra")(x)
+    odd = keras.Model(inputs, x)
+    for layer in plain.layers[1:]:
+        odd.get_layer(layer.name).set_weights(layer.get_weights())
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 96, 96, 3)).astype("float32")
+    with pytest.warns(UserWarning, match="rounding by error skipped .conv_pad_2 does not read conv_pw_1_relu"):
+        path = tflite.convert(odd, tmp_path / "odd.tflite", "int8", representative_data=images)
+    nearest = tflite.convert(odd, tmp_path / "nearest.tflite", "int8", representative_data=images, adaround=False)
+    assert path.read_bytes() == nearest.read_bytes()
 
 
 @pytest.mark.parametrize("mode", ["int8", "uint8", "int8_float_io"])

@@ -77,11 +77,13 @@ def test_float32_passes_the_documented_thresholds(reports):
 HELD_AGREEMENT = {"dynamic": 0.92, "int16x8": 0.92}
 PREFIX_AGREEMENT = {"int8": 0.92, "uint8": 0.94, "int8_float_io": 0.94}
 # The default integer files are fully integer (every step: dead channels, equalization, rounding by error,
-# bias correction). On this classifier they agreed on 91.2% (int8, uint8) and 90.6% (int8_float_io),
-# with SQNR 15.2-15.4 dB and 1.2-2.0 points of accuracy lost (Intel Xeon with AVX-512, 2026-11-29); the
-# floors leave about 3 standard errors of 500 images (4 points). The 97% threshold is missed and the
-# verdict says FAIL; the float prefix (below) agrees on 96-97%.
-FULLY_INTEGER_AGREEMENT = {"int8": 0.87, "uint8": 0.87, "int8_float_io": 0.86}
+# bias correction). On this classifier they agreed on 93.0% (int8, uint8) and 93.4% (int8_float_io),
+# with SQNR 19.4-19.5 dB and 0.6-1.0 points of accuracy lost (Intel Xeon with AVX-512, 2026-11-29; 91.2%
+# and 15.4 dB before the rounding took the file's int8 inputs into account); the floors leave about 3
+# standard errors of 500 images (4 points). The 97% threshold is missed and the verdict says FAIL; the
+# float prefix (below) agrees on 96-97%.
+FULLY_INTEGER_AGREEMENT = {"int8": 0.89, "uint8": 0.89, "int8_float_io": 0.89}
+FULLY_INTEGER_SQNR_DB = 16
 
 
 def _check_agreement(report, floor):
@@ -106,7 +108,7 @@ def test_fully_integer_agreement_on_the_cifar_classifier(reports, files, mode):
     report = reports[mode]
     assert report.float_ops == 0 and report.int16_ops == 0 and float_tensors_inside(read_model(files[mode])) == []
     _check_agreement(report, FULLY_INTEGER_AGREEMENT[mode])
-    assert report.accuracy_drop <= 0.03 and report.sqnr_db >= 13, report.to_markdown()
+    assert report.accuracy_drop <= 0.03 and report.sqnr_db >= FULLY_INTEGER_SQNR_DB, report.to_markdown()
 
 
 @pytest.mark.parametrize("mode", INTEGER_MODES)

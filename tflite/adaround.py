@@ -19,7 +19,8 @@ that earlier layers' int8 activations brought in (measured on the CIFAR-10 bench
 relaxes the choice and runs gradient descent; here the objective is small (9 weights per depthwise
 channel, at most a few hundred per pointwise output channel), so coordinate descent on the up/down
 choices, started from nearest rounding, finds a local optimum in a few sweeps in numpy. Layers are
-taken in order, one pass over the calibration images per layer.
+taken in order, each on the first `num_images` calibration images (all of them give the activation
+ranges, in one pass before).
 
 The result is a model whose folded kernels lie exactly on TFLite's grid: each output channel keeps
 its largest |w| (so the converter computes the same scale) and every other weight is an integer
@@ -104,50 +105,55 @@ def _patches(tf, values: np.ndarray, layer) -> np.ndarray:
                                     padding=layer.padding.upper()).numpy()
 
 
-def _paired_statistics(layer, reached: np.ndarray, reference: np.ndarray):
-    """Statistics of a convolution's input patches as the file reaches them (`reached`) and as the float
-    model does (`reference`), e = reached - reference: (mean of reached, mean of e, Cov(reached),
-    Cov(reached, e), Cov(e)); depthwise: per channel, shapes (C, k), (C, k), (C, k, k) x 3."""
+def _paired_moments(layer, reached: np.ndarray, reference: np.ndarray):
+    """Moments of a convolution's input patches as the file reaches them (x = `reached`) and of their
+    difference from the float model's (e = `reached` - `reference`): (E[x], E[e], E[x x^T], E[x e^T],
+    E[e e^T]); depthwise: per channel, shapes (C, k), (C, k), (C, k, k) x 3."""
     import keras
     import tensorflow as tf
 
     depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
     as_patches = tuple(layer.kernel_size) != (1, 1) or tuple(layer.strides) != (1, 1) or depthwise
-    sums = None
+
+    def patches_of(values):
+        patches = _patches(tf, values, layer) if as_patches else values
+        if depthwise:
+            channels = values.shape[-1]
+            # extract_patches orders depth as (kh, kw, C): regroup to (C, rows, kh * kw)
+            return patches.reshape(-1, patches.shape[-1] // channels, channels).transpose(2, 0, 1)
+        return patches.reshape(-1, patches.shape[-1])
+
+    sums, rows = None, 0
     for start in range(0, len(reached), _BATCH):
-        pair = []
-        for values in (reached[start:start + _BATCH], reference[start:start + _BATCH]):
-            patches = _patches(tf, values, layer) if as_patches else values
-            if depthwise:
-                channels = values.shape[-1]
-                # extract_patches orders depth as (kh, kw, C): regroup to (C, rows, kh * kw)
-                patches = patches.reshape(-1, patches.shape[-1] // channels, channels).transpose(2, 0, 1)
-            else:
-                patches = patches.reshape(-1, patches.shape[-1])
-            pair.append(patches.astype(np.float64))
-        x, e = pair[0], pair[0] - pair[1]
-        products = "cmi,cmj->cij" if depthwise else "mi,mj->ij"
-        axis = 1 if depthwise else 0
-        batch = [x.sum(axis=axis), e.sum(axis=axis), np.einsum(products, x, x), np.einsum(products, x, e),
-                 np.einsum(products, e, e), x.shape[axis]]
+        x = patches_of(reached[start:start + _BATCH]).astype(np.float64)
+        both = np.concatenate([x, x - patches_of(reference[start:start + _BATCH])], axis=-1)  # [x, e]
+        del x
+        # one (batched) matrix product gives x x^T, x e^T and e e^T
+        batch = [both.sum(axis=-2), np.matmul(np.swapaxes(both, -1, -2), both)]
+        rows += both.shape[-2]
         sums = batch if sums is None else [a + b for a, b in zip(sums, batch)]
-    sum_x, sum_e, xx, xe, ee, rows = sums
-    mean_x, mean_e = sum_x / rows, sum_e / rows
-    outer = "ci,cj->cij" if depthwise else "i,j->ij"
-    return (mean_x, mean_e, xx / rows - np.einsum(outer, mean_x, mean_x), xe / rows - np.einsum(outer, mean_x, mean_e),
-            ee / rows - np.einsum(outer, mean_e, mean_e))
+    first, second = sums[0] / rows, sums[1] / rows
+    k = first.shape[-1] // 2
+    return first[..., :k], first[..., k:], second[..., :k, :k], second[..., :k, k:], second[..., k:, k:]
 
 
 def _chain(model) -> list:
-    """The layers from `conv1` to the last convolution's ReLU6, each reading the one before it."""
-    names = [layer.name for layer in model.layers]
-    first, last = names.index(specs.convolution_names()[0]), names.index(f"{specs.convolution_names()[-1]}_relu")
-    chain = model.layers[first:last + 1]
+    """The backbone's layers from `conv1` to the last convolution's ReLU6 (with the padding before a
+    strided depthwise convolution), each reading the one before it."""
+    names = []
+    for n in specs.convolution_names():
+        if n.startswith("conv_dw_") and f"conv_pad_{n[len('conv_dw_'):]}" in {layer.name for layer in model.layers}:
+            names.append(f"conv_pad_{n[len('conv_dw_'):]}")
+        names += [n, f"{n}_bn", f"{n}_relu"]
+    chain = [model.get_layer(n) for n in names]
     for before, layer in zip(chain, chain[1:]):
         if layer.input is not before.output:
-            raise ValueError(f"adaround walks MobileNetV1's backbone layer by layer, but {layer.name} does not read "
-                             f"{before.name}'s output.")
+            raise NotAChain(f"{layer.name} does not read {before.name}'s output")
     return chain
+
+
+class NotAChain(ValueError):
+    """The model's backbone has layers between MobileNetV1's: rounding by error walks it layer by layer."""
 
 
 def _activation_grid(values: np.ndarray, top: float) -> np.ndarray:
@@ -178,7 +184,11 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
             the next convolution is a float layer too.
         info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)},
             each the mean squared error of the layer's folded output on the file's inputs, summed over
-            output channels, its mean part excluded.
+            output channels (its mean part excluded when `bias_correction`, which removes it).
+
+    Raises:
+        NotAChain: the backbone has layers of its own between MobileNetV1's (the converter then falls
+            back to bias correction alone, with a warning).
     """
     from mobilenet_keras.model import copy_model
     from tflite.equalization import ConvWeights, channel_maxima, is_mobilenet
@@ -188,6 +198,7 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
     import keras
 
     reference = model
+    _chain(reference)  # raises NotAChain before any work
     model = copy_model(model)
     weights = ConvWeights(model)
     convolutions = specs.convolution_names()
@@ -201,7 +212,7 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
     for layer in _chain(model):
         n = layer.name
         if n in weights.depthwise and n not in skip:
-            _round_layer(weights, n, layer, reached, expected, bias_correction, sweeps, info)
+            _round_layer(weights, n, _paired_moments(layer, reached, expected), bias_correction, sweeps, info)
             weights.write_layer(n)
         reached, expected = _call(layer, reached), _call(reference.get_layer(n), expected)
         if n.endswith("_relu") and n[:-len("_relu")] in weights.depthwise:
@@ -212,9 +223,27 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
     return model
 
 
-def _round_layer(weights, n: str, layer, reached: np.ndarray, expected: np.ndarray, bias_correction: bool,
-                 sweeps: int, info: dict | None) -> None:
-    mean_x, mean_e, cov_x, cov_xe, cov_e = _paired_statistics(layer, reached, expected)
+def rounded_or_bias_corrected(model, calibration: np.ndarray, *, bias_correction: bool = True, skip=()):
+    """`adaround(model, ...)`; for a backbone that rounding by error cannot walk (`NotAChain`), a warning
+    and the model with bias correction alone (`tflite.bias_correction`), or as it is without it."""
+    import warnings
+
+    try:
+        return adaround(model, calibration, bias_correction=bias_correction, skip=skip)
+    except NotAChain as error:
+        warnings.warn(f"rounding by error skipped ({error}: it walks MobileNetV1's backbone layer by layer); "
+                      "rounding to nearest" + (" with bias correction." if bias_correction else "."), stacklevel=3)
+    if not bias_correction:
+        return model
+    from tflite.bias_correction import bias_corrected
+
+    return bias_corrected(model, calibration, skip=skip)
+
+
+def _round_layer(weights, n: str, moments, bias_correction: bool, sweeps: int, info: dict | None) -> None:
+    mean_x, mean_e, xx, xe, ee = moments
+    if bias_correction:  # the mean error goes to the bias: round for the centred part only
+        xx, xe, ee = xx - _outer(mean_x, mean_x), xe - _outer(mean_x, mean_e), ee - _outer(mean_e, mean_e)
     folded, _ = weights.folded(n)
     gain = weights.gain(n)
     if weights.depthwise[n]:
@@ -222,22 +251,20 @@ def _round_layer(weights, n: str, layer, reached: np.ndarray, expected: np.ndarr
         multiplier = out // mean_x.shape[0]
         flat = folded.reshape(kh * kw, out)
         # output channel c * m + k reads input channel c: one (k, k) statistic per output channel
-        mean_x, mean_e, hessian, cov_xe, cov_e = (np.repeat(v, multiplier, axis=0)
-                                                   for v in (mean_x, mean_e, cov_x, cov_xe, cov_e))
+        mean_x, mean_e, xx, xe, ee = (np.repeat(v, multiplier, axis=0) for v in (mean_x, mean_e, xx, xe, ee))
         mean_x, mean_e = mean_x.T, mean_e.T  # (k, out), like flat
-        linear = np.einsum("oij,jo->io", cov_xe, flat)
-        constant = float(np.einsum("io,oij,jo->", flat, cov_e, flat))
+        linear = np.matmul(xe, flat.T[:, :, None])[..., 0].T  # (k, out): xe[o] @ flat[:, o]
     else:
         flat = folded.reshape(-1, folded.shape[-1])
         mean_x, mean_e = mean_x[:, None], mean_e[:, None]
-        hessian, linear = cov_x, cov_xe @ flat
-        constant = float(np.einsum("io,ij,jo->", flat, cov_e, flat))
+        linear = xe @ flat
     scale = grid_scale(flat)
-    chosen = round_quadratic(flat, scale, hessian, sweeps, linear)
+    chosen = round_quadratic(flat, scale, xx, sweeps, linear)
     delta = chosen * scale - flat
     if info is not None:
         nearest = np.clip(np.round(flat / scale), -LEVELS, LEVELS) * scale - flat
-        info[n] = tuple(_quadratic(d, hessian) + 2 * float(np.sum(d * linear)) + constant for d in (nearest, delta))
+        constant = _quadratic(flat, ee)
+        info[n] = tuple(_quadratic(d, xx) + 2 * float(np.sum(d * linear)) + constant for d in (nearest, delta))
     if bias_correction:
         _, values, _ = weights.bn[n]
         values["beta"] = values["beta"] - (delta * mean_x).sum(axis=0) - (flat * mean_e).sum(axis=0)
@@ -246,7 +273,12 @@ def _round_layer(weights, n: str, layer, reached: np.ndarray, expected: np.ndarr
     weights.kernel[n] = (chosen * scale / safe).reshape(folded.shape).reshape(weights.kernel[n].shape)
 
 
+def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., :, None] * b[..., None, :]
+
+
 def _quadratic(delta: np.ndarray, hessian: np.ndarray) -> float:
+    """sum_o delta_o^T H_o delta_o; `hessian` (D, D) shared or (O, D, D)."""
     if hessian.ndim == 2:
-        return float(np.einsum("io,ij,jo->", delta, hessian, delta))
-    return float(np.einsum("io,oij,jo->", delta, hessian, delta))
+        return float(np.sum(delta * (hessian @ delta)))
+    return float(np.sum(delta.T * np.matmul(hessian, delta.T[:, :, None])[..., 0]))

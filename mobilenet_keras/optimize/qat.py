@@ -88,9 +88,9 @@ def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES,
         if rounding:
             # Weights already on the grid: the fake quantizers then round them to themselves, and training
             # starts where post-training quantization ends instead of at nearest rounding.
-            from tflite.adaround import adaround
+            from tflite.adaround import rounded_or_bias_corrected
 
-            model = adaround(model, images, bias_correction=True)
+            model = rounded_or_bias_corrected(model, images, bias_correction=True)
         else:
             # The expected int8 rounding error of each convolution folded into its bias
             # (tflite.bias_correction), as post-training quantization does by default.
