@@ -39,6 +39,7 @@ LEVELS = 127
 DEFAULT_SWEEPS = 4
 DEFAULT_IMAGES = 64  # calibration images whose layer inputs give each layer's covariance
 _BATCH = 16
+_ROWS = 2048  # patch rows per chunk of the statistics
 
 
 def grid_scale(folded: np.ndarray, channel_axis: int = -1) -> np.ndarray:
@@ -116,23 +117,27 @@ def _paired_moments(layer, reached: np.ndarray, reference: np.ndarray):
     depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
     as_patches = tuple(layer.kernel_size) != (1, 1) or tuple(layer.strides) != (1, 1) or depthwise
 
-    def patches_of(values):
+    def rows_of(values):  # (rows, k, C) for a depthwise layer, (rows, D) otherwise; float32
         patches = _patches(tf, values, layer) if as_patches else values
-        if depthwise:
-            channels = values.shape[-1]
-            # extract_patches orders depth as (kh, kw, C): regroup to (C, rows, kh * kw)
-            return patches.reshape(-1, patches.shape[-1] // channels, channels).transpose(2, 0, 1)
+        if depthwise:  # extract_patches orders depth as (kh, kw, C)
+            return patches.reshape(-1, patches.shape[-1] // values.shape[-1], values.shape[-1])
         return patches.reshape(-1, patches.shape[-1])
 
     sums, rows = None, 0
     for start in range(0, len(reached), _BATCH):
-        x = patches_of(reached[start:start + _BATCH]).astype(np.float64)
-        both = np.concatenate([x, x - patches_of(reference[start:start + _BATCH])], axis=-1)  # [x, e]
-        del x
-        # one (batched) matrix product gives x x^T, x e^T and e e^T
-        batch = [both.sum(axis=-2), np.matmul(np.swapaxes(both, -1, -2), both)]
-        rows += both.shape[-2]
-        sums = batch if sums is None else [a + b for a, b in zip(sums, batch)]
+        x_rows, reference_rows = rows_of(reached[start:start + _BATCH]), rows_of(reference[start:start + _BATCH])
+        # In chunks of rows, so that the float64 copies stay small: one pass over whole batches of
+        # large early layers spent most of its time moving memory.
+        for chunk in range(0, len(x_rows), _ROWS):
+            x = x_rows[chunk:chunk + _ROWS].astype(np.float64)
+            both = np.concatenate([x, x - reference_rows[chunk:chunk + _ROWS]], axis=1)  # [x, e]
+            total = both.sum(axis=0)
+            if depthwise:  # (rows, 2k, C) -> one (2k, 2k) product per channel
+                both = np.ascontiguousarray(both.transpose(2, 0, 1))
+                total = total.T
+            product = np.matmul(np.swapaxes(both, -1, -2), both)
+            sums = [total, product] if sums is None else [sums[0] + total, sums[1] + product]
+            rows += len(x)
     first, second = sums[0] / rows, sums[1] / rows
     k = first.shape[-1] // 2
     return first[..., :k], first[..., k:], second[..., :k, :k], second[..., :k, k:], second[..., k:, k:]
