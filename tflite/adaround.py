@@ -19,9 +19,8 @@ that earlier layers' int8 activations brought in (measured on the CIFAR-10 bench
 benchmarks/RESULTS.md). AdaRound relaxes the choice and runs gradient descent; here the objective
 is small (9 weights per depthwise channel, at most a few hundred per pointwise output channel), so
 coordinate descent on the up/down choices, started from nearest rounding, finds a local optimum in a
-few sweeps in numpy. Layers are
-taken in order, each on the first `num_images` calibration images (all of them give the activation
-ranges, in one pass before).
+few sweeps in numpy. Layers are taken in order, each on the first `num_images` calibration images
+(all of them give the activation ranges, in one pass before).
 
 The result is a model whose folded kernels lie exactly on TFLite's grid: each output channel keeps
 its largest |w| (so the converter computes the same scale) and every other weight is an integer
@@ -146,10 +145,12 @@ def _paired_moments(layer, reached: np.ndarray, reference: np.ndarray):
 def _chain(model) -> list:
     """The backbone's layers from `conv1` to the last convolution's ReLU6 (with the padding before a
     strided depthwise convolution), each reading the one before it."""
+    present = {layer.name for layer in model.layers}
     names = []
     for n in specs.convolution_names():
-        if n.startswith("conv_dw_") and f"conv_pad_{n[len('conv_dw_'):]}" in {layer.name for layer in model.layers}:
-            names.append(f"conv_pad_{n[len('conv_dw_'):]}")
+        pad = n.replace("conv_dw_", "conv_pad_")
+        if n.startswith("conv_dw_") and pad in present:
+            names.append(pad)
         names += [n, f"{n}_bn", f"{n}_relu"]
     chain = [model.get_layer(n) for n in names]
     for before, layer in zip(chain, chain[1:]):
@@ -204,8 +205,8 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
     import keras
 
     reference = model
-    _chain(reference)  # raises NotAChain before any work
     model = copy_model(model)
+    chain = _chain(model)  # raises NotAChain before any statistics
     weights = ConvWeights(model)
     convolutions = specs.convolution_names()
     skip = set(skip)
@@ -215,7 +216,7 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
     # the uint8 pixel grid already) and in the float model.
     start = keras.Model(reference.inputs, reference.get_layer(convolutions[0]).input)
     reached = expected = np.asarray(start.predict(images, batch_size=_BATCH, verbose=0), np.float32)
-    for layer in _chain(model):
+    for layer in chain:
         n = layer.name
         if n in weights.depthwise and n not in skip:
             _round_layer(weights, n, _paired_moments(layer, reached, expected), bias_correction, sweeps, info)

@@ -72,7 +72,8 @@ def quantize(model, calibration=None, num_calibration: int = CALIBRATION_IMAGES,
         rounding: with calibration images, start from the weights the converter's fully integer file
             holds (with `equalization=True`, as the converter's default): each folded kernel rounded up
             or down on the int8 grid to keep its layer's output (`tflite.adaround`, with its bias
-            correction), so that the QAT model before training computes what that file computes. False starts from the unrounded weights with bias correction only.
+            correction), so that the QAT model before training computes what that file computes. False
+            starts from the unrounded weights with bias correction only.
 
     Returns:
         A `tf_keras.Model` whose convolutions and activations are fake-quantized as in the int8 file.
