@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="head epochs' peak learning rate")
     parser.add_argument("--fine-tune-lr-factor", type=float, default=0.1,
                         help="fine-tuning's peak learning rate as a fraction of --learning-rate")
+    parser.add_argument("--weight-decay", type=float, default=4e-5, help="AdamW's decoupled weight decay "
+                        "(TrainConfig.weight_decay; pointwise and dense kernels only)")
     parser.add_argument("--frozen-blocks", type=int, default=0, help="fine-tuning keeps the stem and this many "
                         "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after the last epoch that fits")
@@ -124,7 +126,8 @@ def main() -> None:
     config = TrainConfig(alpha=0.25, image_size=args.image_size, batch_size=args.batch_size, weights=weights,
                          epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.learning_rate,
                          fine_tune_lr_factor=args.fine_tune_lr_factor, warmup_epochs=0.25 * args.epochs,
-                         fine_tune_warmup_epochs=0.25, frozen_blocks=args.frozen_blocks, seed=0)
+                         fine_tune_warmup_epochs=0.25, frozen_blocks=args.frozen_blocks,
+                         weight_decay=args.weight_decay, seed=0)
     train(loaded, out, config, verbose=0, callbacks=[Budget(), Progress()])
     wall = time.perf_counter() - started
     run = json.loads((out / "run.json").read_text())
@@ -170,7 +173,7 @@ def main() -> None:
         f"batch {args.batch_size}; {args.epochs} head epoch(s) at AdamW {args.learning_rate:g}, then "
         f"{args.fine_tune_epochs} fine-tuning epochs at {args.learning_rate * args.fine_tune_lr_factor:g} with the stem and the first "
         f"{args.frozen_blocks} blocks frozen "
-        f"(cosine, a quarter epoch of warmup), label smoothing 0.1; "
+        f"(cosine, a quarter epoch of warmup), weight decay {args.weight_decay:g}, label smoothing 0.1; "
         f"{budget_note}"
         f"images/s count training steps only. The package's figure is its recipe's: MobileNetV1's fused "
         f"BatchNormalization, and the stem + {args.frozen_blocks} blocks frozen while fine-tuning; the baseline "
@@ -179,7 +182,7 @@ def main() -> None:
         f"Command: `python benchmarks/train_cifar10.py --train-images {args.train_images} --image-size "
         f"{args.image_size} --batch-size {args.batch_size} --epochs {args.epochs} --fine-tune-epochs "
         f"{args.fine_tune_epochs} --learning-rate {args.learning_rate:g} --fine-tune-lr-factor "
-        f"{args.fine_tune_lr_factor:g} --frozen-blocks {args.frozen_blocks}"
+        f"{args.fine_tune_lr_factor:g} --weight-decay {args.weight_decay:g} --frozen-blocks {args.frozen_blocks}"
         f"{' --minutes ' + format(args.minutes, 'g') if args.minutes else ''}`. Model kept at {out / 'model.keras'}.\n")
     write_section("train_cifar10", "Transfer learning on CIFAR-10 in 30 minutes on 2 cores", body)
 
