@@ -10,8 +10,9 @@ validation set a ninth of its size). `--minutes M` stops after the last epoch th
 In the same run it measures a naive baseline: keras.applications.MobileNet(alpha=0.25, weights=<the backbone
 file>, include_top=False) + global pooling + a dense head, data from image_dataset_from_directory, a plain
 fit of the whole network at the same image size and batch; its steady images/s (a timed stretch of steps
-after a warm-up) against the package's (median of its fine-tuning epochs, whole network trained, as the
-baseline). Writes its section of RESULTS.md and keeps the model (the path is printed) for the
+after a warm-up) against the package's (median of its fine-tuning epochs, with the stem and `--frozen-blocks`
+blocks frozen: the recipe's speed, not a like-for-like step; benchmarks/training_step_speed.py compares
+those). Writes its section of RESULTS.md and keeps the model (the path is printed) for the
 quantization benchmarks.
 """
 
@@ -71,15 +72,15 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1, help="head epochs")
-    parser.add_argument("--fine-tune-epochs", type=int, default=10)
+    parser.add_argument("--fine-tune-epochs", type=int, default=11)
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="head epochs' peak learning rate")
-    parser.add_argument("--fine-tune-lr-factor", type=float, default=0.1,
+    parser.add_argument("--fine-tune-lr-factor", type=float, default=0.3,
                         help="fine-tuning's peak learning rate as a fraction of --learning-rate")
     parser.add_argument("--weight-decay", type=float, default=4e-5, help="AdamW's decoupled weight decay "
                         "(TrainConfig.weight_decay; pointwise and dense kernels only)")
-    parser.add_argument("--frozen-blocks", type=int, default=0, help="fine-tuning keeps the stem and this many "
+    parser.add_argument("--frozen-blocks", type=int, default=2, help="fine-tuning keeps the stem and this many "
                         "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
-    parser.add_argument("--minutes", type=float, default=None, help="stop after the last epoch that fits")
+    parser.add_argument("--minutes", type=float, default=30.0, help="stop after the last epoch that fits (0: no limit)")
     parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")
     parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder, kept)")
     parser.add_argument("--no-results", action="store_true", help="don't write RESULTS.md")
@@ -105,7 +106,7 @@ def main() -> None:
             self.begun = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            if args.minutes is None:
+            if not args.minutes:
                 return
             now = time.perf_counter()
             if now + (now - self.begun) > started + args.minutes * 60:
