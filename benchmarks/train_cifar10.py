@@ -80,7 +80,8 @@ def main() -> None:
                         "(TrainConfig.weight_decay; pointwise and dense kernels only)")
     parser.add_argument("--frozen-blocks", type=int, default=2, help="fine-tuning keeps the stem and this many "
                         "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="stop after the last epoch that fits (0: no limit)")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="stop after the last epoch that fits (0: no limit)")
     parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")
     parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder, kept)")
     parser.add_argument("--no-results", action="store_true", help="don't write RESULTS.md")
@@ -172,7 +173,8 @@ def main() -> None:
     body = "\n".join(lines) + (
         f"\n\n{loaded.num_train:,} training images, alpha 0.25 from the ImageNet backbone at {args.image_size} px, "
         f"batch {args.batch_size}; {args.epochs} head epoch(s) at AdamW {args.learning_rate:g}, then "
-        f"{args.fine_tune_epochs} fine-tuning epochs at {args.learning_rate * args.fine_tune_lr_factor:g} with the stem and the first "
+        f"{args.fine_tune_epochs} fine-tuning epochs at {args.learning_rate * args.fine_tune_lr_factor:g} with the "
+        f"stem and the first "
         f"{args.frozen_blocks} blocks frozen "
         f"(cosine, a quarter epoch of warmup), weight decay {args.weight_decay:g}, label smoothing 0.1; "
         f"{budget_note}"
