@@ -73,6 +73,38 @@ def test_ctrl_c_keeps_the_resume_state_and_the_rerun_resumes(digits32, tmp_path)
     assert not (out / "backup").exists() and not (out / "best.weights.h5").exists()
 
 
+def test_each_epoch_is_one_pass_over_the_batches(digits32, tmp_path):
+    """Training fits the repeated dataset for one pass's batches per epoch (`epoch_batches`): the dataset's
+    own count when tf.data knows it (whatever TrainConfig.batch_size says), else images / batch size."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from mobilenet_keras.training.trainer import epoch_batches
+
+    images, labels = [], []
+    for x, y in digits32.train:
+        images.append(np.asarray(x))
+        labels.append(np.asarray(y))
+    assert epoch_batches(digits32.train, 1, 1) == len(images)  # a known cardinality wins over the count
+    spec = (tf.TensorSpec((None, 32, 32, 3), tf.float32), tf.TensorSpec((None, 10), tf.float32))
+    unknown = tf.data.Dataset.from_generator(lambda: zip(images, labels), output_signature=spec)
+    assert epoch_batches(unknown, digits32.num_train, 64) == int(np.ceil(digits32.num_train / 64)) == len(images)
+
+    class Steps(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.steps = getattr(self, "steps", []) + [0]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps[-1] += 1
+
+    for data, batch_size in ((digits32, 32), (dataclasses.replace(digits32, train=unknown), 64)):
+        steps = Steps()
+        train(data, tmp_path / f"run{batch_size}", TrainConfig(alpha=0.25, image_size=32, epochs=2,
+                                                               batch_size=batch_size), verbose=0, callbacks=[steps])
+        assert steps.steps == [len(images)] * 2, batch_size
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="strategy"):
         TrainConfig(strategy="tpu").check()

@@ -472,6 +472,23 @@ def _throughput_callback(images_per_epoch: int):
     return Throughput()
 
 
+def epoch_batches(dataset, num_images: int, batch_size: int) -> int:
+    """Batches in one pass over `dataset` (a batched tf.data.Dataset): its cardinality when tf.data knows it,
+    else `num_images` / `batch_size` rounded up.
+
+    Training fits `dataset.repeat()` for this many steps per epoch rather than the dataset itself: the
+    batches are the same (each pass reshuffles), but Keras then keeps one iterator for a whole phase.
+    Given a finite dataset, Keras 3 (3.15) starts a new iterator after each epoch's last step and
+    another when the next epoch begins, discarding the first, whose tf.data threads (shuffle buffer,
+    parallel map, prefetch) had been working during validation; freeing such iterators is also what
+    stalled training (see `datasets.without_autotune_thread`).
+    """
+    cardinality = int(dataset.cardinality())
+    if cardinality > 0:
+        return cardinality
+    return max(1, int(np.ceil(num_images / batch_size)))
+
+
 def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_history: dict | None = None):
     """The package's callbacks of one phase: best checkpoint (before the backup, so a kill between the
     two never leaves a history whose best epoch has no weights), backup, TensorBoard."""
@@ -551,7 +568,10 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
     try:
         strategy = make_strategy(config.strategy)
         throughput = _throughput_callback(data.num_train)
-        steps_per_epoch = max(1, int(np.ceil(data.num_train / config.batch_size)))
+        steps_per_epoch = epoch_batches(data.train, data.num_train, config.batch_size)
+        validation_steps = epoch_batches(data.validation, data.num_validation, config.batch_size)
+        # One iterator per phase (see `epoch_batches`): the same batches in the same order as a pass per epoch.
+        train_data, validation_data = data.train.repeat(), data.validation.repeat()
         with strategy.scope():
             model = build_classifier(config, len(data.class_names))
             logits = logits_view(model)
@@ -570,7 +590,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
         else:
             own = _callbacks(out, "phase1")
             # shuffle=False: the dataset shuffles itself; Keras 3.15 warns when fit is asked to as well.
-            logits.fit(data.train, validation_data=data.validation, epochs=config.epochs, shuffle=False,
+            logits.fit(train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
+                       steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                        verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
@@ -588,7 +609,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                                loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
             earlier = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
             own = _callbacks(out, "phase2", max(earlier) if earlier else None, prior_history=merged)
-            logits.fit(data.train, validation_data=data.validation, epochs=config.fine_tune_epochs,
+            logits.fit(train_data, validation_data=validation_data, epochs=config.fine_tune_epochs,
+                       steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                        shuffle=False, verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()
         if (out / "best.weights.h5").exists():
