@@ -697,7 +697,8 @@ def transfer_defaults(num_images: int, native: int) -> dict:
       fresh optimizer) for about 400,000 images seen (9 epochs of 45,000), from 3 to 15 epochs, with the
       stem and the first 2 blocks kept frozen: their generic edge and colour filters need no change, and a
       step then skips their BatchNorm statistics and gradients (1.5x the images/s of the whole network in
-      benchmarks/training_step_speed.py on a Xeon without AMX, 1.06x on one with it; the 90.3% CIFAR-10 run of benchmarks/train_cifar10.py froze them too).
+      benchmarks/training_step_speed.py on a Xeon without AMX, 1.06x on one with it; the 90.3% CIFAR-10
+      run of benchmarks/train_cifar10.py froze them too).
     """
     image_size = int(min(160, max(128, 32 * round(4 * max(native, 1) / 32))))
     return dict(image_size=image_size, epochs=1 if num_images >= 5000 else 3, learning_rate=1e-2,
