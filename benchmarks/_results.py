@@ -64,3 +64,12 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
     RESULTS.write_text(text)
+
+
+def run_quietly(main) -> None:
+    """`main()` with TensorFlow's own log lines and internal warnings kept out of the output, as the CLI
+    keeps them (`mobilenet_keras.app.cli.quiet_runtime`); MOBILENET_KERAS_VERBOSE=1 lets them through."""
+    from mobilenet_keras.app.cli import quiet_runtime
+
+    with quiet_runtime(verbose=os.environ.get("MOBILENET_KERAS_VERBOSE") == "1"):
+        main()

@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import write_section  # noqa: E402
+from benchmarks._results import run_quietly, write_section  # noqa: E402
 
 
 def _slice_folder(source: Path, per_class: int, out: Path) -> Path:
@@ -183,4 +183,4 @@ def trained_model(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_quietly(main)

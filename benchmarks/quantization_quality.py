@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._results import write_section  # noqa: E402
+from benchmarks._results import run_quietly, write_section  # noqa: E402
 
 OFF = dict(bias_correction=False, equalization=False, adaround=False, denylist=None)
 PLAIN = "naive PTQ"
@@ -62,6 +62,7 @@ VARIANTS = (
 INT16_LAYER_COUNTS = (5, 11)
 INT16_SECTION = "quantization_int16_layers"
 TRAINED_SECTION = "quantization_quality_trained"
+RELU6_CLIP = 6.0
 TRAINED_TITLE = "int8 quality on the CIFAR-10 benchmark model (train_cifar10.py's model.keras)"
 INT16_TITLE = "int16 activations in the worst layers (mixed precision, all integer)"
 HEADER = ["| classifier | float acc | variant | top-1 agreement | top-5 overlap | SQNR dB | int8 acc | "
@@ -181,11 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.model is not None:
         model, held_out, labels, calibration, described = trained_model_and_images(args.model, args.data,
                                                                                      args.held_out)
-        lines, notes = measure([("CIFAR-10 benchmark model", model)], held_out, labels, calibration, False)
+        lines, notes, range_notes = measure([("CIFAR-10 benchmark model", model)], held_out, labels, calibration,
+                                            False)
         body = "\n".join(lines) + (
             f"\n\nModel: {described}. Agreement and SQNR compare each file with the float Keras model. Steps are "
             "cumulative up to the float prefix; the int16 rows start again from bias correction.\n\n"
-            + int16_text(notes))
+            + "".join(f"{note}\n\n" for note in range_notes) + int16_text(notes))
         write_section(TRAINED_SECTION, TRAINED_TITLE, body,
                       command=f"python benchmarks/quantization_quality.py --model {args.model} --data {args.data} "
                               f"--held-out {args.held_out}")
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     held_out = preprocess_input(held_out)
     calibration = cifar_slice(20, 400, SIZE)[0]
     models = (("frozen backbone + head", classifier()), ("fine-tuned end to end", fine_tuned_classifier()))
-    lines, notes = measure(models, held_out, labels, calibration, args.only_int16)
+    lines, notes, range_notes = measure(models, held_out, labels, calibration, args.only_int16)
     if args.only_int16:
         write_section(INT16_SECTION, INT16_TITLE, int16_section_body("\n".join(lines), notes),
                       command="python benchmarks/quantization_quality.py --only-int16")
@@ -206,10 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join(lines) + (
         "\n\nHeld-out set: 500 CIFAR-10 training images (50 per class) that neither training nor calibration "
         "(200 images) saw, at 96 px. Agreement and SQNR compare the file with the float Keras model. "
-        "Steps are cumulative up to the float prefix; the int16 rows start again from bias correction. Not in "
-        "the table: MSE-chosen activation ranges (on these models the MSE-optimal maximum of every ReLU6 "
-        "output is its calibrated 6.0, so the file does not change). float16 shows how sensitive each "
-        "classifier is to any perturbation at all.\n\n" + int16_text(notes))
+        "Steps are cumulative up to the float prefix; the int16 rows start again from bias correction. "
+        "float16 shows how sensitive each classifier is to any perturbation at all.\n\n" + "".join(f"{note}\n\n" for note in range_notes)
+        + int16_text(notes))
     write_section("quantization_quality", "int8 quality: what each converter step buys", body)
 
 
@@ -263,8 +264,9 @@ def trained_model_and_images(model_path: Path, folder: Path, count: int):
     return model, preprocess_input(held_out.astype(np.float32)), labels, calibration, described
 
 
-def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[list[str], list[str]]:
-    """The table's rows for each (name, model) and the notes under it."""
+def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[list[str], list[str], list[str]]:
+    """The table's rows for each (name, model), the notes on the int16 rows, and what MSE ranges would do
+    (`mse_range_note`) for each model."""
     import keras
 
     import tflite
@@ -282,7 +284,7 @@ def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[li
         print(quantizer_note, flush=True)
 
     lines = list(HEADER)
-    notes = []
+    notes, range_notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
             plain_latency = None
@@ -301,6 +303,9 @@ def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[li
                 print(lines[-1], flush=True)
 
             dead_free = None if only_int16 else absorb_dead_channels(model)
+            if not only_int16:
+                range_notes.append(mse_range_note(name, model, calibration))
+                print(range_notes[-1], flush=True)
             rows = [(v, o, d, "int8") for v, o, d in VARIANTS if not only_int16 or v in (PLAIN, FLOAT_PREFIX)]
             if not only_int16:
                 rows.append(("float16 (reference)", {}, False, "float16"))
@@ -336,7 +341,61 @@ def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[li
             keras.backend.clear_session()
     if quantizer_note:
         notes.insert(0, quantizer_note)
-    return lines, notes
+    return lines, notes, range_notes
+
+
+def mse_optimal_clip(values: np.ndarray, levels: int = 256) -> tuple[float, float]:
+    """(c / max, MSE at c / MSE at max) for the clip c, searched from 0.2 to 1.0 times the maximum of
+    non-negative `values` in steps of 0.01, whose grid of `levels` steps on [0, c] gives the least mean
+    squared error."""
+    values = np.asarray(values, np.float64).ravel()
+    top = float(values.max())
+    fractions = np.linspace(0.2, 1.0, 81)
+    errors = []
+    for clip in top * fractions:
+        step = clip / (levels - 1)
+        errors.append(np.mean((np.clip(np.round(values / step), 0, levels - 1) * step - values) ** 2))
+    best = int(np.argmin(errors))
+    return float(fractions[best]), float(errors[best] / errors[-1]) if errors[-1] > 0 else 1.0
+
+
+def mse_range_note(name: str, model, calibration, images: int = 64, levels: int = 256) -> str:
+    """Step 3 of the int8 issue, measured rather than assumed: for each ReLU6 output of the model as the
+    converter prepares it (dead channels absorbed, equalized), the clip c that minimizes the mean squared
+    error of an int8 grid on [0, c] (TFLite's grid for a range starting at 0), searched from 0.2 to 1.0
+    times the calibrated maximum, on the first `images` calibration images."""
+    import keras
+
+    from mobilenet_keras import preprocess_input
+    from tflite.equalization import prepare
+
+    x = preprocess_input(np.asarray(calibration[:images], np.float32))
+    prepared, _ = prepare(model, x)
+    relus = [layer.name for layer in prepared.layers if isinstance(layer, keras.layers.ReLU)]
+    outputs = keras.Model(prepared.input, [prepared.get_layer(n).output for n in relus]).predict(x, verbose=0)
+    rng = np.random.default_rng(0)
+    lower, at_max, clipped = [], [], 0
+    for relu, values in zip(relus, outputs):
+        values = values.ravel().astype(np.float64)
+        if values.size > 1_000_000:
+            values = rng.choice(values, 1_000_000, replace=False)
+        top = values.max()
+        if top <= 0:
+            continue
+        at_max.append(float(np.mean(values >= top * (1 - 1e-6))))
+        clipped += top >= RELU6_CLIP * (1 - 1e-6)
+        fraction, gain = mse_optimal_clip(values, levels)
+        if fraction < 1.0:
+            lower.append(f"{relu} ({fraction:.2f} x its maximum, MSE x{gain:.2f})")
+    summary = (f"{name}: MSE-chosen activation ranges, measured on {len(x)} calibration images after dead channels "
+               f"and equalization: {len(lower)} of its {len(at_max)} ReLU6 outputs have an MSE-optimal int8 range "
+               "below the calibrated maximum")
+    if not lower:
+        return (summary + f" ({clipped} of them reach ReLU6's clip at 6, and each has {min(at_max):.2%} or more "
+                "of its values at its maximum): "
+                "MSE ranges would leave the file as it is, so the table has no row for them and the converter "
+                "keeps its min/max ranges.")
+    return summary + ": " + ", ".join(lower) + ". The converter keeps its min/max ranges (not applied)."
 
 
 def int16_text(notes: list[str]) -> str:
@@ -367,4 +426,4 @@ def int16_section_body(table: str, notes: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_quietly(main)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._results import write_section  # noqa: E402
+from benchmarks._results import run_quietly, write_section  # noqa: E402
 
 DATA = Path(os.environ.get("MOBILENET_KERAS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CONFIGS = ((1.0, 224), (0.75, 192), (0.5, 160), (0.25, 128))
@@ -97,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_quietly(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import write_section  # noqa: E402
+from benchmarks._results import run_quietly, write_section  # noqa: E402
 
 HELD_OUT_PER_CLASS = 200
 REPO = Path(__file__).resolve().parents[1]
@@ -125,4 +125,4 @@ def _body(rows: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_quietly(main)

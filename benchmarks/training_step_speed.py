@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import cpu_flags, write_section  # noqa: E402
+from benchmarks._results import cpu_flags, run_quietly, write_section  # noqa: E402
 
 # (row, model, XLA, frozen blocks, Keras precision policy)
 VARIANTS = (
@@ -102,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_quietly(main)
