@@ -26,6 +26,8 @@ row (the latency reference) and the opt-in float-prefix row beside them, and wri
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import re
 import sys
@@ -148,14 +150,17 @@ def int16_layers_file(float_path: Path, calibration, output_path: Path, int16_re
                              weight_granularity=channelwise)
     for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
         qt.update_quantization_recipe(".*", boundary, algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
-    (signature, io), = Interpreter(model_path=str(float_path)).get_signature_list().items()
-    (input_name,) = io["inputs"]
+    (signature, signature_io), = Interpreter(model_path=str(float_path)).get_signature_list().items()
+    (input_name,) = signature_io["inputs"]
     data = {signature: [{input_name: image[None]} for image in calibration]}
     recipes = recipe_manager.RecipeManager()
     recipes.load_quantization_recipe(qt.get_quantization_recipe())
     cal = calibrator.Calibrator(float_path.read_bytes(), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
-    cal.calibrate(data, recipes)
-    qt.quantize(cal.get_model_qsvs()).export_model(str(output_path), overwrite=True)
+    # its progress bar and size summary are its own chatter, not the benchmark's rows
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cal.calibrate(data, recipes)
+        output_path.unlink(missing_ok=True)  # the previous model's file: the quantizer warns on overwriting
+        qt.quantize(cal.get_model_qsvs()).export_model(str(output_path))
     return output_path
 
 
