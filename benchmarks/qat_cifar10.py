@@ -18,14 +18,12 @@ own QAT model, on `--held-out` images of the run's validation split (section qat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._results import run_quietly, write_section  # noqa: E402

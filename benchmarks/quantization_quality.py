@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import re
 import sys
 import tempfile
@@ -36,7 +35,6 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -64,7 +62,6 @@ VARIANTS = (
 INT16_LAYER_COUNTS = (5, 11)
 INT16_SECTION = "quantization_int16_layers"
 TRAINED_SECTION = "quantization_quality_trained"
-RELU6_CLIP = 6.0
 TRAINED_TITLE = "int8 quality on the CIFAR-10 benchmark model (train_cifar10.py's model.keras)"
 INT16_TITLE = "int16 activations in the worst layers (mixed precision, all integer)"
 HEADER = ["| classifier | float acc | variant | top-1 agreement | top-5 overlap | SQNR dB | int8 acc | "
@@ -214,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         "\n\nHeld-out set: 500 CIFAR-10 training images (50 per class) that neither training nor calibration "
         "(200 images) saw, at 96 px. Agreement and SQNR compare the file with the float Keras model. "
         "Steps are cumulative up to the float prefix; the int16 rows start again from bias correction. "
-        "float16 shows how sensitive each classifier is to any perturbation at all.\n\n" + "".join(f"{note}\n\n" for note in range_notes)
-        + int16_text(notes))
+        "float16 shows how sensitive each classifier is to any perturbation at all.\n\n"
+        + "".join(f"{note}\n\n" for note in range_notes) + int16_text(notes))
     write_section("quantization_quality", "int8 quality: what each converter step buys", body)
 
 
@@ -238,8 +235,6 @@ def trained_model_and_images(model_path: Path, folder: Path, count: int):
     Held out: `count` images of the run's validation split, which training never fitted (the run kept
     its best epoch by validation accuracy, which is all the split decided); calibration: 200 images of
     its training split. Both through the package's own decode and resize."""
-    import json
-
     import keras
 
     import mobilenet_keras  # noqa: F401 - registers the package's layers for loading
@@ -372,7 +367,7 @@ def mse_range_note(name: str, model, calibration, images: int = 64, levels: int 
     import keras
 
     from mobilenet_keras import preprocess_input
-    from tflite.equalization import prepare
+    from tflite.equalization import RELU6, prepare
 
     x = preprocess_input(np.asarray(calibration[:images], np.float32))
     prepared, _ = prepare(model, x)
@@ -388,7 +383,7 @@ def mse_range_note(name: str, model, calibration, images: int = 64, levels: int 
         if top <= 0:
             continue
         at_max.append(float(np.mean(values >= top * (1 - 1e-6))))
-        clipped += top >= RELU6_CLIP * (1 - 1e-6)
+        clipped += top >= RELU6 * (1 - 1e-6)
         fraction, gain = mse_optimal_clip(values, levels)
         if fraction < 1.0:
             lower.append(f"{relu} ({fraction:.2f} x its maximum, MSE x{gain:.2f})")

@@ -8,14 +8,12 @@ includes tracing) and validation accuracy. Results go to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import json
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._results import cpu_flags, run_quietly, write_section  # noqa: E402
