@@ -40,6 +40,8 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["epochs"] == 2 and "tensorflow" in run["versions"]
     assert 0 <= run["final"]["val_accuracy"] <= 1
+    # what the training batches went through, with the crop range the code used (digits: no flip)
+    assert run["data"]["augmentation"] == {"random_crop_sides": list(datasets.CROP_SCALE), "horizontal_flip": False}
     reloaded = keras.models.load_model(out / "model.keras")
     assert reloaded.get_layer("predictions").get_config()["activation"] == "softmax"
     x = digits32.validation_arrays()[0][:8]

@@ -42,6 +42,8 @@ class ImageData:
     num_train: int
     num_validation: int
     source: str
+    #: How the training batches are augmented (run.json records it): `augmentation(...)`; None: not at all.
+    augmentation: dict | None = None
 
     def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All validation images and integer labels as numpy arrays (for verification and reports)."""
@@ -68,6 +70,13 @@ def _arrays(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 #: 1 head + 2 fine-tuning epochs, 556 held out, one seed) 65-100% crops gave 68.9%, 85-100% 73.0%, flips
 #: alone 73.7%: lighter is better in a short run, and 85% keeps some shift and zoom for longer ones.
 CROP_SCALE = (0.85, 1.0)
+
+
+def augmentation(augment: bool, flip: bool) -> dict | None:
+    """What `augment_image` does to the training batches, as run.json records it (None: no augmentation)."""
+    if not augment:
+        return None
+    return {"random_crop_sides": list(CROP_SCALE), "horizontal_flip": bool(flip)}
 
 
 def augment_image(image, image_size: int, flip: bool = True):
@@ -321,7 +330,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     train, validation, plain = _finish(train, validation, (num_train, num_validation), image_size, batch_size,
                                        augment, flip, len(folder.class_names), seed, in_memory=decoded is not None)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
-                     num_train, num_validation, str(path))
+                     num_train, num_validation, str(path), augmentation(augment, flip))
 
 
 def digits(image_size: int = 64, batch_size: int = 32, validation_split: float = 0.2, seed: int = 0,
@@ -344,7 +353,7 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     train, validation, plain = _finish(train, validation, (len(train_idx), len(val_idx)), image_size, batch_size,
                                        augment, False, 10, seed)
     return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
-                     DIGITS)
+                     DIGITS, augmentation(augment, False))
 
 
 def load(source: str | os.PathLike, **kwargs) -> ImageData:
