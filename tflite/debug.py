@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
 from tflite.names import keras_layers_in
@@ -58,9 +59,12 @@ def layer_errors(model, representative_data, debug_data=None, num_calibration: i
     with saved_model_converter(model, batch_size=1) as converter:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration_generator(calibration, verbose)
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=calibration_generator(debug))
-        debugger.run()
+        with warnings.catch_warnings():
+            # the debugger runs tf.lite.Interpreter inside, whose deprecation notice the caller can't act on
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=calibration_generator(debug))
+            debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     layer_names = {layer.name for layer in model.layers}
