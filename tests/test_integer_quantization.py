@@ -44,32 +44,65 @@ def test_dead_channels_and_equalization_keep_the_float_outputs(model, calibratio
         assert np.all(kernel[:, channels] == 0), name
 
 
+def _file_kernels(path) -> list[np.ndarray]:
+    """The int8 kernels of a file's convolutions, in Keras's layout: (kh, kw, out) depthwise, (kh, kw, in, out)."""
+    flat = read_model(path)
+    graph = flat.subgraphs[0]
+    kernels = []
+    for op, name in zip(graph.operators, operator_names(flat)):
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        tensor = graph.tensors[op.inputs[1]]
+        values = np.frombuffer(bytes(flat.buffers[tensor.buffer].data), np.int8).reshape(tensor.shape)
+        # (1, kh, kw, out) depthwise; (out, kh, kw, in) otherwise
+        kernels.append(values[0] if name == "DEPTHWISE_CONV_2D" else values.transpose(1, 2, 3, 0))
+    return kernels
+
+
+def _grid_integers(rounded) -> dict[str, np.ndarray]:
+    """Each folded kernel of a model on TFLite's grid, as the integers of that grid."""
+    from tflite.adaround import grid_scale
+
+    integers = {}
+    for name, (kernel, _) in folded_weights(rounded).items():
+        kernel = kernel.astype(np.float64)
+        if name.startswith("conv_dw_"):
+            kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)  # (kh, kw, out)
+        integers[name] = np.round(kernel / grid_scale(kernel)).astype(np.int8)
+    return integers
+
+
 def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
-    from tflite.adaround import adaround, grid_scale
+    from tflite.adaround import adaround
     from tflite.equalization import prepare
 
     prepared, _ = prepare(model, calibration)
     rounded = adaround(prepared, calibration)
     path = tflite.convert(rounded, tmp_path / "r.tflite", "int8", representative_data=calibration,
                           denylist=None, equalization=False, adaround=False, bias_correction=False)
-    flat = read_model(path)
-    graph = flat.subgraphs[0]
-    kernels = [graph.tensors[op.inputs[1]] for op, name in zip(graph.operators, operator_names(flat))
-               if name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    folded = folded_weights(rounded)
-    for name, tensor in zip([n for n in folded], kernels):
-        kernel = folded[name][0].astype(np.float64)
-        depthwise = name.startswith("conv_dw_")
-        if depthwise:
-            kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)  # (kh, kw, out)
-            expected = np.round(kernel / grid_scale(kernel)).astype(np.int8)
-            in_file = np.frombuffer(bytes(flat.buffers[tensor.buffer].data), np.int8).reshape(
-                tensor.shape)[0]  # (1, kh, kw, out)
-        else:
-            expected = np.round(kernel / grid_scale(kernel)).astype(np.int8)  # (kh, kw, in, out)
-            in_file = np.frombuffer(bytes(flat.buffers[tensor.buffer].data), np.int8).reshape(
-                tensor.shape).transpose(1, 2, 3, 0)  # (out, kh, kw, in) -> (kh, kw, in, out)
-        np.testing.assert_array_equal(in_file, expected, err_msg=name)
+    expected = _grid_integers(rounded)
+    kernels = _file_kernels(path)
+    assert len(kernels) == len(expected) + 1  # the backbone's, then the classifier's (conv_preds)
+    for name, in_file in zip(expected, kernels):
+        np.testing.assert_array_equal(in_file, expected[name], err_msg=name)
+
+
+def test_the_int16x8_file_holds_the_rounding_chosen_for_16_bit_activations(model, calibration, tmp_path):
+    """An int16x8 file gets every integer step too, with each kernel rounded for the int16 inputs it will
+    read (not int8 ones): its int8 kernels are exactly those integers."""
+    from tflite.adaround import adaround
+    from tflite.equalization import prepare
+
+    prepared, _ = prepare(model, calibration)
+    for_16 = _grid_integers(adaround(prepared, calibration, activation_bits=16))
+    for_8 = _grid_integers(adaround(prepared, calibration))
+    assert any(np.any(for_16[n] != for_8[n]) for n in for_16)  # the two roundings differ: the test can tell them apart
+    path = tflite.convert(model, tmp_path / "i16.tflite", "int16x8", representative_data=calibration)
+    kernels = _file_kernels(path)
+    assert len(kernels) == len(for_16) + 1
+    for name, in_file in zip(for_16, kernels):
+        np.testing.assert_array_equal(in_file, for_16[name], err_msg=name)
+    assert float_tensors_inside(read_model(path)) == [] and op_counts(read_model(path))["float"] == 0
 
 
 def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model, calibration, tmp_path):

@@ -10,7 +10,8 @@ As in AdaRound (Nagel et al. 2020), each weight may round down or up, chosen to 
 output error on the calibration images. The error is asymmetric, as in AdaRound's section 4: the
 rounded layer reads the input the int8 file will give it (every earlier layer already rounded, every
 ReLU6 output on its int8 grid over its calibrated range), and it is compared with the float model's
-layer on the float model's input. With d = rounded - float weights and e = (file's input) - (float
+layer on the float model's input (for an int16x8 file, `activation_bits=16`: its inputs on int16's
+grid). With d = rounded - float weights and e = (file's input) - (float
 input), the output error d . x^ + w . e splits into a mean, which bias correction removes (folded
 into the BatchNorm's beta), and a centred part whose expectation is quadratic in d:
 d^T Cov(x^) d + 2 d^T Cov(x^, e) w + const. So each layer's rounding also absorbs some of the error
@@ -163,12 +164,18 @@ class NotAChain(ValueError):
     """The model's backbone has layers between MobileNetV1's: rounding by error walks it layer by layer."""
 
 
-def _activation_grid(values: np.ndarray, top: float) -> np.ndarray:
-    """ReLU6 outputs on the int8 grid of the range [0, top] that the converter calibrates (256 levels)."""
+# Steps of a ReLU6 output's grid over [0, top]: int8 activations are asymmetric (256 levels from the
+# calibrated minimum, 0 here), int16 ones symmetric around 0 (zero point 0: 32,767 steps up to top).
+ACTIVATION_STEPS = {8: 255, 16: 32767}
+
+
+def _activation_grid(values: np.ndarray, top: float, bits: int = 8) -> np.ndarray:
+    """ReLU6 outputs on the integer grid of the range [0, top] that the converter calibrates."""
     if top <= 0:
         return np.zeros_like(values)
-    step = top / 255.0
-    return (np.clip(np.round(values / step), 0, 255) * step).astype(np.float32)
+    steps = ACTIVATION_STEPS[bits]
+    step = top / steps
+    return (np.clip(np.round(values / step), 0, steps) * step).astype(np.float32)
 
 
 def _call(layer, values: np.ndarray) -> np.ndarray:
@@ -176,7 +183,8 @@ def _call(layer, values: np.ndarray) -> np.ndarray:
 
 
 def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sweeps: int = DEFAULT_SWEEPS,
-             num_images: int = DEFAULT_IMAGES, skip=(), info: dict | None = None):
+             num_images: int = DEFAULT_IMAGES, skip=(), info: dict | None = None,
+             activation_bits: int = 8):
     """A copy of `model` (a MobileNet of this package) whose folded kernels lie on TFLite's int8 grid,
     rounded to keep each layer's output on the inputs the int8 file gives it (see the module doc), with
     the layer's mean output error folded into each BatchNorm's beta when `bias_correction`.
@@ -189,6 +197,9 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
         num_images: how many of the calibration images give the input statistics.
         skip: layers left as they are (a conversion's float layers); their outputs stay float where
             the next convolution is a float layer too.
+        activation_bits: 8 for an int8 file, 16 for an int16x8 one: the grid each ReLU6 output is put on
+            before the next layer reads it (256 levels over its calibrated range, or int16's 32,768 from
+            0). Rounding chosen for int8 inputs compensates int8 errors that a 16-bit file does not have.
         info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)},
             each the mean squared error of the layer's folded output on the file's inputs, summed over
             output channels (its mean part excluded when `bias_correction`, which removes it).
@@ -226,17 +237,19 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
             producer = n[:-len("_relu")]
             reader = weights.reader(producer)
             if not (producer in skip and reader in skip):
-                reached = _activation_grid(reached, tops[producer])
+                reached = _activation_grid(reached, tops[producer], activation_bits)
     return model
 
 
-def rounded_or_bias_corrected(model, calibration: np.ndarray, *, bias_correction: bool = True, skip=()):
+def rounded_or_bias_corrected(model, calibration: np.ndarray, *, bias_correction: bool = True, skip=(),
+                              activation_bits: int = 8):
     """`adaround(model, ...)`; for a backbone that rounding by error cannot walk (`NotAChain`), a warning
     and the model with bias correction alone (`tflite.bias_correction`), or as it is without it."""
     import warnings
 
     try:
-        return adaround(model, calibration, bias_correction=bias_correction, skip=skip)
+        return adaround(model, calibration, bias_correction=bias_correction, skip=skip,
+                        activation_bits=activation_bits)
     except NotAChain as error:
         warnings.warn(f"rounding by error skipped ({error}: it walks MobileNetV1's backbone layer by layer); "
                       "rounding to nearest" + (" with bias correction." if bias_correction else "."), stacklevel=3)

@@ -32,6 +32,9 @@ _MOBILENET_LAYERS = ("conv1", "conv_dw_1")
 AUTO = "auto"
 # Dynamic-range conversion keeps kernels smaller than this in float (TFLite's default).
 DYNAMIC_MIN_ELEMENTS = 1024
+# Recipes whose files quantize activations from calibration: the integer steps (dead channels, equalization,
+# rounding by error) apply to them.
+INTEGER_RECIPES = ("integer", "int16x8")
 
 
 def convert(
@@ -88,15 +91,16 @@ def convert(
         bias_correction: when calibration images are given, fold the expected int8 weight-rounding error of every
             convolution into its bias first (`tflite.bias_correction`); the file is still checked
             against the original model.
-        equalization: for the integer modes, on a MobileNet of this package: absorb dead channels into the
+        equalization: for the integer modes and int16x8, on a MobileNet of this package: absorb dead channels into the
             next layer and equalize each ReLU6 output's channels over [0, 6] first
             (`tflite.equalization`; the float model's outputs stay the same). None (the default): on
             for a fully integer file (no denylist), off for a float prefix (with the prefix on top it
             did not beat bias correction alone).
-        adaround: for the integer modes, on a MobileNet of this package: round each folded kernel to
-            TFLite's int8 grid up or down to keep the layer's output on the calibration images, layer
-            by layer on the inputs the int8 file gives it, so that it also absorbs earlier layers' int8
-            error (`tflite.adaround`), with its own bias correction, instead of nearest rounding. None (the
+        adaround: for the integer modes and int16x8, on a MobileNet of this package: round each folded
+            kernel to TFLite's int8 grid up or down to keep the layer's output on the calibration images,
+            layer by layer on the inputs the file gives it (int8 or int16 activations), so that it also
+            absorbs earlier layers' error (`tflite.adaround`), with its own bias correction, instead of
+            nearest rounding. None (the
             default): on for a fully integer file, off for a float prefix (with the prefix on top,
             raw-pixel agreement of the CIFAR test classifier fell from 97% to 96%). When a file made
             with either step on by default can't be run by LiteRT's CPU delegate, it is made again
@@ -139,11 +143,12 @@ def convert(
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
     if representative_data is not None and (spec.calibrated or spec.recipe == "dynamic"):
         calibration = collect(representative_data, input_shape, limit=num_calibration)
-    if spec.recipe == "integer":
+    if spec.recipe in INTEGER_RECIPES:
         input_range = resolve_input_range(model, calibration, input_range)
 
     prepared = model
-    integer_path = spec.recipe == "integer" and calibration is not None and is_mobilenet(model)
+    integer_path = spec.recipe in INTEGER_RECIPES and calibration is not None and is_mobilenet(model)
+    activation_bits = 16 if spec.recipe == "int16x8" else 8
     # Every integer step is the default of a fully integer file only (see the docstring).
     fully_integer = integer_path and not auto and not denylist
     defaulted = [step for step, value in (("equalization", equalization), ("rounding by error", adaround))
@@ -162,7 +167,8 @@ def convert(
             key = tuple(float_layers)
             if key not in rounded:
                 rounded.clear()
-                rounded[key] = round_to_grid(prepared, calibration, bias_correction=bias_correction, skip=key)
+                rounded[key] = round_to_grid(prepared, calibration, bias_correction=bias_correction, skip=key,
+                                             activation_bits=activation_bits)
             source = rounded[key]
         elif bias_correction and calibration is not None:
             source = bias_corrected(prepared, calibration, skip=float_layers,
