@@ -69,15 +69,15 @@ def test_float32_passes_the_documented_thresholds(reports):
 
 # What the converter holds on this briefly trained classifier (500 held-out images). float16 passes
 # its documented thresholds. The other modes are checked against floors 2 points under the lowest
-# agreement measured on two machines (Intel with AVX-512 and AMD without: dynamic 94.8-96.2%;
-# with the float prefix, int8 94.8-96.4%, uint8 96.0%, int8_float_io 96.4-97%+);
-# a wrong fold, range or input scale gives under 80%. int16x8 gets every integer step, its kernels
-# rounded for 16-bit inputs: 98.0% and 28.0 dB (Intel Xeon with AVX-512, 2026-12-04; 94.8-95.2% and
-# about 21 dB with nearest rounding and bias correction before), floor 3 standard errors under it.
+# agreement measured on two machines (Intel with AVX-512 and AMD without: with the float prefix, int8
+# 94.8-96.4%, uint8 96.0%, int8_float_io 96.4-97%+); a wrong fold, range or input scale gives under 80%.
+# int16x8 and dynamic round their kernels by error, for 16-bit and for float activations: 98.0% / 28.0 dB
+# and 97.4% / 26.5 dB (Intel Xeon with AVX-512, 2026-12-04; with nearest rounding and bias correction
+# before, 94.8-95.2% and 94.8-96.2%, about 21 and 24 dB); floors about 3 standard errors under them.
 # The documented 99% / 97% are targets these files miss by a few images: benchmarks/RESULTS.md
 # ("int8 quality") holds those figures, and the verdict reports them as FAIL.
-HELD_AGREEMENT = {"dynamic": 0.92, "int16x8": 0.96}
-HELD_SQNR_DB = {"int16x8": 25}
+HELD_AGREEMENT = {"dynamic": 0.95, "int16x8": 0.96}
+HELD_SQNR_DB = {"dynamic": 23, "int16x8": 25}
 PREFIX_AGREEMENT = {"int8": 0.92, "uint8": 0.94, "int8_float_io": 0.94}
 # The default integer files are fully integer (every step: dead channels, equalization, rounding by error,
 # bias correction). On this classifier they agreed on 93.0% (int8, uint8) and 93.4% (int8_float_io),

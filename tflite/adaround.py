@@ -169,8 +169,10 @@ class NotAChain(ValueError):
 ACTIVATION_STEPS = {8: 255, 16: 32767}
 
 
-def _activation_grid(values: np.ndarray, top: float, bits: int = 8) -> np.ndarray:
-    """ReLU6 outputs on the integer grid of the range [0, top] that the converter calibrates."""
+def _activation_grid(values: np.ndarray, top: float, bits: int | None = 8) -> np.ndarray:
+    """ReLU6 outputs on the integer grid of the range [0, top] that the converter calibrates (None: float)."""
+    if bits is None:
+        return values
     if top <= 0:
         return np.zeros_like(values)
     steps = ACTIVATION_STEPS[bits]
@@ -184,7 +186,7 @@ def _call(layer, values: np.ndarray) -> np.ndarray:
 
 def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sweeps: int = DEFAULT_SWEEPS,
              num_images: int = DEFAULT_IMAGES, skip=(), info: dict | None = None,
-             activation_bits: int = 8):
+             activation_bits: int | None = 8):
     """A copy of `model` (a MobileNet of this package) whose folded kernels lie on TFLite's int8 grid,
     rounded to keep each layer's output on the inputs the int8 file gives it (see the module doc), with
     the layer's mean output error folded into each BatchNorm's beta when `bias_correction`.
@@ -197,9 +199,10 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
         num_images: how many of the calibration images give the input statistics.
         skip: layers left as they are (a conversion's float layers); their outputs stay float where
             the next convolution is a float layer too.
-        activation_bits: 8 for an int8 file, 16 for an int16x8 one: the grid each ReLU6 output is put on
-            before the next layer reads it (256 levels over its calibrated range, or int16's 32,768 from
-            0). Rounding chosen for int8 inputs compensates int8 errors that a 16-bit file does not have.
+        activation_bits: 8 for an int8 file, 16 for an int16x8 one, None for a dynamic-range one: the grid
+            each ReLU6 output is put on before the next layer reads it (256 levels over its calibrated
+            range, int16's 32,768 from 0, or none). Rounding chosen for int8 inputs compensates int8
+            errors that a 16-bit or float file does not have.
         info: a dict that receives {layer: (output error with nearest rounding, with the chosen rounding)},
             each the mean squared error of the layer's folded output on the file's inputs, summed over
             output channels (its mean part excluded when `bias_correction`, which removes it).
@@ -242,7 +245,7 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
 
 
 def rounded_or_bias_corrected(model, calibration: np.ndarray, *, bias_correction: bool = True, skip=(),
-                              activation_bits: int = 8):
+                              activation_bits: int | None = 8):
     """`adaround(model, ...)`; for a backbone that rounding by error cannot walk (`NotAChain`), a warning
     and the model with bias correction alone (`tflite.bias_correction`), or as it is without it."""
     import warnings

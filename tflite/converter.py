@@ -35,6 +35,9 @@ DYNAMIC_MIN_ELEMENTS = 1024
 # Recipes whose files quantize activations from calibration: the integer steps (dead channels, equalization,
 # rounding by error) apply to them.
 INTEGER_RECIPES = ("integer", "int16x8")
+# The activations that each recipe's rounding by error models between layers (bits of their grid; None:
+# float, as a dynamic-range file keeps them between its hybrid kernels).
+ACTIVATION_BITS = {"integer": 8, "int16x8": 16, "dynamic": None}
 
 
 def convert(
@@ -96,12 +99,13 @@ def convert(
             (`tflite.equalization`; the float model's outputs stay the same). None (the default): on
             for a fully integer file (no denylist), off for a float prefix (with the prefix on top it
             did not beat bias correction alone).
-        adaround: for the integer modes and int16x8, on a MobileNet of this package: round each folded
-            kernel to TFLite's int8 grid up or down to keep the layer's output on the calibration images,
-            layer by layer on the inputs the file gives it (int8 or int16 activations), so that it also
-            absorbs earlier layers' error (`tflite.adaround`), with its own bias correction, instead of
-            nearest rounding. None (the
-            default): on for a fully integer file, off for a float prefix (with the prefix on top,
+        adaround: for the integer modes, int16x8 and dynamic (with representative_data), on a MobileNet
+            of this package: round each folded kernel to TFLite's int8 grid up or down to keep the
+            layer's output on the calibration images, layer by layer on the inputs the file gives it
+            (int8, int16 or, in a dynamic-range file, float activations), so that it also absorbs
+            earlier layers' error (`tflite.adaround`), with its own bias correction, instead of nearest
+            rounding. None (the default): on for a fully integer file, int16x8 and dynamic, off for a
+            float prefix (with the prefix on top,
             raw-pixel agreement of the CIFAR test classifier fell from 97% to 96%). When a file made
             with either step on by default can't be run by LiteRT's CPU delegate, it is made again
             without the steps that were on by default, with a warning (a random-weight MobileNet once
@@ -148,27 +152,31 @@ def convert(
 
     prepared = model
     integer_path = spec.recipe in INTEGER_RECIPES and calibration is not None and is_mobilenet(model)
-    activation_bits = 16 if spec.recipe == "int16x8" else 8
+    # A dynamic-range file's weights round by error too when calibration images are given; its small
+    # kernels stay float (the converter's own rule), and its activations are float between layers.
+    dynamic_path = spec.recipe == "dynamic" and calibration is not None and is_mobilenet(model)
+    kept_float = _dynamic_float_layers(model) if dynamic_path else ()
     # Every integer step is the default of a fully integer file only (see the docstring).
     fully_integer = integer_path and not auto and not denylist
-    defaulted = [step for step, value in (("equalization", equalization), ("rounding by error", adaround))
-                 if value is None and fully_integer]
+    defaulted = [step for step, value, default in (("equalization", equalization, fully_integer),
+                                                   ("rounding by error", adaround, fully_integer or dynamic_path))
+                 if value is None and default]
     equalization = fully_integer if equalization is None else equalization
-    adaround = fully_integer if adaround is None else adaround
+    adaround = (fully_integer or dynamic_path) if adaround is None else adaround
     if integer_path and equalization:
         prepared, _ = prepare(model, calibration, input_range=input_range)
     rounded = {}
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = prepared
-        if integer_path and adaround:
+        if (integer_path or dynamic_path) and adaround:
             # Each layer rounds on the inputs this very file gives it, so every set of float layers
             # has a rounding of its own; the float layers keep their weights.
-            key = tuple(float_layers)
+            key = tuple(float_layers) + tuple(kept_float)
             if key not in rounded:
                 rounded.clear()
                 rounded[key] = round_to_grid(prepared, calibration, bias_correction=bias_correction, skip=key,
-                                             activation_bits=activation_bits)
+                                             activation_bits=ACTIVATION_BITS[spec.recipe])
             source = rounded[key]
         elif bias_correction and calibration is not None:
             source = bias_corrected(prepared, calibration, skip=float_layers,
@@ -211,6 +219,16 @@ def convert(
                 warnings.warn("LiteRT can't run this file either (its CPU delegate refused to prepare it); another "
                               "delegate may.", stacklevel=2)
     return write_bytes_atomic(output_path, flatbuffer)
+
+
+def _dynamic_float_layers(model) -> tuple[str, ...]:
+    """The convolutions that a dynamic-range conversion leaves in float: kernels under
+    `DYNAMIC_MIN_ELEMENTS` weights."""
+    import keras
+
+    return tuple(layer.name for layer in model.layers
+                 if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+                 and int(np.prod(layer.kernel.shape)) < DYNAMIC_MIN_ELEMENTS)
 
 
 def _runs(flatbuffer: bytes, calibration: np.ndarray) -> bool:
