@@ -9,7 +9,8 @@ saw. Results go to benchmarks/RESULTS.md.
 After the converter's own steps come the mixed-precision rows, still all integer: int16 activations
 (16x8: int16 activations, int8 weights) in the K convolutions that `tflite.layer_errors` (the
 per-layer quantization debugger) ranks worst, K = 5 and 11, and int16 activations everywhere (the
-converter's `int16x8` mode) for scale. TFLite's converter quantizes a whole file to int16x8 or none of
+converter's `int16x8` mode, every integer step with kernels rounded for 16-bit inputs). TFLite's
+converter quantizes a whole file to int16x8 or none of
 it, so the per-layer files come from ai-edge-quantizer (`pip install -e .[bench]`), which rewrites a
 float .tflite file by per-op recipes: `int16_layers_file` below. Without that package those rows are
 skipped with a note.
@@ -337,7 +338,7 @@ def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[li
                              f"{', '.join(ranked[:max(INT16_LAYER_COUNTS)])}, ...")
             start = time.time()
             path = tflite.convert(model, Path(tmp, "int16x8.tflite"), "int16x8", representative_data=calibration)
-            row("int16 activations everywhere (int16x8, for scale)", path, time.time() - start)
+            row("int16x8: int16 activations everywhere, every integer step (kernels rounded for 16-bit inputs)", path, time.time() - start)
             keras.backend.clear_session()
     if quantizer_note:
         notes.insert(0, quantizer_note)
@@ -408,7 +409,8 @@ def int16_text(notes: list[str]) -> str:
         "output, min/max ranges over the same 200 calibration images. Their convert s counts the bias "
         "correction, the float file, calibration and quantization, not the debugger's run. int16 ops counts "
         "every op with an int16 activation, the QUANTIZE ops that requantize between int8 and int16 "
-        "included. int16x8 is the converter's own mode, with its bias correction. Compare the int16 rows "
+        "included. int16x8 is the converter's own mode with every integer step (dead channels, equalization, "
+        "kernels rounded by error for 16-bit inputs with their bias correction). Compare the int16 rows "
         "with the `+ bias correction` rows of the full table (the same start, int8 everywhere).\n\n"
         "XNNPACK, TFLite's CPU delegate, has no int16 kernels: every int16 op runs on TFLite's reference "
         "kernels and every int8/int16 boundary splits the delegated graph, which the latency column shows. "
