@@ -164,3 +164,41 @@ def test_images_of_different_sizes_are_kept_at_their_own_size(tmp_path):
     loaded = datasets.image_folder(root, image_size=32, batch_size=8, validation_split=0.25)
     x, y = next(iter(loaded.train))
     assert tuple(x.shape[1:]) == (32, 32, 3) and float(np.min(x)) >= -1.0 and float(np.max(x)) <= 1.0
+
+
+def test_crop_scale_sets_the_training_crops_and_is_recorded(tmp_path):
+    from mobilenet_keras.images import resize_image
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    # whole-image "crops" without a flip: exactly the plain resize
+    whole = datasets.augment_image(image, 24, flip=False, crop_scale=(1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(whole), np.asarray(resize_image(image, (24, 24))))
+    # the default crops differ from it (a random crop of 85-100% of each side, almost never the whole image)
+    cropped = [np.asarray(datasets.augment_image(image, 24, flip=False)) for _ in range(5)]
+    assert any(np.abs(c - np.asarray(whole)).max() > 0 for c in cropped)
+
+    root = _folder(tmp_path / "d", {"a": 6, "b": 6})
+    loaded = datasets.image_folder(root, image_size=24, batch_size=4, validation_split=0.25, crop_scale=(0.7, 0.9))
+    assert loaded.augmentation == {"random_crop_sides": [0.7, 0.9], "horizontal_flip": True}
+    assert datasets.image_folder(root, image_size=24, augment=False, validation_split=0.25).augmentation is None
+
+
+@pytest.mark.parametrize("crop_scale, words", [((0.0, 1.0), "0 < low <= high <= 1"), ((0.9, 0.8), "(0.9, 0.8)"),
+                                                ((0.5, 1.5), "0 < low <= high <= 1"), (0.5, "two numbers")])
+def test_a_bad_crop_scale_is_named(tmp_path, crop_scale, words):
+    root = _folder(tmp_path / "d", {"a": 4, "b": 4})
+    with pytest.raises(ValueError, match="crop_scale") as error:
+        datasets.image_folder(root, crop_scale=crop_scale)
+    assert words in str(error.value)
+
+
+def test_the_cli_takes_a_crop_scale_and_names_a_bad_one(capsys):
+    from mobilenet_keras.app.cli import build_parser, data_options
+
+    args = build_parser().parse_args(["train", "--crop-scale", "0.7,1"])
+    assert data_options(args) == {"crop_scale": (0.7, 1.0)}
+    assert data_options(build_parser().parse_args(["train"])) == {}
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["pipeline", "--crop-scale", "0.7"])
+    assert stop.value.code == 2 and "LOW,HIGH" in capsys.readouterr().err

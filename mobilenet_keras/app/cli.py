@@ -240,7 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out} is a file; give a folder for the run.")
         config = train_config(args)
         loaded = datasets.load(args.data, image_size=config.image_size, batch_size=config.batch_size,
-                               seed=config.seed)
+                               seed=config.seed, **data_options(args))
         print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
               f"{len(loaded.class_names)} classes", file=sys.stderr)
         train(loaded, out, config, verbose=keras_verbose(args), callbacks=epoch_callbacks(args))
@@ -319,7 +319,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
                                     modes=parse_modes(args.modes), qat_epochs=args.qat_epochs,
                                     qat_learning_rate=args.qat_learning_rate, force=args.force,
                                     verbose=keras_verbose(args), callbacks=epoch_callbacks(args),
-                                    float_layers=parse_float_layers(args.float_layers))
+                                    float_layers=parse_float_layers(args.float_layers),
+                                    data_options=data_options(args))
         return run_pipeline(settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -594,6 +595,24 @@ FLOAT_LAYERS_HELP = ("layers the integer files keep in float: 'none' (the defaul
                      "to 9; CPU and GPU delegates only) or comma-separated layer names")
 
 
+def parse_crop_scale(text: str) -> tuple[float, float]:
+    """'LOW,HIGH' (fractions of an image side) for --crop-scale; argparse turns a ValueError into a usage error."""
+    from mobilenet_keras.training.datasets import check_crop_scale
+
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give two fractions LOW,HIGH, e.g. 0.85,1.0; got {text!r}")
+    try:
+        return check_crop_scale(parts)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """`datasets.load` options from the training arguments that are about the data, not the model."""
+    return {} if args.crop_scale is None else {"crop_scale": args.crop_scale}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Training options, shared by `train` and `pipeline`."""
     parser.add_argument("--data", default="digits", help="a folder with one subfolder per class, or 'digits' "
@@ -624,6 +643,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
                         help="Keras mixed-precision policy (default float32)")
+    parser.add_argument("--crop-scale", type=parse_crop_scale, default=None, metavar="LOW,HIGH",
+                        help="augmentation: each side of a training crop is a fraction of the image's drawn from "
+                             "LOW..HIGH (default 0.85,1.0; 1,1 turns crops off)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the split, augmentation and weights")
     parser.add_argument("--out", default="runs/latest", help="run folder to write (default runs/latest)")
 

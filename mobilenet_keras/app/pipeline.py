@@ -136,6 +136,8 @@ class PipelineSettings:
     verbose: int = 1
     # More Keras callbacks for training (e.g. `epoch_lines()` with verbose=0).
     callbacks: list = field(default_factory=list)
+    # More `datasets.load` options (e.g. {"crop_scale": (0.7, 1.0)}).
+    data_options: dict = field(default_factory=dict)
 
     @property
     def progress(self) -> bool:
@@ -151,7 +153,7 @@ def train_stage(settings: PipelineSettings, stage: Stages):
     config = settings.config
     stage(f"reading {settings.data}")
     images = datasets.load(settings.data, image_size=config.image_size, batch_size=config.batch_size,
-                           seed=config.seed)
+                           seed=config.seed, **settings.data_options)
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
     model = train(images, settings.out, config, verbose=int(settings.verbose), callbacks=list(settings.callbacks))
