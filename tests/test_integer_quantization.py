@@ -111,6 +111,21 @@ def test_the_int16x8_file_holds_the_rounding_chosen_for_16_bit_activations(model
     assert float_tensors_inside(read_model(path)) == [] and op_counts(read_model(path))["float"] == 0
 
 
+def test_int16x8_takes_its_input_range_from_calibration_and_has_no_float_prefix(model, calibration, tmp_path):
+    """An int16x8 file quantizes its float input over the calibration images' range, so images outside
+    [-1, 1] are no reason for the int8 files' clipping warning; and "auto" (a float prefix, an integer
+    mode's option) leaves the int16x8 file as the default makes it, every step included."""
+    import warnings
+
+    wide = np.clip(calibration[:40] * 1.2, -1.2, 1.2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        default = tflite.convert(model, tmp_path / "d.tflite", "int16x8", representative_data=wide)
+    assert not [w for w in caught if "input range" in str(w.message)], [str(w.message) for w in caught]
+    auto = tflite.convert(model, tmp_path / "a.tflite", "int16x8", representative_data=wide, denylist="auto")
+    assert auto.read_bytes() == default.read_bytes()
+
+
 def test_the_dynamic_file_holds_the_rounding_chosen_for_float_activations(model, calibration, tmp_path):
     """With calibration images, a dynamic-range file's int8 kernels are rounded by error for the float
     activations between its hybrid kernels; the kernels the converter keeps in float (under 1,024

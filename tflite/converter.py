@@ -67,7 +67,7 @@ def convert(
             `int8_float_io`, `int16x8`, or `qat` / `qat_uint8` (a quantization-aware-trained
             model from `mobilenet_keras.optimize.qat`: its trained ranges are used, no calibration).
         representative_data: calibration images for the integer and int16x8 modes (optional for
-            `dynamic`, where they feed the bias correction only): a numpy array, a
+            `dynamic`, where they feed the rounding by error or the bias correction): a numpy array, a
             `tf.data.Dataset`, an iterable of batches, or a folder of images. Float arrays are in the
             model's convention; uint8 arrays and folders are raw pixels and are scaled by
             `preprocess_input` (see `tflite.representative`).
@@ -85,8 +85,8 @@ def convert(
             that `bias_correction`, `equalization` and `adaround` turn on. A file with float layers
             runs on CPU and GPU delegates, not on integer-only hardware, and `tflite.verify` fails it
             unless called with `allow_float_ops=True`.
-        input_range: the float range the model's input covers; integer files quantize their input
-            over it. None (the default): for a MobileNet of this package (layers `conv1` and
+        input_range: the float range the model's input covers; int8, uint8 and int8_float_io files
+            quantize their input over it (an int16x8 file over its calibration images' range). None (the default): for a MobileNet of this package (layers `conv1` and
             `conv_dw_1`), its preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
             (scale 2/255, zero point 128); for any other model, the range of the calibration images
             (widened to hold 0), so a model that takes 0..255 pixels is not clipped to [-1, 1]. A
@@ -134,6 +134,7 @@ def convert(
     if isinstance(denylist, str) and not auto:
         raise ValueError(f"denylist must be a list of layer names, None or {AUTO!r}; got {denylist!r}.")
     denylist = [] if auto or denylist is None else list(denylist)
+    auto = auto and spec.integer  # a float prefix exists in integer modes only; elsewhere "auto" asks for nothing
     if denylist and not spec.integer:
         raise ValueError(f"denylist applies to integer modes (int8, uint8, int8_float_io); not to {mode!r}.")
     if denylist:
@@ -147,8 +148,13 @@ def convert(
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
     if representative_data is not None and (spec.calibrated or spec.recipe == "dynamic"):
         calibration = collect(representative_data, input_shape, limit=num_calibration)
-    if spec.recipe in INTEGER_RECIPES:
+    if spec.recipe == "integer":
         input_range = resolve_input_range(model, calibration, input_range)
+    elif spec.recipe == "int16x8" and calibration is not None:
+        # The int16x8 file takes no input range: it quantizes its float input symmetrically over the
+        # calibration's largest |value|. Dead channels are judged over that and the model's own range.
+        reach = max(float(np.abs(calibration).max()), *(abs(v) for v in MOBILENET_INPUT_RANGE))
+        input_range = (-reach, reach)
 
     prepared = model
     integer_path = spec.recipe in INTEGER_RECIPES and calibration is not None and is_mobilenet(model)
