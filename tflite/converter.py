@@ -86,16 +86,17 @@ def convert(
             runs on CPU and GPU delegates, not on integer-only hardware, and `tflite.verify` fails it
             unless called with `allow_float_ops=True`.
         input_range: the float range the model's input covers; int8, uint8 and int8_float_io files
-            quantize their input over it (an int16x8 file over its calibration images' range). None (the default): for a MobileNet of this package (layers `conv1` and
-            `conv_dw_1`), its preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
+            quantize their input over it (an int16x8 file over its calibration images' range). None
+            (the default): for a MobileNet of this package (layers `conv1` and `conv_dw_1`), its
+            preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
             (scale 2/255, zero point 128); for any other model, the range of the calibration images
             (widened to hold 0), so a model that takes 0..255 pixels is not clipped to [-1, 1]. A
             one-line warning says when calibration images fall outside the range used.
         bias_correction: when calibration images are given, fold the expected int8 weight-rounding error of every
             convolution into its bias first (`tflite.bias_correction`); the file is still checked
             against the original model.
-        equalization: for the integer modes and int16x8, on a MobileNet of this package: absorb dead channels into the
-            next layer and equalize each ReLU6 output's channels over [0, 6] first
+        equalization: for the integer modes and int16x8, on a MobileNet of this package: absorb dead
+            channels into the next layer and equalize each ReLU6 output's channels over [0, 6] first
             (`tflite.equalization`; the float model's outputs stay the same). None (the default): on
             for a fully integer file (no denylist), off for a float prefix (with the prefix on top it
             did not beat bias correction alone).
@@ -105,11 +106,10 @@ def convert(
             (int8, int16 or, in a dynamic-range file, float activations), so that it also absorbs
             earlier layers' error (`tflite.adaround`), with its own bias correction, instead of nearest
             rounding. None (the default): on for a fully integer file, int16x8 and dynamic, off for a
-            float prefix (with the prefix on top,
-            raw-pixel agreement of the CIFAR test classifier fell from 97% to 96%). When a file made
-            with either step on by default can't be run by LiteRT's CPU delegate, it is made again
-            without the steps that were on by default, with a warning (a random-weight MobileNet once
-            gave such a file).
+            float prefix (with the prefix on top, raw-pixel agreement of the CIFAR test classifier fell
+            from 97% to 96%). When a file made with either step on by default can't be run by LiteRT's
+            CPU delegate, it is made again without the steps that were on by default, with a warning (a
+            random-weight MobileNet once gave such a file).
         target_agreement: top-1 agreement that `denylist="auto"` aims for.
         verbose: print a progress line while calibrating.
 
