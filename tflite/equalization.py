@@ -22,11 +22,10 @@ into the BatchNorm parameters and kernels so that the same model converts, bias-
   as they are) through its BatchNorm gamma and beta, and the next
   convolution's kernel that reads channel i is divided by s_i. ReLU6(s x) = s ReLU6(x) while
   s x <= 6, i.e. for every value up to headroom * max_i: the float model is unchanged on the
-  calibration images and on any image that stays within the headroom (by default 1.0: each channel's
-  calibrated maximum, as the int8 file clips each tensor at its calibrated range anyway). Into a
-  depthwise convolution the division costs nothing (its weights are quantized per channel); into a
-  pointwise one it shrinks that input's weights on the per-output-channel grid, so there s_i is capped
-  (`max_pointwise_scale`).
+  calibration images and on any image that stays within the headroom (the int8 file clips at the
+  tensor's calibrated range anyway). Into a depthwise convolution the division costs nothing (its
+  weights are quantized per channel); into a pointwise one it shrinks that input's weights on the
+  per-output-channel grid, so there s_i is capped (`max_pointwise_scale`).
 
 Both return a new model; the original is not changed. Models not built by `MobileNetV1` are returned
 as they are (`is_mobilenet` says which).
@@ -44,14 +43,9 @@ RELU6 = 6.0
 # A channel whose folded pre-activation varies by less than this over every possible input is constant.
 DEAD_TOLERANCE = 1e-6
 # Equalized channels fill the ReLU6 range up to their calibrated maximum times this (values above it
-# are clipped by the ReLU6 where the original model does not clip them). 1.0: each channel's calibrated
-# maximum reaches 6. Against 1.5 (with the pointwise cap of 4, the default until 2026-12-04, or 8), 1.0
-# with a cap of 8 raised SQNR by 0.6-1.4 dB in 7 int8 files of four CIFAR-10 benchmark models (one with four
-# calibration draws), and agreement in 6 of them (by 0.02-0.22 points; -0.18 in one draw); 0.9 broke the
-# file (80.9%): clipping below the calibrated maximum costs much more than resolution buys
-# (benchmarks/RESULTS.md).
-DEFAULT_HEADROOM = 1.0
-DEFAULT_MAX_POINTWISE_SCALE = 8.0
+# would be clipped by the ReLU6 where the original model does not clip them).
+DEFAULT_HEADROOM = 1.5
+DEFAULT_MAX_POINTWISE_SCALE = 4.0
 # Channels whose calibrated maximum is under this are left unscaled: they carry almost no signal, and
 # scaling them by up to 6/1e-9 (the late layers of a random-weight MobileNet) gave requantization ratios
 # that LiteRT's CPU delegate refuses to prepare.
