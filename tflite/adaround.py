@@ -11,7 +11,7 @@ output error on the calibration images. The error is asymmetric, as in AdaRound'
 rounded layer reads the input the int8 file will give it (every earlier layer already rounded, every
 ReLU6 output on its int8 grid over its calibrated range), and it is compared with the float model's
 layer on the float model's input (for an int16x8 file, `activation_bits=16`: its inputs on int16's
-grid). With d = rounded - float weights and e = (file's input) - (float
+grid; for a dynamic-range file, None: float inputs). With d = rounded - float weights and e = (file's input) - (float
 input), the output error d . x^ + w . e splits into a mean, which bias correction removes (folded
 into the BatchNorm's beta), and a centred part whose expectation is quadratic in d:
 d^T Cov(x^) d + 2 d^T Cov(x^, e) w + const. So each layer's rounding also absorbs some of the error
