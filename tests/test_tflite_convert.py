@@ -104,7 +104,7 @@ def test_float16_passes_the_documented_thresholds(reports):
 @pytest.mark.parametrize("mode", sorted(HELD_AGREEMENT))
 def test_agreement_on_the_cifar_classifier(reports, mode):
     _check_agreement(reports[mode], HELD_AGREEMENT[mode])
-    assert reports[mode].sqnr_db >= HELD_SQNR_DB.get(mode, 0), reports[mode].to_markdown()
+    assert reports[mode].sqnr_db >= HELD_SQNR_DB[mode], reports[mode].to_markdown()
 
 
 @pytest.mark.parametrize("mode", INTEGER_MODES)

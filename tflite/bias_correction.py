@@ -70,23 +70,21 @@ def _input_means(model, layers, calibration: np.ndarray) -> list[np.ndarray]:
     return [s / n for s, n in zip(sums, counts)]
 
 
-def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[str] = (), min_elements: int = 0):
+def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[str] = ()):
     """A copy of `model` whose biases pre-compensate the expected int8 weight rounding error.
 
     Args:
         model: a Keras 3 functional model (e.g. from `MobileNetV1`); it is not changed.
         calibration: float images in the model's input convention, as for `convert`.
-        skip: layers that stay in float (a conversion's denylist): their weights are not rounded.
-        min_elements: kernels with fewer weights stay in float and are not corrected (dynamic-range
-            conversion leaves kernels under 1,024 weights in float).
+        skip: layers that stay in float (a conversion's denylist, or the small kernels a dynamic-range
+            conversion leaves in float): their weights are not rounded, so not corrected.
     """
     import keras
 
     from mobilenet_keras.model import copy_model
 
     corrected = copy_model(model)
-    plan = [(conv, bn) for conv, bn in _corrections_plan(corrected)
-            if conv.name not in skip and int(np.prod(conv.kernel.shape)) >= min_elements]
+    plan = [(conv, bn) for conv, bn in _corrections_plan(corrected) if conv.name not in skip]
     if not plan:
         return corrected
     means = _input_means(corrected, [conv for conv, _ in plan], calibration)

@@ -161,7 +161,7 @@ def convert(
     # A dynamic-range file's weights round by error too when calibration images are given; its small
     # kernels stay float (the converter's own rule), and its activations are float between layers.
     dynamic_path = spec.recipe == "dynamic" and calibration is not None and is_mobilenet(model)
-    kept_float = _dynamic_float_layers(model) if dynamic_path else ()
+    kept_float = _dynamic_float_layers(model) if spec.recipe == "dynamic" else ()
     # Every integer step is the default of a fully integer file only (see the docstring).
     fully_integer = integer_path and not auto and not denylist
     defaulted = [step for step, value, default in (("equalization", equalization, fully_integer),
@@ -175,18 +175,17 @@ def convert(
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = prepared
+        key = tuple(float_layers) + kept_float  # every layer the file keeps in float: not rounded, not corrected
         if (integer_path or dynamic_path) and adaround:
             # Each layer rounds on the inputs this very file gives it, so every set of float layers
             # has a rounding of its own; the float layers keep their weights.
-            key = tuple(float_layers) + tuple(kept_float)
             if key not in rounded:
                 rounded.clear()
                 rounded[key] = round_to_grid(prepared, calibration, bias_correction=bias_correction, skip=key,
                                              activation_bits=ACTIVATION_BITS[spec.recipe])
             source = rounded[key]
         elif bias_correction and calibration is not None:
-            source = bias_corrected(prepared, calibration, skip=float_layers,
-                                    min_elements=DYNAMIC_MIN_ELEMENTS if spec.recipe == "dynamic" else 0)
+            source = bias_corrected(prepared, calibration, skip=key)
         return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
                               progress)
 
