@@ -26,10 +26,24 @@ def calibration():
     return preprocess_input(cifar_slice(20, 400, SIZE)[0])
 
 
-def test_dead_channels_and_equalization_keep_the_float_outputs(model, calibration):
+@pytest.fixture(scope="module")
+def prepared(model, calibration):
+    """(the classifier with dead channels absorbed and equalized, what `prepare` changed)."""
     from tflite.equalization import prepare
 
-    prepared, info = prepare(model, calibration)
+    return prepare(model, calibration)
+
+
+@pytest.fixture(scope="module")
+def rounded(prepared, calibration):
+    """The prepared classifier with its kernels rounded by error for an int8 file."""
+    from tflite.adaround import adaround
+
+    return adaround(prepared[0], calibration)
+
+
+def test_dead_channels_and_equalization_keep_the_float_outputs(model, calibration, prepared):
+    prepared, info = prepared
     assert info.dead_count >= 10 and info.absorbed  # ImageNet's dead channels, some with a constant != 0
     assert info.equalized_count > 0
     before = model.predict(calibration, verbose=0)
@@ -78,12 +92,7 @@ def _grid_integers(rounded) -> dict[str, np.ndarray]:
     return integers
 
 
-def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
-    from tflite.adaround import adaround
-    from tflite.equalization import prepare
-
-    prepared, _ = prepare(model, calibration)
-    rounded = adaround(prepared, calibration)
+def test_rounded_kernels_are_the_files_integers(rounded, calibration, tmp_path):
     path = tflite.convert(rounded, tmp_path / "r.tflite", "int8", representative_data=calibration,
                           denylist=None, equalization=False, adaround=False, bias_correction=False)
     expected = _grid_integers(rounded)
@@ -93,15 +102,14 @@ def test_rounded_kernels_are_the_files_integers(model, calibration, tmp_path):
         np.testing.assert_array_equal(in_file, expected[name], err_msg=name)
 
 
-def test_the_int16x8_file_holds_the_rounding_chosen_for_16_bit_activations(model, calibration, tmp_path):
+def test_the_int16x8_file_holds_the_rounding_chosen_for_16_bit_activations(model, calibration, prepared, rounded,
+                                                                          tmp_path):
     """An int16x8 file gets every integer step too, with each kernel rounded for the int16 inputs it will
     read (not int8 ones): its int8 kernels are exactly those integers."""
     from tflite.adaround import adaround
-    from tflite.equalization import prepare
 
-    prepared, _ = prepare(model, calibration)
-    for_16 = _grid_integers(adaround(prepared, calibration, activation_bits=16))
-    for_8 = _grid_integers(adaround(prepared, calibration))
+    for_16 = _grid_integers(adaround(prepared[0], calibration, activation_bits=16))
+    for_8 = _grid_integers(rounded)
     assert any(np.any(for_16[n] != for_8[n]) for n in for_16)  # the two roundings differ: the test can tell them apart
     path = tflite.convert(model, tmp_path / "i16.tflite", "int16x8", representative_data=calibration)
     kernels = _file_kernels(path)
@@ -156,7 +164,7 @@ def test_the_dynamic_file_holds_the_rounding_chosen_for_float_activations(model,
     assert differs > 0  # rounding to nearest gives other integers: the test can tell them apart
 
 
-def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model, calibration, tmp_path):
+def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(prepared, calibration, tmp_path):
     """adaround rounds each convolution on the input the int8 file gives it (earlier layers rounded, ReLU6
     outputs on the int8 grid of their calibrated range) against the float layer on float inputs: the error
     it reports for a depthwise and a pointwise layer is that output's measured error, and bias correction
@@ -165,9 +173,8 @@ def test_rounding_keeps_each_layer_output_on_the_inputs_the_file_gives_it(model,
 
     from mobilenet_keras import specs
     from tflite.adaround import DEFAULT_IMAGES, adaround
-    from tflite.equalization import prepare
 
-    prepared, _ = prepare(model, calibration)
+    prepared = prepared[0]
     info = {}
     rounded = adaround(prepared, calibration, info=info)
     assert list(info) == specs.convolution_names()
