@@ -37,7 +37,8 @@ def cpu_flags() -> str:
     present = set(line.split(":", 1)[1].split())
     found = [flag for flag in CPU_FLAGS if flag in present]
     missing = [flag for flag in CPU_FLAGS if flag not in present]
-    return ", ".join(found or ["none of " + ", ".join(CPU_FLAGS)]) + (f" (no {', '.join(missing)})" if found and missing else "")
+    absent = f" (no {', '.join(missing)})" if found and missing else ""
+    return ", ".join(found or ["none of " + ", ".join(CPU_FLAGS)]) + absent
 
 
 def versions() -> str:
@@ -60,7 +61,8 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     block = (f"<!-- {name}:start -->\n## {title}\n\n"
              f"Measured {stamp} on {machine()}; CPU flags: {cpu_flags()}; {versions()}.\n"
              f"Command: `{command or f'python benchmarks/{name}.py'}`\n\n{body.rstrip()}\n<!-- {name}:end -->\n")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; run by hand.\n\n"
+    text = (RESULTS.read_text() if RESULTS.exists()
+            else "# Benchmark results\n\nWritten by the scripts in this folder; run by hand.\n\n")
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
     RESULTS.write_text(text)

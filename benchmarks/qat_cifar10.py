@@ -120,7 +120,8 @@ def main() -> None:
              "| size KiB | gzip -9 KiB | gzip vs plain int8 |", "|---|---|---|---|---|---|---|---|"]
     lines.append(f"| float model (Keras) | {float_accuracy:.2%} | 0 | | | | | |")
     for name, report, gz, own in rows:
-        lines.append(f"| {name} | {report.tflite_accuracy:.2%} | {(report.tflite_accuracy - float_accuracy) * 100:+.1f} "
+        change = (report.tflite_accuracy - float_accuracy) * 100
+        lines.append(f"| {name} | {report.tflite_accuracy:.2%} | {change:+.1f} "
                      f"| {report.top1_agreement:.1%} | {f'{own.top1_agreement:.1%}' if own else ''} "
                      f"| {report.size_bytes / 1024:.0f} | {gz / 1024:.0f} | {gz / plain_gzip:.2f}x |")
     body = "\n".join(lines) + (
@@ -149,8 +150,10 @@ def trained_model(args) -> None:
         def row(name: str, path: Path, qat_model=None) -> None:
             report = tflite.verify(model, path, held_out, labels=labels, latency_runs=0)
             own = tflite.verify(qat_model, path, held_out, labels=labels, latency_runs=0) if qat_model else None
-            rows.append(f"| {name} | {report.tflite_accuracy:.2%} | {(report.tflite_accuracy - float_accuracy) * 100:+.1f} "
-                        f"| {report.top1_agreement:.1%} | {report.sqnr_db:.1f} | {f'{own.top1_agreement:.1%}' if own else ''} "
+            change = (report.tflite_accuracy - float_accuracy) * 100
+            rows.append(f"| {name} | {report.tflite_accuracy:.2%} | {change:+.1f} "
+                        f"| {report.top1_agreement:.1%} | {report.sqnr_db:.1f} "
+                        f"| {f'{own.top1_agreement:.1%}' if own else ''} "
                         f"| {f'{own.sqnr_db:.1f}' if own else ''} |")
             print(rows[-1], f"({time.time() - started:.0f} s)", flush=True)
 

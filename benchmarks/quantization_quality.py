@@ -338,7 +338,8 @@ def measure(models, held_out, labels, calibration, only_int16: bool) -> tuple[li
                              f"{', '.join(ranked[:max(INT16_LAYER_COUNTS)])}, ...")
             start = time.time()
             path = tflite.convert(model, Path(tmp, "int16x8.tflite"), "int16x8", representative_data=calibration)
-            row("int16x8: int16 activations everywhere, every integer step (kernels rounded for 16-bit inputs)", path, time.time() - start)
+            row("int16x8: int16 activations everywhere, every integer step (kernels rounded for 16-bit inputs)", path,
+                time.time() - start)
             keras.backend.clear_session()
     if quantizer_note:
         notes.insert(0, quantizer_note)

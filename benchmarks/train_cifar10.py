@@ -190,7 +190,8 @@ def main() -> None:
         f"{args.image_size} --batch-size {args.batch_size} --epochs {args.epochs} --fine-tune-epochs "
         f"{args.fine_tune_epochs} --learning-rate {args.learning_rate:g} --fine-tune-lr-factor "
         f"{args.fine_tune_lr_factor:g} --weight-decay {args.weight_decay:g} --frozen-blocks {args.frozen_blocks}"
-        f"{' --optimizer sgd' if args.optimizer == 'sgd' else ''}{' --ema ' + format(args.ema, 'g') if args.ema else ''}"
+        f"{' --optimizer sgd' if args.optimizer == 'sgd' else ''}"
+        f"{' --ema ' + format(args.ema, 'g') if args.ema else ''}"
         f"{' --minutes ' + format(args.minutes, 'g') if args.minutes else ''}`. Model kept at {out / 'model.keras'}.\n")
     write_section("train_cifar10", "Transfer learning on CIFAR-10 in 30 minutes on 2 cores", body)
 

@@ -135,8 +135,8 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
     rows, cols, channels = input_shape
     for side in (rows, cols):
         if side is not None and (not _is_integer(side) or not MIN_SIZE <= side <= MAX_SIZE):
-            raise ValueError(f"input height and width must be integers, at least {MIN_SIZE} and at most {MAX_SIZE} (or None); "
-                             f"got {input_shape}.")
+            raise ValueError(f"input height and width must be integers, at least {MIN_SIZE} and at most "
+                             f"{MAX_SIZE} (or None); got {input_shape}.")
     if not _is_integer(channels) or not 1 <= channels <= MAX_CHANNELS:
         raise ValueError(f"input channels must be an integer from 1 to {MAX_CHANNELS}; got {input_shape}.")
     input_shape = tuple(None if v is None else int(v) for v in input_shape)
@@ -170,9 +170,9 @@ def build_network(
 ):
     """Build MobileNet V1 with the Keras namespace `k`: `keras`, or `tf_keras` for tensorflow-model-optimization.
 
-    Takes `MobileNetV1`'s arguments. `fold_batchnorm=True` builds the inference form that TFLite runs: every convolution carries a bias
-    and no BatchNormalization follows it (the QAT twin trains in this form, so that its simulated
-    weight quantization is the one the converted file uses).
+    Takes `MobileNetV1`'s arguments. `fold_batchnorm=True` builds the inference form that TFLite runs:
+    every convolution carries a bias and no BatchNormalization follows it (the QAT twin trains in this
+    form, so that its simulated weight quantization is the one the converted file uses).
     """
     input_shape = _validate(input_shape, alpha, depth_multiplier, include_top, weights, pooling,
                             classes, classifier_activation, output_stride, dropout)

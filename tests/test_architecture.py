@@ -65,3 +65,14 @@ def test_importing_the_cli_imports_no_tensorflow_or_keras():
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+MAX_LINE = 120  # setup.cfg [flake8] max-line-length, for editors
+
+
+def test_no_python_line_is_longer_than_the_limit():
+    long = [f"{path.relative_to(ROOT).as_posix()}:{number} ({len(line)} characters)"
+            for folder in ("mobilenet_keras", "tflite", "tests", "benchmarks")
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > MAX_LINE]
+    assert not long, "lines over 120 characters: " + ", ".join(long)

@@ -82,7 +82,8 @@ def test_both_signatures_give_the_keras_probabilities(model, saved, tmp_path):
 def _saved_model_cli():
     import shutil
 
-    return shutil.which("saved_model_cli") or str(__import__("pathlib").Path(sys.executable).with_name("saved_model_cli"))
+    beside_python = __import__("pathlib").Path(sys.executable).with_name("saved_model_cli")
+    return shutil.which("saved_model_cli") or str(beside_python)
 
 
 def test_saved_model_cli_show_and_run(model, saved, tmp_path):

@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time

@@ -82,7 +82,8 @@ def test_folded_twin_computes_the_same_function():
 
 
 def test_importing_the_package_does_not_import_tfmot():
-    code = ("import os, sys, mobilenet_keras, tflite, mobilenet_keras.optimize.qat, mobilenet_keras.optimize.tf_keras_twin; "
+    code = ("import os, sys, mobilenet_keras, tflite, mobilenet_keras.optimize.qat, "
+            "mobilenet_keras.optimize.tf_keras_twin; "
             "assert 'tensorflow_model_optimization' not in sys.modules, 'tfmot imported'; "
             "assert 'TF_USE_LEGACY_KERAS' not in os.environ; print('ok')")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
@@ -232,7 +233,8 @@ def _relu_tensors(interpreter) -> dict:
     found = {}
     for detail in interpreter.get_tensor_details():
         first = detail["name"].split(";")[0].split("/")
-        if len(first) > 1 and first[1].startswith("quant_") and first[1].endswith("_relu") and len(detail["shape"]) == 4:
+        is_relu = len(first) > 1 and first[1].startswith("quant_") and first[1].endswith("_relu")
+        if is_relu and len(detail["shape"]) == 4:
             found[first[1][len("quant_"):]] = detail
     return found
 

@@ -352,7 +352,8 @@ def _fully_integer_or_prefix(convert_every_step, float_prefix, expected: np.ndar
     figures = measured(flatbuffer)
     if verbose:
         found = "can't be run" if figures is None else (
-            f"top-1 agreement {figures['top1_agreement']:.2%}, SQNR {figures['sqnr_db']:.1f} dB on the calibration images")
+            f"top-1 agreement {figures['top1_agreement']:.2%}, SQNR {figures['sqnr_db']:.1f} dB "
+            "on the calibration images")
         print(f"  fully integer (dead channels, equalization, rounding by error): {found}", file=sys.stderr)
     won = figures is not None and figures["top1_agreement"] >= target_agreement
     if not won:

@@ -148,8 +148,9 @@ class VerificationReport:
         if self.float_accuracy is not None:
             text = f"{self.float_accuracy:.2%} / {self.tflite_accuracy:.2%}"
             if self.float_accuracy_interval and self.tflite_accuracy_interval:
-                text += (f" (95% intervals {self.float_accuracy_interval[0]:.2%} to {self.float_accuracy_interval[1]:.2%}"
-                         f" / {self.tflite_accuracy_interval[0]:.2%} to {self.tflite_accuracy_interval[1]:.2%})")
+                (float_low, float_high), (file_low, file_high) = (self.float_accuracy_interval,
+                                                                  self.tflite_accuracy_interval)
+                text += f" (95% intervals {float_low:.2%} to {float_high:.2%} / {file_low:.2%} to {file_high:.2%})"
             rows.append(("accuracy float / tflite", text))
         rows.append(("verdict", verdict))
         return "\n".join(["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
@@ -385,7 +386,8 @@ def verify(
     if not allow_float_ops and mode in MODES and (MODES[mode].integer or MODES[mode].takes_qat_model) \
             and report.float_ops:
         report.failures.append(f"{report.float_ops} float op(s) inside an integer file (a conversion's denylist "
-                               "kept layers in float; such a file needs a CPU or GPU delegate: pass allow_float_ops=True to accept it)")
+                               "kept layers in float; such a file needs a CPU or GPU delegate: pass "
+                               "allow_float_ops=True to accept it)")
     return report
 
 
@@ -416,6 +418,6 @@ def _predict_tflite(model_file: TFLiteModel, images: np.ndarray, verbose: bool) 
         outputs.append(model_file.predict(images[start:start + chunk]))
         if verbose and len(images) > chunk:
             done = min(start + chunk, len(images))
-            print(f"\r  verifying {model_file.path.name}: {done}/{len(images)}", end="\n" if done == len(images) else "",
-                  file=sys.stderr, flush=True)
+            print(f"\r  verifying {model_file.path.name}: {done}/{len(images)}",
+                  end="\n" if done == len(images) else "", file=sys.stderr, flush=True)
     return np.concatenate(outputs)

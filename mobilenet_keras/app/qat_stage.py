@@ -24,7 +24,8 @@ def check_qat_settings(epochs: int, learning_rate: float) -> None:
 
 def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, modes=QAT_MODES,
               float32_size: int | None = None, verbose: bool = True) -> list[dict]:
-    """Run QAT on `model` with `images` (`mobilenet_keras.training.datasets.ImageData`) and write into the run folder `out`.
+    """Run QAT on `model` with `images` (`mobilenet_keras.training.datasets.ImageData`) and write into the
+    run folder `out`.
 
     Writes `out/qat/qat.weights.h5` (reload with `mobilenet_keras.optimize.qat.load`), `out/qat/history.json`
     and `out/tflite/model_{mode}.tflite` for each of `modes`. Returns one row per file, as

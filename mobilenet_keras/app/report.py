@@ -170,8 +170,9 @@ def markdown(summary: dict) -> str:
                   "model.", "",
                   "| file | agreement with the QAT Keras model | agreement with the float model | float accuracy "
                   "| QAT Keras accuracy | file accuracy |", "|---|---|---|---|---|---|"]
-        lines += [f"| `{Path(row['file']).name}` | {row['qat_keras_agreement']:.2%} | {row['float_model_agreement']:.2%} "
-                  f"| {row['float_accuracy']:.2%} | {row['qat_keras_accuracy']:.2%} | {row['tflite_accuracy']:.2%} |"
+        lines += [f"| `{Path(row['file']).name}` | {row['qat_keras_agreement']:.2%} "
+                  f"| {row['float_model_agreement']:.2%} | {row['float_accuracy']:.2%} "
+                  f"| {row['qat_keras_accuracy']:.2%} | {row['tflite_accuracy']:.2%} |"
                   for row in qat_rows]
         lines.append("")
     if summary.get("worst_layers"):

@@ -132,7 +132,8 @@ def _warn_once(reason: str) -> None:
 
 
 def run_mediapipe_tools(*args: str, timeout: int = 300) -> str:
-    """Run `mediapipe_metadata.py` with the mediapipe interpreter; its stdout, or a ValueError with its last error line."""
+    """Run `mediapipe_metadata.py` with the mediapipe interpreter; its stdout, or a ValueError with its last
+    error line."""
     python = mediapipe_python()
     if python is None:
         raise ValueError(f"no Python with mediapipe found: python3 -m venv {user_venv()} && "
@@ -171,7 +172,8 @@ def android_file(model, path: str | os.PathLike, calibration, labels: list[str],
 
     The labels are also written beside the file as `labels.txt` (for apps that use the LiteRT
     Interpreter directly). MediaPipe's own environment is created on first need
-    (`ensure_mediapipe_python`); when it can't be, the file has no metadata and a warning says so. `uint8_file` reuses a file already converted in mode uint8.
+    (`ensure_mediapipe_python`); when it can't be, the file has no metadata and a warning says so.
+    `uint8_file` reuses a file already converted in mode uint8.
     The file is fully integer unless `denylist` (`tflite.convert`'s: layer names or "auto") keeps layers in float.
     """
     import tflite

@@ -81,7 +81,8 @@ def write(model: bytes, labels: list[str], name: str, description: str, version:
     writer = image_classifier.MetadataWriter.create(bytearray(model), input_norm_mean=[mean], input_norm_std=[std],
                                                     labels=metadata_writer.Labels().add(list(labels)))
     # The image-classifier writer names the model generically and has no version argument.
-    writer.writer._general_md = metadata_info.GeneralMd(name=name, version=version, description=description)  # noqa: SLF001
+    general = metadata_info.GeneralMd(name=name, version=version, description=description)
+    writer.writer._general_md = general  # noqa: SLF001
     content, _ = writer.populate()
     del writer  # its temporary folder goes now, not at interpreter exit (where its __del__ fails)
     return bytes(content)

@@ -238,7 +238,8 @@ def save_weights(qat_model, path: str | os.PathLike) -> Path:
 def load(model, path: str | os.PathLike):
     """The QAT model of `model` with the weights and ranges that `save_weights` wrote to `path`."""
     if not Path(path).is_file():
-        raise ValueError(f"QAT weights file {path} does not exist (write it with mobilenet_keras.optimize.qat.save_weights).")
+        raise ValueError(f"QAT weights file {path} does not exist (write it with "
+                         "mobilenet_keras.optimize.qat.save_weights).")
     qat_model = quantize(model)
     qat_model.load_weights(str(path))
     return qat_model

@@ -340,7 +340,8 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
         if cache:
             import tempfile
 
-            where = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="mobilenet_keras_cache_"))
+            where = (Path(cache_dir) if cache_dir is not None
+                     else Path(tempfile.mkdtemp(prefix="mobilenet_keras_cache_")))
             where.mkdir(parents=True, exist_ok=True)
             cache_files = (str(where / "train"), str(where / "validation"))
         train = _from_files(train_paths, train_labels, cache_files[0])

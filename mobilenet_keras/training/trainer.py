@@ -551,8 +551,8 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     With `config.weights` set, phase 1 trains only the new head (the frozen backbone's BatchNorm runs
     in inference mode); phase 2, if `fine_tune_epochs` > 0, unfreezes everything but the stem and the
     first `config.frozen_blocks` blocks at a lower learning rate. `callbacks` (Keras callbacks) run in
-    both phases after the package's own (backup, best checkpoint, backup and history.csv, TensorBoard). Returns the trained Keras model. A full disk is a
-    one-line ValueError ("disk full writing ...").
+    both phases after the package's own (backup, best checkpoint, backup and history.csv, TensorBoard).
+    Returns the trained Keras model. A full disk is a one-line ValueError ("disk full writing ...").
     """
     from mobilenet_keras.files import disk_full_error, is_disk_full
     from mobilenet_keras.training.run_folder import RunFolder, check_class_names
