@@ -8,7 +8,6 @@ Training runs on the logits with a from-logits loss; the model that is saved end
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -444,7 +443,7 @@ def _backup_callback_class():
             candidates = earlier + ([self.threshold] if self.threshold is not None else [])
             best = max(candidates) if candidates else None
             if best is None or current > best or not self.path.exists():
-                with atomic_path(self.path) as tmp, _averaged_weights(self.model):
+                with atomic_path(self.path) as tmp:
                     self.model.save_weights(str(tmp), overwrite=True)
 
     AtomicBackupAndRestore.BestCheckpoint = AtomicBestCheckpoint
@@ -453,24 +452,6 @@ def _backup_callback_class():
 
 
 _BACKUP_CLASS = None
-
-
-@contextlib.contextmanager
-def _averaged_weights(model):
-    """Within the block `model` holds its optimizer's moving average of the weights when the optimizer keeps
-    one (`use_ema`), its own weights again after it; otherwise nothing changes."""
-    optimizer = getattr(model, "optimizer", None)
-    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "built", False):
-        yield
-        return
-    variables = model.trainable_variables
-    own = [variable.numpy() for variable in variables]
-    optimizer.finalize_variable_values(variables)
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, own):
-            variable.assign(value)
 
 
 def _throughput_callback(images_per_epoch: int):
@@ -522,16 +503,16 @@ def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_hi
                ema: bool = False) -> tuple[list, object]:
     """The package's callbacks of one phase: best checkpoint (before the backup, so a kill between the
     two never leaves a history whose best epoch has no weights), backup, TensorBoard. With `ema` (the
-    phase's optimizer averages the weights), Keras's SwapEMAWeights first, so that validation runs on the
-    average; the best checkpoint saves the average, the backup the weights being trained and the optimizer
-    (the average inside it), so that a resumed run goes on exactly as an unbroken one. Returns the
-    callbacks and the backup (whose `whole_history` is the run's history)."""
+    phase's optimizer averages the weights), Keras's SwapEMAWeights first: validation runs on the average,
+    and at each epoch's end the average is in the model when the checkpoint and the backup save it (a
+    resumed run goes on from the average, which the optimizer's state also holds). Returns the callbacks
+    and the backup (whose `whole_history` is the run's history)."""
     import keras
 
     backup_class = _backup_callback_class()
     backup = backup_class(out / "backup" / phase, prior_history=prior_history, history_file=out / HISTORY_FILE)
     best = backup_class.BestCheckpoint(out / "best.weights.h5", backup, threshold=best_so_far)
-    swap = [keras.callbacks.SwapEMAWeights()] if ema else []
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False)
     return swap + [best, backup, tensorboard], backup
 
