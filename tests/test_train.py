@@ -134,8 +134,6 @@ def test_bad_config():
     ("seed", -1, "seed must be an integer from 0"),
     ("dropout", float("nan"), "dropout must be a number in [0, 1)"),
     ("momentum", 1.0, "momentum must be a number in [0, 1)"),
-    ("ema_momentum", 1.0, "ema_momentum must be a number in [0, 1)"),
-    ("ema_momentum", -0.5, "ema_momentum must be a number in [0, 1)"),
 ])
 def test_numbers_out_of_range_are_refused_with_the_range(field, value, words):
     with pytest.raises(ValueError) as info:
@@ -259,45 +257,3 @@ def test_frozen_blocks_keep_their_pretrained_weights_while_the_rest_fine_tunes(d
             assert all(np.array_equal(a, b) for a, b in zip(model.get_layer(name).get_weights(), pretrained)), name
     with pytest.raises(ValueError, match="frozen_blocks"):
         TrainConfig(frozen_blocks=14).check()
-
-
-def test_ema_validates_and_saves_the_moving_average_of_the_weights(digits32, tmp_path):
-    """With ema_momentum, each epoch's validation and the saved model are the average of the weights after
-    every step (computed here on its own from the weights each step leaves), not the last step's weights."""
-    momentum = 0.8
-
-    class Average(keras.callbacks.Callback):
-        """Runs after the package's callbacks: at an epoch's end it sees what they saw."""
-
-        def __init__(self):
-            super().__init__()
-            self.average, self.epochs = None, []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.last = [w.numpy().copy() for w in self.model.trainable_weights]
-            if self.average is None:
-                self.average = self.last
-            else:
-                self.average = [momentum * a + (1 - momentum) * w for a, w in zip(self.average, self.last)]
-
-        def on_epoch_end(self, epoch, logs=None):
-            in_model = [w.numpy().copy() for w in self.model.trainable_weights]
-            self.epochs.append({"in_model": in_model, "average": [a.copy() for a in self.average],
-                                "last_step": self.last, "val_accuracy": logs["val_accuracy"]})
-
-    seen = Average()
-    config = TrainConfig(alpha=0.25, image_size=32, epochs=3, batch_size=64, ema_momentum=momentum, seed=0)
-    model = train(digits32, tmp_path / "run", config, verbose=0, callbacks=[seen])
-    for epoch in seen.epochs:
-        for a, b in zip(epoch["in_model"], epoch["average"]):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # the last step's weights fail the same comparison (else this test could not tell them apart)
-    for epoch in seen.epochs:
-        assert not all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(epoch["last_step"], epoch["in_model"]))
-    best = int(np.argmax([epoch["val_accuracy"] for epoch in seen.epochs]))  # the first of equals, as saved
-    for a, b in zip(model.trainable_weights, seen.epochs[best]["in_model"]):
-        np.testing.assert_array_equal(a.numpy(), b)
-    run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["config"]["ema_momentum"] == momentum
-    # run.json's final accuracy evaluates the saved model again: it is the validated average's
-    assert run["final"]["val_accuracy"] == pytest.approx(seen.epochs[best]["val_accuracy"], abs=1e-6)

@@ -225,7 +225,7 @@ def train_config(args: argparse.Namespace):
                           fine_tune_epochs=args.fine_tune_epochs, frozen_blocks=args.frozen_blocks,
                           batch_size=args.batch_size,
                           optimizer=args.optimizer, strategy=args.strategy, precision=args.precision,
-                          seed=args.seed, ema_momentum=args.ema)
+                          seed=args.seed)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -639,9 +639,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="'imagenet' or a path to a Keras backbone .h5 file: fine-tune instead of training "
                              "from scratch")
-    parser.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
-                        help="keep a moving average of the weights with this momentum (e.g. 0.999) in the phase "
-                             "that trains the network; validation and the saved model use it (default off)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",

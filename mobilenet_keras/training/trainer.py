@@ -48,12 +48,6 @@ class TrainConfig:
     frozen_blocks: int = 0
     dropout: float = 1e-3
     batchnorm_momentum: float = 0.9  # faster than Keras's 0.99, so statistics follow a short fine-tune
-    # 0: off. Else the optimizer of the phase that trains the network (phase 2 when fine-tuning, else the
-    # only phase) keeps an exponential moving average of the trainable weights (Polyak averaging, Keras's
-    # `use_ema`) with this momentum; validation, the best checkpoint and the saved model use the average.
-    # It starts at the phase's first weights without bias correction: 1 / (1 - momentum) steps should be
-    # well under the phase's steps (0.999: about 1,000 steps).
-    ema_momentum: float = 0.0
     weights: str | None = None  # None, "imagenet" or a path to a backbone file
     strategy: str = "default"
     precision: str = "float32"
@@ -88,8 +82,6 @@ class TrainConfig:
         _number("dropout", self.dropout, low=0.0, high=1.0, high_open=True, what="a number in [0, 1)")
         _number("batchnorm_momentum", self.batchnorm_momentum, low=0.0, high=1.0, high_open=True,
                 what="a number in [0, 1)")
-        _number("ema_momentum", self.ema_momentum, low=0.0, high=1.0, high_open=True,
-                what="a number in [0, 1) (0: no moving average of the weights)")
 
 
 MAX_EPOCHS = 100_000
@@ -139,10 +131,9 @@ def decay_excluded(model) -> list:
 
 
 def make_optimizer(config: TrainConfig, steps: int, model, learning_rate: float | None = None,
-                   warmup_steps: int | None = None, ema: bool = False):
+                   warmup_steps: int | None = None):
     """The optimizer with cosine decay after a linear warmup and selective weight decay. Phase 1
-    (`learning_rate` None) warms up for `config.warmup_epochs`; phase 2 for `warmup_steps` (default none).
-    With `ema` (and `config.ema_momentum` > 0) it keeps a moving average of the weights (see TrainConfig)."""
+    (`learning_rate` None) warms up for `config.warmup_epochs`; phase 2 for `warmup_steps` (default none)."""
     import keras
 
     peak = config.learning_rate if learning_rate is None else learning_rate
@@ -152,12 +143,11 @@ def make_optimizer(config: TrainConfig, steps: int, model, learning_rate: float 
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else peak, decay_steps=max(steps - warmup, 1),
         warmup_target=peak if warmup else None, warmup_steps=warmup)
-    average = {"use_ema": True, "ema_momentum": config.ema_momentum} if ema and config.ema_momentum else {}
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True,
-                                         weight_decay=config.weight_decay, **average)
+                                         weight_decay=config.weight_decay)
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **average)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
     optimizer.exclude_from_weight_decay(var_list=decay_excluded(model))
     return optimizer
 
@@ -499,22 +489,15 @@ def epoch_batches(dataset, num_images: int, batch_size: int) -> int:
     return max(1, int(np.ceil(num_images / batch_size)))
 
 
-def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_history: dict | None = None,
-               ema: bool = False) -> tuple[list, object]:
+def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_history: dict | None = None):
     """The package's callbacks of one phase: best checkpoint (before the backup, so a kill between the
-    two never leaves a history whose best epoch has no weights), backup, TensorBoard. With `ema` (the
-    phase's optimizer averages the weights), Keras's SwapEMAWeights first: validation runs on the average,
-    and at each epoch's end the average is in the model when the checkpoint and the backup save it (a
-    resumed run goes on from the average, which the optimizer's state also holds). Returns the callbacks
-    and the backup (whose `whole_history` is the run's history)."""
+    two never leaves a history whose best epoch has no weights), backup, TensorBoard."""
     import keras
 
     backup_class = _backup_callback_class()
     backup = backup_class(out / "backup" / phase, prior_history=prior_history, history_file=out / HISTORY_FILE)
     best = backup_class.BestCheckpoint(out / "best.weights.h5", backup, threshold=best_so_far)
-    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False)
-    return swap + [best, backup, tensorboard], backup
+    return [best, backup, keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False)]
 
 
 def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1,
@@ -597,22 +580,20 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
             if transfer:
                 for layer in model.layers:
                     layer.trainable = layer.name == "conv_preds"
-            # the moving average of the weights, if asked for, belongs to the phase that trains the network
-            average1 = bool(config.ema_momentum) and not (transfer and config.fine_tune_epochs)
-            logits.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs, logits, ema=average1),
-                           loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+            logits.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs, logits), loss=loss,
+                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
         _build_from_spec(logits, strategy, data.train.element_spec)
         phase1 = out / "phase1.json"
         if phase1.exists():  # a resumed run whose first phase had finished
             merged = folder.read_json(phase1, "phase1.json")
             logits.load_weights(out / "phase1.weights.h5")
         else:
-            own, backup = _callbacks(out, "phase1", ema=average1)
+            own = _callbacks(out, "phase1")
             # shuffle=False: the dataset shuffles itself; Keras 3.15 warns when fit is asked to as well.
             logits.fit(train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
                        steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                        verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
-            merged = backup.whole_history()  # every epoch, those before a resume too
+            merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
                 with atomic_path(out / "phase1.weights.h5") as tmp:
                     logits.save_weights(str(tmp), overwrite=True)
@@ -624,16 +605,14 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                     layer.trainable = layer.name not in frozen
                 logits.compile(optimizer=make_optimizer(config, steps_per_epoch * config.fine_tune_epochs, logits,
                                                         config.learning_rate * config.fine_tune_lr_factor,
-                                                        int(config.fine_tune_warmup_epochs * steps_per_epoch),
-                                                        ema=bool(config.ema_momentum)),
+                                                        int(config.fine_tune_warmup_epochs * steps_per_epoch)),
                                loss=loss, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
             earlier = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
-            own, backup = _callbacks(out, "phase2", max(earlier) if earlier else None, prior_history=merged,
-                                     ema=bool(config.ema_momentum))
+            own = _callbacks(out, "phase2", max(earlier) if earlier else None, prior_history=merged)
             logits.fit(train_data, validation_data=validation_data, epochs=config.fine_tune_epochs,
                        steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                        shuffle=False, verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
-            merged = backup.whole_history()
+            merged = own[1].whole_history()
         if (out / "best.weights.h5").exists():
             logits.load_weights(out / "best.weights.h5")
         for layer in model.layers:
