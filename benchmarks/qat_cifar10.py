@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="the image folder --model was trained on")
     parser.add_argument("--held-out", type=int, default=2000, help="validation images to verify on with --model")
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT training steps (batch 32) with --model")
+    parser.add_argument("--qat-learning-rate", type=float, default=None,
+                        help="QAT's Adam learning rate with --model (default qat.DEFAULT_LEARNING_RATE)")
     args = parser.parse_args()
     if (args.model is None) != (args.data is None):
         parser.error("--model and --data go together")
@@ -169,8 +171,9 @@ def trained_model(args) -> None:
         _, split, seed = run_split(args.model)
         images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32, seed=seed,
                                validation_split=split)
-        qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, verbose=0)
-        row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {qat.DEFAULT_LEARNING_RATE})",
+        rate = args.qat_learning_rate or qat.DEFAULT_LEARNING_RATE
+        qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, learning_rate=rate, verbose=0)
+        row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {rate:g})",
             tflite.convert(qat_model, tmp / "qat.tflite", "qat"), qat_model)
     body = "\n".join([
         "| file | accuracy | vs float (points) | top-1 agreement with float | SQNR vs float dB "
@@ -180,7 +183,8 @@ def trained_model(args) -> None:
         f"its accuracy is within 0.1 point of the float model's. {time.time() - started:.0f} s in all.\n")
     write_section("qat_cifar10_trained", "QAT on the CIFAR-10 benchmark model", body,
                   command=f"python benchmarks/qat_cifar10.py --model {args.model} --data {args.data} "
-                          f"--held-out {args.held_out} --qat-steps {args.qat_steps}")
+                          f"--held-out {args.held_out} --qat-steps {args.qat_steps}"
+                          f"{f' --qat-learning-rate {rate:g}' if args.qat_learning_rate else ''}")
 
 
 if __name__ == "__main__":
