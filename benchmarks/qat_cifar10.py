@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="the image folder --model was trained on")
     parser.add_argument("--held-out", type=int, default=2000, help="validation images to verify on with --model")
     parser.add_argument("--qat-steps", type=int, default=300, help="QAT training steps (batch 32) with --model")
+    parser.add_argument("--qat-distill", action="store_true",
+                        help="with --model: QAT trains on the float model's probabilities (fine_tune(teacher=))")
     parser.add_argument("--qat-learning-rate", type=float, default=None,
                         help="QAT's Adam learning rate with --model (default qat.DEFAULT_LEARNING_RATE)")
     args = parser.parse_args()
@@ -172,8 +174,10 @@ def trained_model(args) -> None:
         images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32, seed=seed,
                                validation_split=split)
         rate = args.qat_learning_rate or qat.DEFAULT_LEARNING_RATE
-        qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, learning_rate=rate, verbose=0)
-        row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {rate:g})",
+        qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, learning_rate=rate, verbose=0,
+                      teacher=model if args.qat_distill else None)
+        taught = ", on the float model's probabilities" if args.qat_distill else ""
+        row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {rate:g}{taught})",
             tflite.convert(qat_model, tmp / "qat.tflite", "qat"), qat_model)
     body = "\n".join([
         "| file | accuracy | vs float (points) | top-1 agreement with float | SQNR vs float dB "
@@ -184,7 +188,8 @@ def trained_model(args) -> None:
     write_section("qat_cifar10_trained", "QAT on the CIFAR-10 benchmark model", body,
                   command=f"python benchmarks/qat_cifar10.py --model {args.model} --data {args.data} "
                           f"--held-out {args.held_out} --qat-steps {args.qat_steps}"
-                          f"{f' --qat-learning-rate {rate:g}' if args.qat_learning_rate else ''}")
+                          f"{f' --qat-learning-rate {rate:g}' if args.qat_learning_rate else ''}"
+                          f"{' --qat-distill' if args.qat_distill else ''}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,36 @@ def qat_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_distillation_trains_on_the_float_models_answers_not_the_labels(qat_run):
+    """With `teacher=`, fine_tune's targets are the float model's probabilities: given labels that are all
+    wrong (every image labelled class 0), QAT with the teacher keeps the float model's answers, while QAT on
+    those labels at the same rate learns the wrong class."""
+    import tensorflow as tf
+
+    from mobilenet_keras import preprocess_input
+    from mobilenet_keras.optimize import qat
+    from mobilenet_keras.testing.cifar import SIZE, cifar_slice
+
+    model = qat_run["model"]
+    images = cifar_slice(20, 0, SIZE)[0]
+    calibration = cifar_slice(20, 400, SIZE)[0]
+    wrong = np.zeros((len(images), 10), "float32")
+    wrong[:, 0] = 1
+    train = tf.data.Dataset.from_tensor_slices((preprocess_input(images), wrong)).batch(32)
+    expected = model.predict(qat_run["held_out"], verbose=0).argmax(1)
+    agreement = {}
+    for name, teacher in (("labels", None), ("teacher", model)):
+        tf.keras.utils.set_random_seed(0)
+        qat_model = qat.quantize(model, calibration)
+        qat.fine_tune(qat_model, train, epochs=3, learning_rate=1e-4, verbose=0, teacher=teacher)
+        agreement[name] = float((qat_model.predict(qat_run["held_out"], verbose=0).argmax(1) == expected).mean())
+    assert agreement["labels"] < 0.5, agreement
+    assert agreement["teacher"] >= 0.85, agreement
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        qat.fine_tune(qat_model, (qat_run["held_out"], wrong[:1]), teacher=model)
+
+
+@pytest.mark.slow
 def test_twin_of_the_real_classifier_is_exact(qat_run):
     from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 

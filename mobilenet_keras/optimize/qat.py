@@ -201,7 +201,7 @@ def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, la
 
 def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
               learning_rate: float = DEFAULT_LEARNING_RATE, label_smoothing: float = 0.1,
-              preserve: str | None = None, callbacks=None, verbose: int = 1) -> dict:
+              preserve: str | None = None, callbacks=None, verbose: int = 1, teacher=None) -> dict:
     """Train the QAT model at a low learning rate; returns the Keras history.
 
     `train` and `validation` are `tf.data` datasets (or anything tf_keras's `fit` takes) of images
@@ -209,15 +209,37 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     `preserve="sparsity"` keeps the zeros of a pruned model's pointwise kernels at zero after every
     step (the other weights train); `preserve="clusters"` keeps a clustered model's pointwise kernels
     as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.optimize.compress` gained.
+    `teacher` (the float Keras model, ending in softmax): train on its probabilities for each training
+    image instead of the labels (distillation; no label smoothing), so that QAT learns the float model's
+    answers, which is what `tflite.verify` compares the file with; `validation` keeps its labels.
     """
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
+    if teacher is not None:
+        train = _teacher_labels(train, teacher)
+        label_smoothing = 0.0
     callbacks = list(callbacks or [])
     if preserve is not None:
         callbacks.append(_preserving(qat_model, preserve, specs.pointwise_names()))
     history = fit_tf_keras(qat_model, train, validation, epochs, learning_rate, label_smoothing, callbacks, verbose)
     set_weight_ranges(qat_model)
     return history
+
+
+def _teacher_labels(train, teacher):
+    """`train` (a tf.data dataset of (images, labels) batches) with each batch's labels replaced by `teacher`'s
+    probabilities for its images."""
+    import tensorflow as tf
+
+    if not isinstance(train, tf.data.Dataset):
+        raise ValueError("fine_tune(teacher=...) needs `train` as a tf.data.Dataset of (images, labels) batches; "
+                         f"got {type(train).__name__}.")
+
+    def soft(images, labels):
+        probabilities = tf.cast(teacher(images, training=False), labels.dtype)
+        return images, tf.ensure_shape(probabilities, labels.shape)
+
+    return train.map(soft)
 
 
 def save_weights(qat_model, path: str | os.PathLike) -> Path:
