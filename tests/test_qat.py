@@ -159,6 +159,14 @@ def test_distillation_trains_on_the_float_models_answers_not_the_labels(qat_run)
     assert agreement["teacher"] >= 0.85, agreement
     with pytest.raises(ValueError, match="tf.data.Dataset"):
         qat.fine_tune(qat_model, (qat_run["held_out"], wrong[:1]), teacher=model)
+    sparse = tf.data.Dataset.from_tensor_slices((preprocess_input(images), np.zeros(len(images), "int64"))).batch(32)
+    with pytest.raises(ValueError, match="one-hot float labels of 10 classes"):
+        qat.fine_tune(qat_model, sparse, teacher=model)
+    import keras
+
+    logits = keras.Model(model.inputs, model.get_layer("conv_preds").output)
+    with pytest.raises(ValueError, match="ends in softmax"):
+        qat.fine_tune(qat_model, train, teacher=logits)
 
 
 @pytest.mark.slow

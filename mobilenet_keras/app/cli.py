@@ -293,7 +293,8 @@ EPILOG_QAT = """examples:
   mobilenet-keras qat runs/photos --epochs 3 --learning-rate 3e-5
 
 Reads the run's model.keras and run.json (the data is read again from the same source), trains the
-quantization-aware model, and writes runs/latest/qat/qat.weights.h5, tflite/model_qat.tflite (int8
+quantization-aware model on the float model's answers (its probabilities for each training image, not the
+labels: what the files are checked against), and writes runs/latest/qat/qat.weights.h5, tflite/model_qat.tflite (int8
 input and output) and tflite/model_qat_uint8.tflite (raw pixels in), each checked against the float
 model and against the QAT Keras model. Exit status 1 when a file fails verification.
 """

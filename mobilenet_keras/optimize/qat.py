@@ -210,8 +210,9 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     step (the other weights train); `preserve="clusters"` keeps a clustered model's pointwise kernels
     as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.optimize.compress` gained.
     `teacher` (the float Keras model, ending in softmax): train on its probabilities for each training
-    image instead of the labels (distillation; no label smoothing), so that QAT learns the float model's
-    answers, which is what `tflite.verify` compares the file with; `validation` keeps its labels.
+    image instead of the labels (distillation; `label_smoothing` is then not used), so that QAT learns the
+    float model's answers, which is what `tflite.verify` compares the file with; `train` must then be a
+    tf.data.Dataset of (images, one-hot float labels) batches; `validation` keeps its labels.
     """
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
@@ -234,12 +235,21 @@ def _teacher_labels(train, teacher):
     if not isinstance(train, tf.data.Dataset):
         raise ValueError("fine_tune(teacher=...) needs `train` as a tf.data.Dataset of (images, labels) batches; "
                          f"got {type(train).__name__}.")
+    spec = train.element_spec
+    classes = teacher.output_shape[-1]
+    if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1].dtype.is_floating and spec[1].shape.rank == 2
+            and spec[1].shape[-1] == classes):
+        raise ValueError(f"fine_tune(teacher=...) needs `train` to give (images, labels) batches with one-hot float "
+                         f"labels of {classes} classes, as the teacher's outputs; got {spec}.")
+    if getattr(getattr(teacher.layers[-1], "activation", None), "__name__", None) != "softmax":
+        raise ValueError("fine_tune(teacher=...) needs a teacher that ends in softmax (the float model as "
+                         "`MobileNetV1` or `train` builds it), since its outputs become the training targets.")
 
     def soft(images, labels):
         probabilities = tf.cast(teacher(images, training=False), labels.dtype)
         return images, tf.ensure_shape(probabilities, labels.shape)
 
-    return train.map(soft)
+    return train.map(soft).prefetch(2)
 
 
 def save_weights(qat_model, path: str | os.PathLike) -> Path:
