@@ -47,8 +47,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a trained .keras model (with its run.json) to measure QAT on; "
                                                    "needs --data")
     parser.add_argument("--data", type=Path, help="the image folder --model was trained on")
-    parser.add_argument("--held-out", type=int, default=2000, help="validation images to verify on with --model")
-    parser.add_argument("--qat-steps", type=int, default=300, help="QAT training steps (batch 32) with --model")
+    parser.add_argument("--held-out", type=int, default=None,
+                        help="validation images to verify on with --model (default 2000)")
+    parser.add_argument("--qat-steps", type=int, default=None,
+                        help="QAT training steps (batch 32) with --model (default 300)")
     parser.add_argument("--qat-distill", action="store_true",
                         help="with --model: QAT trains on the float model's probabilities (fine_tune(teacher=))")
     parser.add_argument("--qat-learning-rate", type=float, default=None,
@@ -56,6 +58,13 @@ def main() -> None:
     args = parser.parse_args()
     if (args.model is None) != (args.data is None):
         parser.error("--model and --data go together")
+    given = [name for name, value in (("--held-out", args.held_out), ("--qat-steps", args.qat_steps),
+                                      ("--qat-learning-rate", args.qat_learning_rate)) if value is not None]
+    if args.model is None and (given or args.qat_distill):
+        parser.error(f"{', '.join(given + ['--qat-distill'] * args.qat_distill)} only apply with --model (the "
+                     "classifier this script trains itself uses --qat-epochs)")
+    args.held_out = 2000 if args.held_out is None else args.held_out
+    args.qat_steps = 300 if args.qat_steps is None else args.qat_steps
     warnings.simplefilter("ignore")
     if args.model is not None:
         trained_model(args)

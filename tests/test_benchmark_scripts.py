@@ -26,6 +26,14 @@ def test_benchmark_script_answers_help(script, tmp_path):
     assert result.stdout.startswith("usage:") and script.name in result.stdout
 
 
+def test_qat_benchmark_refuses_model_options_without_a_model(tmp_path):
+    """--qat-steps and the like measure a trained model (--model); without it they were silently ignored."""
+    script = next(p for p in BENCHMARKS if p.stem == "qat_cifar10")
+    result = subprocess.run([sys.executable, str(script), "--qat-steps", "3", "--qat-distill"], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "--qat-steps, --qat-distill only apply with --model" in result.stderr
+
+
 def test_the_mse_range_search_clips_a_lone_outlier_and_keeps_a_full_range():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.quantization_quality import mse_optimal_clip

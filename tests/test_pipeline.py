@@ -79,7 +79,10 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
             assert figure in row, figure
     qat = rows["model_qat.tflite"]
     assert qat["reference"] == "QAT Keras model" and 0 <= qat["float_model_agreement"] <= 1
-    assert (out / "qat" / "qat.weights.h5").exists() and "Quantization-aware" in (out / "report.md").read_text()
+    assert qat["qat"] == {"epochs": 1, "learning_rate": 1e-5, "targets": "float-model"}  # the defaults
+    report_md = (out / "report.md").read_text()
+    assert (out / "qat" / "qat.weights.h5").exists() and "Quantization-aware" in report_md
+    assert "QAT trained 1 epoch(s) at 1e-05 on the float model's probabilities" in report_md
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:8] == PNG, plot
     assert (out / "android" / "model.tflite").exists() and (out / "saved_model" / "saved_model.pb").exists()
@@ -138,3 +141,26 @@ def test_every_command_has_help(capsys):
             build_parser().parse_args([command, "--help"])
         assert exited.value.code == 0 and "examples:" in capsys.readouterr().out, command
     assert cli("--help", timeout=120).returncode == 0  # and the installed entry point answers
+
+
+@pytest.mark.parametrize("epochs, rate, targets, message", [
+    (0, 1e-5, "float-model", "at least 1 epoch"),
+    (2, 0.0, "float-model", "learning rate must be in"),
+    (2, 1e-5, "teacher", "QAT trains on one of float-model, labels"),
+])
+def test_qat_settings_are_checked_before_training(epochs, rate, targets, message):
+    from mobilenet_keras.app.qat_stage import check_qat_settings
+
+    with pytest.raises(ValueError, match=message):
+        check_qat_settings(epochs, rate, targets)
+    check_qat_settings(2, 1e-5, "labels")  # both targets are accepted
+
+
+@pytest.mark.parametrize("argv", [["qat", "runs/x", "--targets", "teacher"],
+                                  ["pipeline", "--modes", "qat", "--qat-targets", "soft"]])
+def test_an_unknown_qat_target_is_a_usage_error(argv, capsys):
+    from mobilenet_keras.app.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2 and "(choose from 'float-model', 'labels')" in capsys.readouterr().err

@@ -167,6 +167,8 @@ def test_distillation_trains_on_the_float_models_answers_not_the_labels(qat_run)
     logits = keras.Model(model.inputs, model.get_layer("conv_preds").output)
     with pytest.raises(ValueError, match="ends in softmax"):
         qat.fine_tune(qat_model, train, teacher=logits)
+    with pytest.raises(ValueError, match="leave label_smoothing out"):
+        qat.fine_tune(qat_model, train, teacher=model, label_smoothing=0.1)
 
 
 @pytest.mark.slow

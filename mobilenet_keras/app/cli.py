@@ -17,6 +17,7 @@ import traceback
 import warnings
 
 from mobilenet_keras import __version__
+from mobilenet_keras.app.qat_stage import QAT_TARGETS
 
 # Exit statuses, the same for every command (shown in `mobilenet-keras --help`).
 EXIT_PASS = 0
@@ -291,6 +292,7 @@ given, then checks the written file against the run's validation images: exit st
 EPILOG_QAT = """examples:
   mobilenet-keras qat runs/latest                         # 2 epochs at 1e-5, files in runs/latest/tflite/
   mobilenet-keras qat runs/photos --epochs 3 --learning-rate 3e-5
+  mobilenet-keras qat runs/photos --targets labels        # train on the labels instead
 
 Reads the run's model.keras and run.json (the data is read again from the same source), trains the
 quantization-aware model on the float model's answers (its probabilities for each training image, not the
@@ -305,7 +307,7 @@ def _cmd_qat(args: argparse.Namespace) -> int:
 
     try:
         return qat_run_folder(args.run_dir, epochs=args.epochs, learning_rate=args.learning_rate, data=args.data,
-                              verbose=not args.quiet)
+                              verbose=not args.quiet, targets=args.targets)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -318,7 +320,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     try:
         settings = PipelineSettings(data=args.data, out=Path(args.out), config=train_config(args),
                                     modes=parse_modes(args.modes), qat_epochs=args.qat_epochs,
-                                    qat_learning_rate=args.qat_learning_rate, force=args.force,
+                                    qat_learning_rate=args.qat_learning_rate, qat_targets=args.qat_targets,
+                                    force=args.force,
                                     verbose=keras_verbose(args), callbacks=epoch_callbacks(args),
                                     float_layers=parse_float_layers(args.float_layers),
                                     data_options=data_options(args))
@@ -543,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs when --modes has qat (default 2)")
     pipeline.add_argument("--qat-learning-rate", type=float, default=1e-5,
                           help="QAT learning rate when --modes has qat (default 1e-5)")
+    pipeline.add_argument("--qat-targets", choices=QAT_TARGETS, default=QAT_TARGETS[0], help=QAT_TARGETS_HELP)
     pipeline.add_argument("--float-layers", default="none", metavar="none|auto|LAYERS", help=FLOAT_LAYERS_HELP)
     pipeline.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     pipeline.set_defaults(func=_cmd_pipeline)
@@ -554,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     qat_parser.add_argument("run_dir", help="a run folder written by train or pipeline")
     qat_parser.add_argument("--epochs", type=int, default=2, help="QAT epochs (default 2)")
     qat_parser.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5)")
+    qat_parser.add_argument("--targets", choices=QAT_TARGETS, default=QAT_TARGETS[0], help=QAT_TARGETS_HELP)
     qat_parser.add_argument("--data", default=None, help="read the data from here instead of run.json's source")
     qat_parser.set_defaults(func=_cmd_qat)
 
@@ -589,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
     return parser
 
+
+QAT_TARGETS_HELP = ("what QAT trains on: 'float-model' (the default: the float model's probabilities for each "
+                    "training image, what the files are checked against) or 'labels' (the dataset's labels)")
 
 FLOAT_LAYERS_HELP = ("layers the integer files keep in float: 'none' (the default: fully integer, as NPUs and the "
                      "Edge TPU need), 'auto' (the fully integer file if it reaches 99%% agreement on the "

@@ -127,6 +127,7 @@ class PipelineSettings:
     modes: list[str] = field(default_factory=lambda: ["float32", "float16", "dynamic", "int8", "uint8"])
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
+    qat_targets: str = "float-model"  # or "labels" (mobilenet_keras.app.qat_stage.QAT_TARGETS)
     force: bool = False
     # Layers the integer files keep in float (`tflite.convert`'s denylist): None (fully integer), "auto" or
     # names. Given, their verification accepts the float ops it asked for.
@@ -189,7 +190,7 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
         stage(f"quantization-aware training ({settings.qat_epochs} epochs), then {', '.join(qat_modes)}")
         qat_rows = qat_files(model, images, settings.out, epochs=settings.qat_epochs,
                              learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
-                             verbose=settings.progress)
+                             verbose=settings.progress, targets=settings.qat_targets)
         for row in qat_rows:
             stage(file_line(row))
         rows += qat_rows
@@ -275,7 +276,7 @@ def run_pipeline(settings: PipelineSettings) -> int:
         tflite.get_mode(mode)
     check_out(settings.out, settings.force)
     if any(tflite.get_mode(m).takes_qat_model for m in settings.modes):
-        check_qat_settings(settings.qat_epochs, settings.qat_learning_rate)
+        check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
     folder = RunFolder(settings.out)
     folder.check_writable()
     if settings.force:

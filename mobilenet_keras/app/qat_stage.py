@@ -13,10 +13,15 @@ from pathlib import Path
 from tflite.representative import CALIBRATION_IMAGES
 
 QAT_MODES = ("qat", "qat_uint8")
+# What QAT trains on: the float model's probabilities for each training image (distillation, the default) or
+# the dataset's labels (`qat.fine_tune` without a teacher).
+QAT_TARGETS = ("float-model", "labels")
 
 
-def check_qat_settings(epochs: int, learning_rate: float) -> None:
+def check_qat_settings(epochs: int, learning_rate: float, targets: str = QAT_TARGETS[0]) -> None:
     """Refuse QAT settings that can't be right, before any training starts."""
+    if targets not in QAT_TARGETS:
+        raise ValueError(f"QAT trains on one of {', '.join(QAT_TARGETS)} (--qat-targets / --targets); got {targets!r}.")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"QAT needs at least 1 epoch (--qat-epochs / --epochs); got {epochs!r}.")
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
@@ -24,9 +29,10 @@ def check_qat_settings(epochs: int, learning_rate: float) -> None:
 
 
 def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, modes=QAT_MODES,
-              float32_size: int | None = None, verbose: bool = True) -> list[dict]:
+              float32_size: int | None = None, verbose: bool = True, targets: str = QAT_TARGETS[0]) -> list[dict]:
     """Run QAT on `model` with `images` (`mobilenet_keras.training.datasets.ImageData`) and write into the
-    run folder `out`.
+    run folder `out`. `targets`: "float-model" trains on the float model's probabilities (distillation),
+    "labels" on the dataset's labels.
 
     Writes `out/qat/qat.weights.h5` (reload with `mobilenet_keras.optimize.qat.load`), `out/qat/history.json`
     and `out/tflite/model_{mode}.tflite` for each of `modes`. Returns one row per file, as
@@ -47,16 +53,18 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     # CIFAR-10 benchmark model: agreement 98.2% -> 98.7% after 300 steps at 1e-5, 97.4% -> 98.6% after 1,400
     # at 3e-5; one run each)
     history = qat.fine_tune(qat_model, images.train, images.validation, epochs=epochs,
-                            learning_rate=learning_rate, verbose=1 if verbose else 0, teacher=model)
+                            learning_rate=learning_rate, verbose=1 if verbose else 0,
+                            teacher=model if targets == "float-model" else None)
     for folder in ("qat", "tflite"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     qat.save_weights(qat_model, out / "qat" / "qat.weights.h5")
     write_bytes_atomic(out / "qat" / "history.json", json.dumps(history, indent=2).encode())
+    settings = {"epochs": epochs, "learning_rate": learning_rate, "targets": targets}
 
     rows = []
     for mode in modes:
         path = tflite.convert(qat_model, out / "tflite" / f"model_{mode}.tflite", mode)
-        rows.append(_judge(model, qat_model, path, mode, validation, labels, float32_size, verbose))
+        rows.append({**_judge(model, qat_model, path, mode, validation, labels, float32_size, verbose), "qat": settings})
     return rows
 
 
@@ -89,7 +97,7 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
 
 
 def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, data: str | None = None,
-                   verbose: bool = True) -> int:
+                   verbose: bool = True, targets: str = QAT_TARGETS[0]) -> int:
     """`mobilenet-keras qat RUN_DIR`: QAT files for a finished training run; 0 when every file passes, 1 when
     one fails, 3 when none fails but a verdict is inconclusive (too few validation images).
 
@@ -99,7 +107,7 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     from mobilenet_keras.training import datasets
     from mobilenet_keras.training.run_folder import RunFolder
 
-    check_qat_settings(epochs, learning_rate)
+    check_qat_settings(epochs, learning_rate, targets)
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     if not folder.has_model():
@@ -114,7 +122,8 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     from mobilenet_keras.model import load_model_file
 
     model = load_model_file(run_dir / "model.keras")
-    rows = qat_files(model, images, run_dir, epochs=epochs, learning_rate=learning_rate, verbose=verbose)
+    rows = qat_files(model, images, run_dir, epochs=epochs, learning_rate=learning_rate, verbose=verbose,
+                     targets=targets)
     write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
     for row in rows:
         detail = "; ".join(row["failures"]) or row.get("verdict_reason") or ""

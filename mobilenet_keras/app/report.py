@@ -167,7 +167,7 @@ def markdown(summary: dict) -> str:
         lines += ["## Quantization-aware training", "",
                   "A QAT file's figures above are against the QAT Keras model it was converted from (QAT "
                   "fine-tunes the weights, so that model is its reference); its accuracy drop is from the float "
-                  "model.", "",
+                  "model." + _qat_settings_line(qat_rows[0].get("qat")), "",
                   "| file | agreement with the QAT Keras model | agreement with the float model | float accuracy "
                   "| QAT Keras accuracy | file accuracy |", "|---|---|---|---|---|---|"]
         lines += [f"| `{Path(row['file']).name}` | {row['qat_keras_agreement']:.2%} "
@@ -191,3 +191,12 @@ def write(summary: dict, out: Path) -> None:
     """report.md, then report.json last: a run folder with report.json is a finished run."""
     write_bytes_atomic(out / "report.md", markdown(summary).encode())
     write_bytes_atomic(out / "report.json", json.dumps(summary, indent=2, default=float).encode())
+
+
+def _qat_settings_line(settings: dict | None) -> str:
+    """' QAT trained N epochs at RATE on ...' for report.md; '' for rows of a report written before it was recorded."""
+    if not settings:
+        return ""
+    targets = {"float-model": "the float model's probabilities", "labels": "the labels"}.get(settings["targets"],
+                                                                                             settings["targets"])
+    return f" QAT trained {settings['epochs']} epoch(s) at {settings['learning_rate']:g} on {targets}."

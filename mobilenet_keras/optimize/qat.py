@@ -200,7 +200,7 @@ def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, la
 
 
 def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
-              learning_rate: float = DEFAULT_LEARNING_RATE, label_smoothing: float = 0.1,
+              learning_rate: float = DEFAULT_LEARNING_RATE, label_smoothing: float | None = None,
               preserve: str | None = None, callbacks=None, verbose: int = 1, teacher=None) -> dict:
     """Train the QAT model at a low learning rate; returns the Keras history.
 
@@ -209,16 +209,22 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     `preserve="sparsity"` keeps the zeros of a pruned model's pointwise kernels at zero after every
     step (the other weights train); `preserve="clusters"` keeps a clustered model's pointwise kernels
     as they are (everything else trains), so the int8 file keeps what `mobilenet_keras.optimize.compress` gained.
+    `label_smoothing` applies to the labels (None: 0.1).
     `teacher` (the float Keras model, ending in softmax): train on its probabilities for each training
-    image instead of the labels (distillation; `label_smoothing` is then not used), so that QAT learns the
+    image instead of the labels (distillation; no label smoothing: giving one is an error), so that QAT learns the
     float model's answers, which is what `tflite.verify` compares the file with; `train` must then be a
     tf.data.Dataset of (images, one-hot float labels) batches; `validation` keeps its labels.
     """
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
     if teacher is not None:
+        if label_smoothing:
+            raise ValueError(f"fine_tune(teacher=...) trains on the teacher's probabilities, which are not smoothed; "
+                             f"leave label_smoothing out (got {label_smoothing!r}).")
         train = _teacher_labels(train, teacher)
         label_smoothing = 0.0
+    elif label_smoothing is None:
+        label_smoothing = 0.1
     callbacks = list(callbacks or [])
     if preserve is not None:
         callbacks.append(_preserving(qat_model, preserve, specs.pointwise_names()))
