@@ -80,6 +80,8 @@ def main() -> None:
                         "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                         help="TrainConfig.optimizer (sgd: Nesterov momentum 0.9)")
+    parser.add_argument("--dropout", type=float, default=1e-3,
+                        help="dropout before the classifier (TrainConfig.dropout, default 1e-3 as Keras's MobileNet)")
     parser.add_argument("--minutes", type=float, default=30.0,
                         help="stop after the last epoch that fits (0: no limit)")
     parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")
@@ -129,7 +131,8 @@ def main() -> None:
                          epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.learning_rate,
                          fine_tune_lr_factor=args.fine_tune_lr_factor, warmup_epochs=0.25 * args.epochs,
                          fine_tune_warmup_epochs=0.25, frozen_blocks=args.frozen_blocks,
-                         weight_decay=args.weight_decay, optimizer=args.optimizer, seed=0)
+                         weight_decay=args.weight_decay, optimizer=args.optimizer, dropout=args.dropout,
+                         seed=0)
     train(loaded, out, config, verbose=0, callbacks=[Budget(), Progress()])
     wall = time.perf_counter() - started
     run = json.loads((out / "run.json").read_text())
@@ -177,7 +180,7 @@ def main() -> None:
         f"{args.fine_tune_epochs} fine-tuning epochs at {args.learning_rate * args.fine_tune_lr_factor:g} with the "
         f"stem and the first "
         f"{args.frozen_blocks} blocks frozen "
-        f"(cosine, a quarter epoch of warmup), weight decay {args.weight_decay:g}, label smoothing 0.1; "
+        f"(cosine, a quarter epoch of warmup), weight decay {args.weight_decay:g}, label smoothing 0.1, dropout {args.dropout:g}; "
         f"{budget_note}"
         f"images/s count training steps only. The package's figure is its recipe's: MobileNetV1's fused "
         f"BatchNormalization, and the stem + {args.frozen_blocks} blocks frozen while fine-tuning; the baseline "
@@ -188,6 +191,7 @@ def main() -> None:
         f"{args.fine_tune_epochs} --learning-rate {args.learning_rate:g} --fine-tune-lr-factor "
         f"{args.fine_tune_lr_factor:g} --weight-decay {args.weight_decay:g} --frozen-blocks {args.frozen_blocks}"
         f"{' --optimizer sgd' if args.optimizer == 'sgd' else ''}"
+        f"{' --dropout ' + format(args.dropout, 'g') if args.dropout != 1e-3 else ''}"
         f"{' --minutes ' + format(args.minutes, 'g') if args.minutes else ''}`. Model kept at {out / 'model.keras'}.\n")
     write_section("train_cifar10", "Transfer learning on CIFAR-10 in 30 minutes on 2 cores", body)
 
