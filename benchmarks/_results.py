@@ -65,7 +65,9 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
             else "# Benchmark results\n\nWritten by the scripts in this folder; run by hand.\n\n")
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
-    RESULTS.write_text(text)
+    from mobilenet_keras.files import write_bytes_atomic
+
+    write_bytes_atomic(RESULTS, text.encode())  # a run killed while writing leaves the old RESULTS.md whole
 
 
 def run_quietly(main) -> None:

@@ -183,7 +183,8 @@ def trained_model(args) -> None:
         images = datasets.load(args.data, image_size=int(model.input_shape[1]), batch_size=32, seed=seed,
                                validation_split=split)
         rate = args.qat_learning_rate or qat.DEFAULT_LEARNING_RATE
-        qat.fine_tune(qat_model, images.train.take(args.qat_steps), epochs=1, learning_rate=rate, verbose=0,
+        # repeated: one pass over the training split is 1,407 batches of 32, and `take` alone stopped there
+        qat.fine_tune(qat_model, images.train.repeat().take(args.qat_steps), epochs=1, learning_rate=rate, verbose=0,
                       teacher=model if args.qat_distill else None)
         taught = ", on the float model's probabilities" if args.qat_distill else ""
         row(f"QAT int8 after {args.qat_steps} steps (batch 32, lr {rate:g}{taught})",

@@ -79,7 +79,7 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
             assert figure in row, figure
     qat = rows["model_qat.tflite"]
     assert qat["reference"] == "QAT Keras model" and 0 <= qat["float_model_agreement"] <= 1
-    assert qat["qat"] == {"epochs": 1, "learning_rate": 1e-5, "targets": "float-model"}  # the defaults
+    assert qat["qat"] == {"epochs": 1, "learning_rate": 1e-5, "targets": "float-model"}  # default rate, targets
     report_md = (out / "report.md").read_text()
     assert (out / "qat" / "qat.weights.h5").exists() and "Quantization-aware" in report_md
     assert "QAT trained 1 epoch(s) at 1e-05 on the float model's probabilities" in report_md

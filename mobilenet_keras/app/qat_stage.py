@@ -1,6 +1,6 @@
 """The QAT stage shared by `mobilenet-keras qat RUN_DIR` and `mobilenet-keras pipeline --modes ...,qat`:
-quantize the trained model, fine-tune it on the float model's answers (distillation), save its weights, convert,
-and check each file twice
+quantize the trained model, fine-tune it (by default on the float model's answers: distillation; or on the labels),
+save its weights, convert, and check each file twice
 (against the float model, as every file is, and against the QAT Keras model it was converted from)."""
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import json
 import math
 import sys
 from pathlib import Path
-
-from tflite.representative import CALIBRATION_IMAGES
 
 QAT_MODES = ("qat", "qat_uint8")
 # What QAT trains on: the float model's probabilities for each training image (distillation, the default) or
@@ -42,14 +40,16 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     import tflite
     from mobilenet_keras.optimize import qat
     from mobilenet_keras.files import write_bytes_atomic
+    from tflite.representative import CALIBRATION_IMAGES  # not at the top: the CLI imports this module for --help
 
+    check_qat_settings(epochs, learning_rate, targets)
     unknown = [m for m in modes if m not in QAT_MODES]
     if unknown:
         raise ValueError(f"QAT writes modes {', '.join(QAT_MODES)}; not {', '.join(unknown)}.")
     calibration = images.calibration_arrays(CALIBRATION_IMAGES)
     validation, labels = images.validation_arrays()
     qat_model = qat.quantize(model, calibration)
-    # on the float model's answers, not the labels: what the file is verified against (benchmarks/RESULTS.md,
+    # by default on the float model's answers, not the labels: what the file is verified against (benchmarks/RESULTS.md,
     # CIFAR-10 benchmark model: agreement 98.2% -> 98.7% after 300 steps at 1e-5, 97.4% -> 98.6% after 1,400
     # at 3e-5; one run each)
     history = qat.fine_tune(qat_model, images.train, images.validation, epochs=epochs,
@@ -64,7 +64,8 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     rows = []
     for mode in modes:
         path = tflite.convert(qat_model, out / "tflite" / f"model_{mode}.tflite", mode)
-        rows.append({**_judge(model, qat_model, path, mode, validation, labels, float32_size, verbose), "qat": settings})
+        row = _judge(model, qat_model, path, mode, validation, labels, float32_size, verbose)
+        rows.append({**row, "qat": settings})
     return rows
 
 

@@ -194,7 +194,7 @@ def write(summary: dict, out: Path) -> None:
 
 
 def _qat_settings_line(settings: dict | None) -> str:
-    """' QAT trained N epochs at RATE on ...' for report.md; '' for rows of a report written before it was recorded."""
+    """' QAT trained N epoch(s) at RATE on ...' for report.md; '' for a row written before settings were recorded."""
     if not settings:
         return ""
     targets = {"float-model": "the float model's probabilities", "labels": "the labels"}.get(settings["targets"],
