@@ -41,9 +41,10 @@ def _slice_folder(source: Path, per_class: int, out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-class", type=int, default=300)
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="training images per class of the classifier this script trains (default 300)")
+    parser.add_argument("--image-size", type=int, default=None, help="its image size (default 96)")
+    parser.add_argument("--qat-epochs", type=int, default=None, help="its QAT epochs (default 2)")
     parser.add_argument("--model", type=Path, help="a trained .keras model (with its run.json) to measure QAT on; "
                                                    "needs --data")
     parser.add_argument("--data", type=Path, help="the image folder --model was trained on")
@@ -63,6 +64,14 @@ def main() -> None:
     if args.model is None and (given or args.qat_distill):
         parser.error(f"{', '.join(given + ['--qat-distill'] * args.qat_distill)} only apply with --model (the "
                      "classifier this script trains itself uses --qat-epochs)")
+    own = [name for name, value in (("--per-class", args.per_class), ("--image-size", args.image_size),
+                                    ("--qat-epochs", args.qat_epochs)) if value is not None]
+    if args.model is not None and own:
+        parser.error(f"{', '.join(own)} set up the classifier this script trains itself, not --model's (its QAT "
+                     "runs --qat-steps)")
+    args.per_class = 300 if args.per_class is None else args.per_class
+    args.image_size = 96 if args.image_size is None else args.image_size
+    args.qat_epochs = 2 if args.qat_epochs is None else args.qat_epochs
     args.held_out = 2000 if args.held_out is None else args.held_out
     args.qat_steps = 300 if args.qat_steps is None else args.qat_steps
     warnings.simplefilter("ignore")

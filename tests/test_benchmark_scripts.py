@@ -27,11 +27,15 @@ def test_benchmark_script_answers_help(script, tmp_path):
 
 
 def test_qat_benchmark_refuses_model_options_without_a_model(tmp_path):
-    """--qat-steps and the like measure a trained model (--model); without it they were silently ignored."""
+    """--qat-steps and the like measure a trained model (--model), --qat-epochs and the like the classifier the
+    script trains without one: each was silently ignored in the other case."""
     script = next(p for p in BENCHMARKS if p.stem == "qat_cifar10")
     result = subprocess.run([sys.executable, str(script), "--qat-steps", "3", "--qat-distill"], capture_output=True,
                             text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and "--qat-steps, --qat-distill only apply with --model" in result.stderr
+    result = subprocess.run([sys.executable, str(script), "--model", "m.keras", "--data", "d", "--qat-epochs", "3"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "--qat-epochs set up the classifier this script trains itself" in result.stderr
 
 
 def test_the_mse_range_search_clips_a_lone_outlier_and_keeps_a_full_range():
