@@ -39,6 +39,27 @@ def _slice_folder(source: Path, per_class: int, out: Path) -> Path:
     return out
 
 
+# Options of each mode with their defaults (argparse's default is None, so that a given one can be told apart):
+# the classifier this script trains itself, and a trained model given with --model.
+OWN_CLASSIFIER = {"per_class": 300, "image_size": 96, "qat_epochs": 2}
+WITH_MODEL = {"held_out": 2000, "qat_steps": 300, "qat_learning_rate": None}
+
+
+def _check_mode_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an option of the other mode (it would be ignored), then fill in the defaults."""
+    wrong = WITH_MODEL if args.model is None else OWN_CLASSIFIER
+    given = [f"--{name.replace('_', '-')}" for name in wrong if getattr(args, name) is not None]
+    given += ["--qat-distill"] if args.model is None and args.qat_distill else []
+    if given:
+        parser.error(f"{', '.join(given)} only apply " + ("with --model (the classifier this script trains itself "
+                     "uses --per-class, --image-size, --qat-epochs)" if args.model is None else
+                     "without --model, to the classifier this script trains itself (with --model, QAT runs "
+                     "--qat-steps)"))
+    for name, default in {**OWN_CLASSIFIER, **WITH_MODEL}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=None,
@@ -59,21 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.model is None) != (args.data is None):
         parser.error("--model and --data go together")
-    given = [name for name, value in (("--held-out", args.held_out), ("--qat-steps", args.qat_steps),
-                                      ("--qat-learning-rate", args.qat_learning_rate)) if value is not None]
-    if args.model is None and (given or args.qat_distill):
-        parser.error(f"{', '.join(given + ['--qat-distill'] * args.qat_distill)} only apply with --model (the "
-                     "classifier this script trains itself uses --qat-epochs)")
-    own = [name for name, value in (("--per-class", args.per_class), ("--image-size", args.image_size),
-                                    ("--qat-epochs", args.qat_epochs)) if value is not None]
-    if args.model is not None and own:
-        parser.error(f"{', '.join(own)} set up the classifier this script trains itself, not --model's (its QAT "
-                     "runs --qat-steps)")
-    args.per_class = 300 if args.per_class is None else args.per_class
-    args.image_size = 96 if args.image_size is None else args.image_size
-    args.qat_epochs = 2 if args.qat_epochs is None else args.qat_epochs
-    args.held_out = 2000 if args.held_out is None else args.held_out
-    args.qat_steps = 300 if args.qat_steps is None else args.qat_steps
+    _check_mode_options(parser, args)
     warnings.simplefilter("ignore")
     if args.model is not None:
         trained_model(args)

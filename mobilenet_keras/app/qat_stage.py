@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 QAT_MODES = ("qat", "qat_uint8")
-# What QAT trains on: the float model's probabilities for each training image (distillation, the default) or
-# the dataset's labels (`qat.fine_tune` without a teacher).
-QAT_TARGETS = ("float-model", "labels")
+# What QAT trains on, and its words in report.md: the float model's probabilities for each training image
+# (distillation, the default) or the dataset's labels (`qat.fine_tune` without a teacher).
+QAT_TARGET_WORDS = {"float-model": "the float model's probabilities", "labels": "the labels"}
+QAT_TARGETS = tuple(QAT_TARGET_WORDS)
 
 
 def check_qat_settings(epochs: int, learning_rate: float, targets: str = QAT_TARGETS[0]) -> None:

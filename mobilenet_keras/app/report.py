@@ -197,6 +197,7 @@ def _qat_settings_line(settings: dict | None) -> str:
     """' QAT trained N epoch(s) at RATE on ...' for report.md; '' for a row written before settings were recorded."""
     if not settings:
         return ""
-    targets = {"float-model": "the float model's probabilities", "labels": "the labels"}.get(settings["targets"],
-                                                                                             settings["targets"])
+    from mobilenet_keras.app.qat_stage import QAT_TARGET_WORDS
+
+    targets = QAT_TARGET_WORDS.get(settings["targets"], settings["targets"])
     return f" QAT trained {settings['epochs']} epoch(s) at {settings['learning_rate']:g} on {targets}."
