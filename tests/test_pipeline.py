@@ -83,6 +83,8 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     report_md = (out / "report.md").read_text()
     assert (out / "qat" / "qat.weights.h5").exists() and "Quantization-aware" in report_md
     assert "QAT trained 1 epoch(s) at 1e-05 on the float model's probabilities" in report_md
+    # the stage line says what QAT trains on before it starts
+    assert "quantization-aware training (1 epoch at 1e-05 on the float model's probabilities)" in result.stderr
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:8] == PNG, plot
     assert (out / "android" / "model.tflite").exists() and (out / "saved_model" / "saved_model.pb").exists()

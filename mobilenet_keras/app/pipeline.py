@@ -185,9 +185,11 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
         rows.append({**report.to_dict(), "reference": "float model"})
         stage(file_line(rows[-1]))
     if qat_modes:
-        from mobilenet_keras.app.qat_stage import qat_files
+        from mobilenet_keras.app.qat_stage import QAT_TARGET_WORDS, qat_files
 
-        stage(f"quantization-aware training ({settings.qat_epochs} epochs), then {', '.join(qat_modes)}")
+        epochs = f"{settings.qat_epochs} epoch{'s' if settings.qat_epochs > 1 else ''}"
+        stage(f"quantization-aware training ({epochs} at {settings.qat_learning_rate:g} on "
+              f"{QAT_TARGET_WORDS[settings.qat_targets]}), then {', '.join(qat_modes)}")
         qat_rows = qat_files(model, images, settings.out, epochs=settings.qat_epochs,
                              learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
                              verbose=settings.progress, targets=settings.qat_targets)
