@@ -35,7 +35,7 @@ def test_qat_benchmark_refuses_model_options_without_a_model(tmp_path):
     assert result.returncode == 2 and "--qat-steps, --qat-distill only apply with --model" in result.stderr
     result = subprocess.run([sys.executable, str(script), "--model", "m.keras", "--data", "d", "--qat-epochs", "3"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode == 2 and "--qat-epochs only apply without --model" in result.stderr
+    assert result.returncode == 2 and "--qat-epochs only applies without --model" in result.stderr
 
 
 def test_the_mse_range_search_clips_a_lone_outlier_and_keeps_a_full_range():
