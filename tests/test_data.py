@@ -184,6 +184,38 @@ def test_crop_scale_sets_the_training_crops_and_is_recorded(tmp_path):
     assert datasets.image_folder(root, image_size=24, augment=False, validation_split=0.25).augmentation is None
 
 
+def test_an_images_augmentation_follows_from_its_seed():
+    import tensorflow as tf
+
+    image = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+
+    def augmented(seed):
+        return np.asarray(datasets.augment_image(image, 24, crop_scale=(0.5, 1.0), seed=tf.constant(seed, tf.int64)))
+
+    # the same seed, the same crop and flip, whatever else ran in between; other seeds, other crops
+    first = augmented([7, 1])
+    np.asarray(datasets.augment_image(image, 24))  # a draw from the global random state in between
+    np.testing.assert_array_equal(augmented([7, 1]), first)
+    assert sum(np.abs(augmented([7, k]) - first).max() > 0 for k in range(2, 7)) >= 4
+
+
+def test_training_batches_are_the_same_for_the_same_seed(tmp_path):
+    """Shuffle, crops and flips all follow the loader's seed: two loads give the same batches, epoch after
+    epoch (each epoch new ones); another seed other batches."""
+    root = _folder(tmp_path / "d", {"a": 12, "b": 12})
+
+    def two_epochs(seed):
+        loaded = datasets.image_folder(root, image_size=24, batch_size=6, validation_split=0.25, seed=seed)
+        repeated = iter(loaded.train.repeat())
+        return [np.asarray(next(repeated)[0]) for _ in range(2 * 3)]  # 18 training images: 3 batches an epoch
+
+    first, again, other = two_epochs(1), two_epochs(1), two_epochs(2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(first[0] - first[3]).max() > 0  # the second epoch is not the first again
+    assert any(np.abs(a - c).max() > 0 for a, c in zip(first, other))
+
+
 @pytest.mark.parametrize("crop_scale, words", [((0.0, 1.0), "0 < low <= high <= 1"), ((0.9, 0.8), "(0.9, 0.8)"),
                                                 ((0.5, 1.5), "0 < low <= high <= 1"), (0.5, "two numbers")])
 def test_a_bad_crop_scale_is_named(tmp_path, crop_scale, words):

@@ -52,6 +52,31 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     assert not (out / "backup").exists()  # a finished run keeps no resume state
 
 
+def test_the_same_seed_gives_the_same_model_bit_for_bit(tmp_path):
+    """Two `mobilenet-keras train` processes with one seed write the same weights: the split, the shuffle,
+    the crops and flips and the initial weights all follow --seed (on one machine and one set of versions)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    weights = {}
+    for run, seed in (("a", 4), ("b", 4), ("c", 5)):
+        result = subprocess.run([sys.executable, "-m", "mobilenet_keras", "train", "--data", str(tmp_path / "data"),
+                                 "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--seed", str(seed),
+                                 "--out", str(tmp_path / run), "--quiet"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        weights[run] = [np.asarray(w) for w in keras.models.load_model(tmp_path / run / "model.keras").weights]
+    assert all(np.array_equal(a, b) for a, b in zip(weights["a"], weights["b"]))
+    assert not all(np.array_equal(a, c) for a, c in zip(weights["a"], weights["c"]))
+
+
 def test_ctrl_c_keeps_the_resume_state_and_the_rerun_resumes(digits32, tmp_path):
     out = tmp_path / "run"
     config = TrainConfig(alpha=0.25, image_size=32, epochs=3, batch_size=64)

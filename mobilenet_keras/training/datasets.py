@@ -92,27 +92,41 @@ def augmentation(augment: bool, flip: bool, crop_scale=CROP_SCALE) -> dict | Non
     return {"random_crop_sides": list(check_crop_scale(crop_scale)), "horizontal_flip": bool(flip)}
 
 
-def augment_image(image, image_size: int, flip: bool = True, crop_scale=CROP_SCALE):
+def augment_image(image, image_size: int, flip: bool = True, crop_scale=CROP_SCALE, seed=None):
     """One training image (uint8 [h, w, 3], any size) to float32 pixels [image_size, image_size, 3]:
     a random crop (each side a fraction of the image's drawn from `crop_scale`, default 85-100%, anywhere
     in it), resized with the package's one resize (`images.resize_image`), and, for subjects without a
-    handedness, a horizontal flip."""
+    handedness, a horizontal flip.
+
+    `seed`: a [2] integer tensor from which every random draw for this image follows (TensorFlow's stateless
+    random ops), so that an image's augmentation does not depend on which parallel call reaches it first;
+    None draws from TensorFlow's global random state instead."""
     import tensorflow as tf
 
     from mobilenet_keras.images import resize_image
 
     low, high = check_crop_scale(crop_scale)
+    seeds = None if seed is None else tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
+
+    def uniform(draw: int, shape, minval, maxval, dtype=tf.float32):
+        if seeds is None:
+            return tf.random.uniform(shape, minval, maxval, dtype=dtype)
+        return tf.random.stateless_uniform(shape, seeds[draw], minval, maxval, dtype=dtype)
+
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    scale = tf.random.uniform([2], low, high)
+    scale = uniform(0, [2], low, high)
     crop_h = tf.maximum(tf.cast(tf.round(height * scale[0]), tf.int32), 1)
     crop_w = tf.maximum(tf.cast(tf.round(width * scale[1]), tf.int32), 1)
-    top = tf.random.uniform([], 0, shape[0] - crop_h + 1, dtype=tf.int32)
-    left = tf.random.uniform([], 0, shape[1] - crop_w + 1, dtype=tf.int32)
+    top = uniform(1, [], 0, shape[0] - crop_h + 1, dtype=tf.int32)
+    left = uniform(2, [], 0, shape[1] - crop_w + 1, dtype=tf.int32)
     crop = image[top:top + crop_h, left:left + crop_w]
     out = resize_image(crop, (image_size, image_size))
     if flip:
-        out = tf.image.random_flip_left_right(out)
+        if seeds is None:
+            out = tf.image.random_flip_left_right(out)
+        else:
+            out = tf.image.stateless_random_flip_left_right(out, seeds[3])
     return out
 
 
@@ -128,12 +142,21 @@ def _pipeline(source, image_size: int, batch_size: int, num_classes: int, *, tra
     if train:  # `count` is the shuffle buffer: every image in memory, a window of a cache file
         source = source.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if train and augment:
-        def per_image(image, label):
-            return augment_image(image, image_size, flip, crop_scale), label
+        # Each image's draws follow from a seed of its own, taken in order from a stream that `seed` starts (a
+        # new stretch of it each epoch): the same seed gives the same augmentations, whatever order the parallel
+        # calls run in. (Draws from the global random state depended on that order, and were not seeded at all
+        # when the dataset was built before `keras.utils.set_random_seed`.)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        source = tf.data.Dataset.zip(source, seeds)
+
+        def per_image(pair, image_seed):
+            image, label = pair
+            return augment_image(image, image_size, flip, crop_scale, seed=image_seed), label
     else:
         def per_image(image, label):
             return resize_image(image, (image_size, image_size)), label
-    dataset = source.map(per_image, num_parallel_calls=autotune, deterministic=not train).batch(batch_size)
+    # deterministic: batches keep the shuffled order (out of order, a run's batches depended on thread timing)
+    dataset = source.map(per_image, num_parallel_calls=autotune, deterministic=True).batch(batch_size)
 
     def prepare(images, labels):
         return images * INPUT_SCALE + INPUT_OFFSET, tf.one_hot(tf.cast(labels, tf.int32), num_classes)
