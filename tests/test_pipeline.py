@@ -106,6 +106,23 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     assert rows["model_uint8.tflite"]["top1_agreement"] >= 0.85, rows["model_uint8.tflite"]
 
 
+@pytest.mark.slow
+def test_the_android_file_is_verified_when_no_uint8_file_was(tmp_path):
+    """Without uint8 in --modes the export stage converts the Android file itself: it gets a row and a verdict of
+    its own (with uint8 it is the verified model_uint8.tflite plus metadata)."""
+    out = tmp_path / "run"
+    result = cli("pipeline", "--modes", "float32", "--epochs", "1", "--out", str(out), "--quiet")
+    assert result.returncode in (0, 1, 3), result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    files = [Path(row["file"]) for row in report["files"]]
+    assert [f.name for f in files] == ["model_float32.tflite", "model.tflite"]
+    android = report["files"][1]
+    assert files[1] == out / "android" / "model.tflite" and android["mode"] == "uint8"
+    assert android["float_ops"] == 0 and 0 <= android["top1_agreement"] <= 1
+    assert "verifying the Android file" in result.stderr
+    assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[report["verdict"]]
+
+
 @pytest.mark.parametrize("args,words", [
     (["--data", "/no/such/folder"], "does not exist"),
     (["--modes", "float32,int4"], "unknown mode"),

@@ -214,6 +214,25 @@ def export_stage(model, images, settings: PipelineSettings, stage: Stages) -> di
             "keras": "model.keras", "labels": "labels.txt"}
 
 
+def android_check_stage(model, images, rows: list[dict], deployables: dict[str, str], settings: PipelineSettings,
+                        stage: Stages) -> list[dict]:
+    """The Android file's row, verified as every other file is, when the export stage converted it; [] when it is
+    the verified uint8 file with metadata added (`--modes` has uint8)."""
+    import tflite
+
+    if "uint8" in settings.modes:
+        return []
+    validation, labels = images.validation_arrays()
+    float32_size = next((r["size_bytes"] for r in rows if r["mode"] == "float32"), None)
+    stage(f"verifying the Android file on {len(validation)} images")
+    report = tflite.verify(model, settings.out / deployables["android"], validation, labels=labels,
+                           float32_size=float32_size, allow_float_ops=settings.float_layers is not None,
+                           verbose=settings.progress)
+    row = {**report.to_dict(), "reference": "float model"}
+    stage(file_line(row))
+    return [row]
+
+
 def report_stage(model, images, rows: list[dict], deployables: dict[str, str], settings: PipelineSettings,
                  stage: Stages) -> tuple[str, list[str], list[str]]:
     """Per-layer errors, plots, report.md and report.json (written last); returns (the overall verdict,
@@ -287,6 +306,7 @@ def run_pipeline(settings: PipelineSettings) -> int:
     model, images = train_stage(settings, stage)
     rows = convert_and_verify_stage(model, images, settings, stage)
     deployables = export_stage(model, images, settings, stage)
+    rows += android_check_stage(model, images, rows, deployables, settings, stage)
     verdict, failures, inconclusive = report_stage(model, images, rows, deployables, settings, stage)
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)
