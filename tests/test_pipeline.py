@@ -175,6 +175,39 @@ def test_qat_settings_are_checked_before_training(epochs, rate, targets, message
     check_qat_settings(2, 1e-5, "labels")  # both targets are accepted
 
 
+@pytest.mark.slow
+def test_the_qat_command_on_a_trained_run(tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "--epochs", "2", "--crop-scale", "0.9,1", "--out", str(run), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = cli("qat", str(run), "--epochs", "1", "--quiet")
+    assert result.returncode in (0, 1, 3), result.stderr[-3000:]
+    checks = json.loads((run / "qat" / "qat.json").read_text())["files"]
+    assert [Path(row["file"]).name for row in checks] == ["model_qat.tflite", "model_qat_uint8.tflite"]
+    for row in checks:
+        assert Path(row["file"]).exists() and row["reference"] == "QAT Keras model"
+        assert row["qat"] == {"epochs": 1, "learning_rate": 1e-5, "targets": "float-model"}
+        assert f"{row['file']}: {row['verdict']}" in result.stdout
+    assert (run / "qat" / "qat.weights.h5").exists()
+    verdicts = {row["verdict"] for row in checks}
+    assert result.returncode == (1 if "FAIL" in verdicts else 3 if "INCONCLUSIVE" in verdicts else 0)
+
+
+def test_qat_of_a_run_trains_on_the_runs_own_augmentation():
+    from mobilenet_keras.app.qat_stage import load_options
+
+    run = {"config": {"batch_size": 16, "seed": 3},
+           "data": {"image_size": 64, "augmentation": {"random_crop_sides": [0.7, 0.9], "horizontal_flip": False}}}
+    assert load_options(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "crop_scale": (0.7, 0.9),
+                                 "flip": False}
+    run["data"]["augmentation"] = None  # trained without augmentation
+    assert load_options(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "augment": False}
+    del run["data"]["augmentation"]  # a run.json from before augmentation was recorded: the loader's defaults
+    assert load_options(run) == {"image_size": 64, "batch_size": 16, "seed": 3}
+    with pytest.raises(KeyError):
+        load_options({"config": {}, "data": {"image_size": 64}})
+
+
 @pytest.mark.parametrize("argv", [["qat", "runs/x", "--targets", "teacher"],
                                   ["pipeline", "--modes", "qat", "--qat-targets", "soft"]])
 def test_an_unknown_qat_target_is_a_usage_error(argv, capsys):

@@ -296,10 +296,10 @@ EPILOG_QAT = """examples:
 
 Reads the run's model.keras and run.json (the data is read again from the same source), trains the
 quantization-aware model on the float model's answers (its probabilities for each training image, not the
-labels: what the files are checked against; --targets labels trains on the labels), and writes
-runs/latest/qat/qat.weights.h5, tflite/model_qat.tflite (int8 input and output) and
-tflite/model_qat_uint8.tflite (raw pixels in), each checked against the float model and against the QAT
-Keras model. Exit status 1 when a file fails verification.
+labels: what the files are checked against; --targets labels trains on the labels) with the run's
+augmentation, and writes RUN_DIR/qat/qat.weights.h5, qat/qat.json (the checks), tflite/model_qat.tflite
+(int8 input and output) and tflite/model_qat_uint8.tflite (raw pixels in), each checked against the float
+model and against the QAT Keras model. Exit status 1 when a file fails verification.
 """
 
 

@@ -98,6 +98,20 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     return row
 
 
+def load_options(run: dict) -> dict:
+    """`datasets.load` options that give QAT the batches the run trained on, from its run.json: image size,
+    batch size, seed, and the augmentation it recorded (crop range and flip; none at all when it had none)."""
+    options = {"image_size": int(run["data"]["image_size"]), "batch_size": int(run["config"]["batch_size"]),
+               "seed": int(run["config"]["seed"])}
+    augmentation = run["data"].get("augmentation", {})  # runs written before it was recorded: the defaults
+    if augmentation is None:
+        options["augment"] = False
+    elif augmentation:
+        options["crop_scale"] = tuple(float(v) for v in augmentation["random_crop_sides"])
+        options["flip"] = bool(augmentation["horizontal_flip"])
+    return options
+
+
 def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, data: str | None = None,
                    verbose: bool = True, targets: str = QAT_TARGETS[0]) -> int:
     """`mobilenet-keras qat RUN_DIR`: QAT files for a finished training run; 0 when every file passes, 1 when
@@ -117,10 +131,10 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     run = folder.read_run()
     try:
         source = data or run["data"]["source"]
-        image_size, batch_size, seed = run["data"]["image_size"], run["config"]["batch_size"], run["config"]["seed"]
-    except (KeyError, TypeError) as exc:
+        options = load_options(run)
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir / 'run.json'} is damaged (no {exc}); train the run again.") from None
-    images = datasets.load(source, image_size=image_size, batch_size=batch_size, seed=seed)
+    images = datasets.load(source, **options)
     from mobilenet_keras.model import load_model_file
 
     model = load_model_file(run_dir / "model.keras")

@@ -142,7 +142,7 @@ def run_mediapipe_tools(*args: str, timeout: int = 300) -> str:
     result = subprocess.run([python, str(_TOOLS), *args], capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise ValueError(f"mediapipe_tools {args[0]} failed: {lines[-1] if lines else 'no message'}")
+        raise ValueError(f"{_TOOLS.name} {args[0]} failed: {lines[-1] if lines else 'no message'}")
     return result.stdout
 
 

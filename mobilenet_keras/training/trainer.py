@@ -43,8 +43,9 @@ class TrainConfig:
     fine_tune_lr_factor: float = 0.1
     fine_tune_warmup_epochs: float = 0.0  # linear warmup at the start of phase 2 (a fresh optimizer)
     # Phase 2 keeps the stem and the first `frozen_blocks` depthwise-separable blocks at the weights phase
-    # 1 left them (the pretrained ones with `weights`; 0: the whole network trains). Measured on 2 cores
-    # at 128 px (benchmarks/RESULTS.md, training_step_speed): no faster per image, so it is off by default.
+    # 1 left them (the pretrained ones with `weights`; 0: the whole network trains). Off in this plain
+    # config; `transfer_defaults` (what the CLI uses with --weights on a folder) freezes 2: with the fused
+    # BatchNormalization that trains 1.5x as many images/s as the whole network (benchmarks/RESULTS.md).
     frozen_blocks: int = 0
     dropout: float = 1e-3
     batchnorm_momentum: float = 0.9  # faster than Keras's 0.99, so statistics follow a short fine-tune
