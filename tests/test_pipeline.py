@@ -193,19 +193,68 @@ def test_the_qat_command_on_a_trained_run(tmp_path):
     assert result.returncode == (1 if "FAIL" in verdicts else 3 if "INCONCLUSIVE" in verdicts else 0)
 
 
-def test_qat_of_a_run_trains_on_the_runs_own_augmentation():
-    from mobilenet_keras.app.qat_stage import load_options
+def test_later_commands_reload_a_runs_data_as_it_trained():
+    from mobilenet_keras.training.run_folder import data_settings
 
     run = {"config": {"batch_size": 16, "seed": 3},
-           "data": {"image_size": 64, "augmentation": {"random_crop_sides": [0.7, 0.9], "horizontal_flip": False}}}
-    assert load_options(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "crop_scale": (0.7, 0.9),
-                                 "flip": False}
+           "data": {"image_size": 64, "validation_split": 0.1,
+                    "augmentation": {"random_crop_sides": [0.7, 0.9], "horizontal_flip": False}}}
+    assert data_settings(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "validation_split": 0.1,
+                                  "crop_scale": (0.7, 0.9), "flip": False}
     run["data"]["augmentation"] = None  # trained without augmentation
-    assert load_options(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "augment": False}
-    del run["data"]["augmentation"]  # a run.json from before augmentation was recorded: the loader's defaults
-    assert load_options(run) == {"image_size": 64, "batch_size": 16, "seed": 3}
+    assert data_settings(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "validation_split": 0.1,
+                                  "augment": False}
+    del run["data"]["augmentation"], run["data"]["validation_split"]  # a run.json from before they were recorded
+    assert data_settings(run) == {"image_size": 64, "batch_size": 16, "seed": 3, "validation_split": 0.2}
+    run["data"].update(source="cifar/train", train_images=45000, validation_images=5000)  # counts: the split
+    split = data_settings(run)["validation_split"]
+    assert int(split * 50000) == 5000 and abs(split - 0.1) < 1e-4
     with pytest.raises(KeyError):
-        load_options({"config": {}, "data": {"image_size": 64}})
+        data_settings({"config": {}, "data": {}})
+
+
+def test_the_qat_command_loads_the_runs_data_with_its_settings(tmp_path, monkeypatch):
+    from mobilenet_keras.app import qat_stage
+    from mobilenet_keras.training import datasets
+
+    run = {"config": {"batch_size": 16, "seed": 3},
+           "data": {"source": str(tmp_path / "photos"), "image_size": 64, "validation_split": 0.1,
+                    "augmentation": {"random_crop_sides": [0.9, 1.0], "horizontal_flip": True}}, "final": {}}
+    (tmp_path / "model.keras").write_bytes(b"not read: the data is loaded first")
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    asked = {}
+
+    class Loaded(Exception):
+        pass
+
+    def load(source, **settings):
+        asked.update(settings, source=source)
+        raise Loaded
+
+    monkeypatch.setattr(datasets, "load", load)
+    with pytest.raises(Loaded):
+        qat_stage.qat_run_folder(tmp_path, epochs=1, learning_rate=1e-5)
+    assert asked == {"source": str(tmp_path / "photos"), "image_size": 64, "batch_size": 16, "seed": 3,
+                     "validation_split": 0.1, "crop_scale": (0.9, 1.0), "flip": True}
+
+
+def test_a_run_whose_data_splits_otherwise_is_refused(tmp_path):
+    """QAT and export check their files on the run's validation images: reloaded data that splits into other
+    counts (another split, images added or removed) would put training images among them."""
+    from PIL import Image
+
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.run_folder import check_same_split
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / name / f"{i}.png")
+    images = datasets.image_folder(tmp_path, image_size=8, validation_split=0.2)
+    check_same_split(images, {"data": {"train_images": 16, "validation_images": 4}}, tmp_path)
+    check_same_split(images, {"data": {}}, tmp_path)  # a run.json without counts: nothing to compare
+    with pytest.raises(ValueError, match="now splits into 16 training and 4 validation images; the run had 18 and 2"):
+        check_same_split(images, {"data": {"train_images": 18, "validation_images": 2}}, tmp_path)
 
 
 @pytest.mark.parametrize("argv", [["qat", "runs/x", "--targets", "teacher"],

@@ -42,6 +42,7 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     assert 0 <= run["final"]["val_accuracy"] <= 1
     # what the training batches went through, with the crop range the code used (digits: no flip)
     assert run["data"]["augmentation"] == {"random_crop_sides": list(datasets.CROP_SCALE), "horizontal_flip": False}
+    assert run["data"]["validation_split"] == 0.2  # later commands (qat, export) split the data the same way
     reloaded = keras.models.load_model(out / "model.keras")
     assert reloaded.get_layer("predictions").get_config()["activation"] == "softmax"
     x = digits32.validation_arrays()[0][:8]
@@ -52,6 +53,7 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     assert not (out / "backup").exists()  # a finished run keeps no resume state
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_model_bit_for_bit(tmp_path):
     """Two `mobilenet-keras train` processes with one seed write the same weights: the split, the shuffle,
     the crops and flips and the initial weights all follow --seed (on one machine and one set of versions)."""

@@ -394,9 +394,13 @@ def run_data(run: dict, run_dir) -> tuple[str, dict]:
     if str(source) != datasets.DIGITS and not Path(source).is_dir():
         raise UsageError(f"the run's training data {source} is gone (run.json); pass --calibration DIR with "
                          "typical images.")
-    settings = {"image_size": int(data.get("image_size") or config["image_size"]),
-                "batch_size": int(config.get("batch_size", 32)), "seed": int(config.get("seed", 0))}
-    return str(source), settings
+    from mobilenet_keras.training.run_folder import data_settings
+
+    try:
+        return str(source), data_settings(run)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{run_dir}/run.json is damaged ({type(exc).__name__}: {exc}); pass --calibration "
+                         "DIR.") from None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -425,7 +429,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     stage = Stages()
     try:
         labels = folder.labels()
-        source = load_settings = None
+        source = load_settings = run = None
         if args.android and (args.calibration is None or (run_dir / "run.json").is_file()):
             run = folder.read_run()
             try:
@@ -450,21 +454,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(export_onnx(model, args.onnx))
         if not args.android:
             return EXIT_PASS
-        return _export_android(args, model, labels, source, load_settings, stage, float_layers)
+        return _export_android(args, model, labels, (source, load_settings, run), stage, float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _export_android(args, model, labels, source, load_settings, stage, float_layers) -> int:
+def _export_android(args, model, labels, run_data_of, stage, float_layers) -> int:
+    """`run_data_of`: (the run's data source, its `datasets.load` settings, its run.json), or Nones."""
     import tflite
     from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, file_line, float_layers_hint, verdict_of
     from mobilenet_keras.deploy.android import android_file
     from mobilenet_keras.training import datasets
 
+    source, load_settings, run = run_data_of
     images = None
     if source is not None:
+        from mobilenet_keras.training.run_folder import check_same_split
+
         stage(f"reading the run's data ({source})")
         images = datasets.load(source, **load_settings)
+        check_same_split(images, run, source)
     if args.calibration is None:
         calibration = images.calibration_arrays(CALIBRATION_IMAGES)
         stage(f"calibrating on {len(calibration)} of the run's training images")

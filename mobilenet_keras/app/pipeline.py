@@ -189,7 +189,7 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
 
         epochs = f"{settings.qat_epochs} epoch{'s' if settings.qat_epochs > 1 else ''}"
         stage(f"quantization-aware training ({epochs} at {settings.qat_learning_rate:g} on "
-              f"{QAT_TARGET_WORDS[settings.qat_targets]}), then {', '.join(qat_modes)}")
+              f"{QAT_TARGET_WORDS.get(settings.qat_targets, settings.qat_targets)}), then {', '.join(qat_modes)}")
         qat_rows = qat_files(model, images, settings.out, epochs=settings.qat_epochs,
                              learning_rate=settings.qat_learning_rate, modes=qat_modes, float32_size=float32_size,
                              verbose=settings.progress, targets=settings.qat_targets)

@@ -98,20 +98,6 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     return row
 
 
-def load_options(run: dict) -> dict:
-    """`datasets.load` options that give QAT the batches the run trained on, from its run.json: image size,
-    batch size, seed, and the augmentation it recorded (crop range and flip; none at all when it had none)."""
-    options = {"image_size": int(run["data"]["image_size"]), "batch_size": int(run["config"]["batch_size"]),
-               "seed": int(run["config"]["seed"])}
-    augmentation = run["data"].get("augmentation", {})  # runs written before it was recorded: the defaults
-    if augmentation is None:
-        options["augment"] = False
-    elif augmentation:
-        options["crop_scale"] = tuple(float(v) for v in augmentation["random_crop_sides"])
-        options["flip"] = bool(augmentation["horizontal_flip"])
-    return options
-
-
 def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, data: str | None = None,
                    verbose: bool = True, targets: str = QAT_TARGETS[0]) -> int:
     """`mobilenet-keras qat RUN_DIR`: QAT files for a finished training run; 0 when every file passes, 1 when
@@ -121,7 +107,7 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     """
     from mobilenet_keras.files import write_bytes_atomic
     from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.run_folder import RunFolder
+    from mobilenet_keras.training.run_folder import RunFolder, check_same_split, data_settings
 
     check_qat_settings(epochs, learning_rate, targets)
     run_dir = Path(run_dir)
@@ -131,10 +117,12 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     run = folder.read_run()
     try:
         source = data or run["data"]["source"]
-        options = load_options(run)
+        settings = data_settings(run)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{run_dir / 'run.json'} is damaged (no {exc}); train the run again.") from None
-    images = datasets.load(source, **options)
+        raise ValueError(f"{run_dir / 'run.json'} is damaged ({type(exc).__name__}: {exc}); train the run "
+                         "again.") from None
+    images = datasets.load(source, **settings)
+    check_same_split(images, run, source)
     from mobilenet_keras.model import load_model_file
 
     model = load_model_file(run_dir / "model.keras")

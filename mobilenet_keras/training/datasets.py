@@ -44,6 +44,8 @@ class ImageData:
     source: str
     #: How the training batches are augmented (run.json records it): `augmentation(...)`; None: not at all.
     augmentation: dict | None = None
+    #: The fraction held out for validation (run.json records it, so that later commands split the same way).
+    validation_split: float | None = None
 
     def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All validation images and integer labels as numpy arrays (for verification and reports)."""
@@ -130,6 +132,12 @@ def augment_image(image, image_size: int, flip: bool = True, crop_scale=CROP_SCA
     return out
 
 
+def augmentation_seed(seed: int) -> int:
+    """The seed of the per-image augmentation stream: another stream than the shuffle's (which `seed` starts),
+    still a function of `seed` alone."""
+    return (seed * 0x9E3779B1 + 0x7F4A7C15) % (2**31 - 1)
+
+
 def _pipeline(source, image_size: int, batch_size: int, num_classes: int, *, train: bool, augment: bool,
               flip: bool, seed: int, count: int, crop_scale=CROP_SCALE):
     """Batches from a dataset of (uint8 image at its own size, label): shuffled (training), augmented or
@@ -142,11 +150,12 @@ def _pipeline(source, image_size: int, batch_size: int, num_classes: int, *, tra
     if train:  # `count` is the shuffle buffer: every image in memory, a window of a cache file
         source = source.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if train and augment:
-        # Each image's draws follow from a seed of its own, taken in order from a stream that `seed` starts (a
-        # new stretch of it each epoch): the same seed gives the same augmentations, whatever order the parallel
-        # calls run in. (Draws from the global random state depended on that order, and were not seeded at all
-        # when the dataset was built before `keras.utils.set_random_seed`.)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        # Each image's draws follow from a seed of its own, taken in order from a stream that `seed` starts (and
+        # seeds anew each epoch): the same seed gives the same augmentations, whatever order the parallel calls
+        # run in. (Draws from the global random state depended on that order, and were not seeded at all when
+        # the dataset was built before `keras.utils.set_random_seed`.) Like the shuffle, the stream also follows
+        # TensorFlow's global seed as it is when the dataset is built (unset in a fresh process).
+        seeds = tf.data.Dataset.random(seed=augmentation_seed(seed), rerandomize_each_iteration=True).batch(2)
         source = tf.data.Dataset.zip(source, seeds)
 
         def per_image(pair, image_seed):
@@ -373,7 +382,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
                                        augment, flip, len(folder.class_names), seed, in_memory=decoded is not None,
                                        crop_scale=crop_scale)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
-                     num_train, num_validation, str(path), augmentation(augment, flip, crop_scale))
+                     num_train, num_validation, str(path), augmentation(augment, flip, crop_scale), validation_split)
 
 
 def digits(image_size: int = 64, batch_size: int = 32, validation_split: float = 0.2, seed: int = 0,
@@ -397,7 +406,7 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     train, validation, plain = _finish(train, validation, (len(train_idx), len(val_idx)), image_size, batch_size,
                                        augment, False, 10, seed, crop_scale=crop_scale)
     return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
-                     DIGITS, augmentation(augment, False, crop_scale))
+                     DIGITS, augmentation(augment, False, crop_scale), validation_split)
 
 
 def load(source: str | os.PathLike, **kwargs) -> ImageData:

@@ -205,6 +205,41 @@ class RunFolder:
         return removed
 
 
+def data_settings(run: dict) -> dict:
+    """`datasets.load` settings that give back the batches a run trained on, from its run.json: image size,
+    batch size, seed, validation split (for runs that did not record it: the one their image counts imply, or
+    0.2, the command's) and augmentation (crop range and flip; none at all when it had none). KeyError when
+    run.json lacks the image size."""
+    data, config = run.get("data") or {}, run.get("config") or {}
+    split = data.get("validation_split")
+    if split is None:  # a run.json from before it was recorded: the split its image counts imply, else 0.2
+        train, validation = data.get("train_images"), data.get("validation_images")
+        folder = data.get("source") not in (None, "digits")  # a folder cuts int(split * images) for validation
+        split = (validation + 0.5) / (train + validation) if folder and train and validation else 0.2
+    settings = {"image_size": int(data.get("image_size") or config["image_size"]),
+                "batch_size": int(config.get("batch_size", 32)), "seed": int(config.get("seed", 0)),
+                "validation_split": float(split)}
+    augmentation = data.get("augmentation", {})  # runs written before it was recorded: the loader's defaults
+    if augmentation is None:
+        settings["augment"] = False
+    elif augmentation:
+        settings["crop_scale"] = tuple(float(v) for v in augmentation["random_crop_sides"])
+        settings["flip"] = bool(augmentation["horizontal_flip"])
+    return settings
+
+
+def check_same_split(images, run: dict, source) -> None:
+    """ValueError unless `images` (reloaded for a finished run) split into as many training and validation
+    images as the run had: otherwise files would be checked on images the model may have trained on."""
+    data = run.get("data") or {}
+    then = (data.get("train_images"), data.get("validation_images"))
+    now = (images.num_train, images.num_validation)
+    if None not in then and tuple(then) != now:
+        raise ValueError(f"{source} now splits into {now[0]} training and {now[1]} validation images; the run had "
+                         f"{then[0]} and {then[1]} (its data changed since, or run.json predates the recorded "
+                         "validation split): pass the images the run was trained on, or train again.")
+
+
 def _json_object(file: Path, label: str, remedy: str) -> dict:
     """The JSON object in `file`, or a one-line ValueError "<label> is damaged (why); <remedy>."."""
     try:

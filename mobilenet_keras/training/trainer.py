@@ -632,8 +632,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
     run = {
         "config": asdict(config),
         "data": {"source": data.source, "classes": data.class_names, "train_images": data.num_train,
-                 "validation_images": data.num_validation, "image_size": data.image_size,
-                 "augmentation": data.augmentation},
+                 "validation_images": data.num_validation, "validation_split": data.validation_split,
+                 "image_size": data.image_size, "augmentation": data.augmentation},
         "final": {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
                   "best_val_accuracy": float(max(finite)) if finite else float(val_accuracy),
                   "epochs": len(merged.get("loss", []))},
