@@ -119,7 +119,8 @@ def test_the_android_file_is_verified_when_no_uint8_file_was(tmp_path):
     android = report["files"][1]
     assert files[1] == out / "android" / "model.tflite" and android["mode"] == "uint8"
     assert android["float_ops"] == 0 and 0 <= android["top1_agreement"] <= 1
-    assert "verifying the Android file" in result.stderr
+    assert "verifying the Android file" in result.stderr and " android/model.tflite: top-1" in result.stderr
+    assert "| `android/model.tflite` | uint8 |" in (out / "report.md").read_text()  # named as the Android file
     assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[report["verdict"]]
 
 

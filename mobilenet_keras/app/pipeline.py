@@ -26,9 +26,9 @@ def verdict_of(row: dict) -> str:
 def file_line(row: dict) -> str:
     """One line per verified file for the terminal: verdict, agreement, SQNR and what computes in float or
     int16 inside."""
-    from mobilenet_keras.app.report import op_counts_cell
+    from mobilenet_keras.app.report import op_counts_cell, shown_name
 
-    return (f"{verdict_of(row)} {Path(row['file']).name}: top-1 agreement {row['top1_agreement']:.2%}, "
+    return (f"{verdict_of(row)} {shown_name(row)}: top-1 agreement {row['top1_agreement']:.2%}, "
             f"SQNR {row['sqnr_db']:.1f} dB, float / int16 ops {op_counts_cell(row)}")
 
 
@@ -266,13 +266,13 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     report.size_accuracy(rows, out / "size_vs_accuracy.png", subject=subject, float_accuracy=float_accuracy)
     plots.append("size_vs_accuracy.png")
 
-    failures = [f"{Path(r['file']).name}: {failure}" for r in rows for failure in r["failures"]]
+    failures = [f"{report.shown_name(r)}: {failure}" for r in rows for failure in r["failures"]]
     verdict = overall_verdict(verdict_of(r) for r in rows)
     summary = {
         "verdict": verdict,
         "passed": verdict == "PASS",
         "failures": failures,
-        "inconclusive": [f"{Path(r['file']).name}: {r.get('verdict_reason') or 'too few images'}" for r in rows
+        "inconclusive": [f"{report.shown_name(r)}: {r.get('verdict_reason') or 'too few images'}" for r in rows
                          if verdict_of(r) == "INCONCLUSIVE"],
         "run": json.loads((out / "run.json").read_text()),
         "files": rows,

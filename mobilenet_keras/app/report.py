@@ -11,6 +11,13 @@ from mobilenet_keras.files import write_bytes_atomic
 from mobilenet_keras.plotting import pyplot, save_figure
 
 
+
+def shown_name(row: dict) -> str:
+    """A verified file's name as reports show it: `model_int8.tflite` for the files in tflite/, with its
+    folder for the others (`android/model.tflite`)."""
+    path = Path(row["file"])
+    return path.name if path.parent.name == "tflite" else f"{path.parent.name}/{path.name}"
+
 def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path,
                         subject: str = "") -> Path:
     """Every class probability of every image: float model (x) against the file (y)."""
@@ -151,7 +158,7 @@ def markdown(summary: dict) -> str:
               "| verdict |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary["files"]:
-        lines.append(f"| `{Path(row['file']).name}` | {row['mode']} | {row['size_bytes'] / 1024:,.0f} KiB | "
+        lines.append(f"| `{shown_name(row)}` | {row['mode']} | {row['size_bytes'] / 1024:,.0f} KiB | "
                      f"{1 / row['size_ratio']:.1f}x | {_agreement(row)} | {_accuracy(row)} | "
                      f"{row['sqnr_db']:.1f} dB | {op_counts_cell(row)} | {_latency(row)} | {_verdict_cell(row)} |")
     lines += ["", f"Intervals are 95% Wilson score intervals; a verdict needs at least {MIN_VERDICT_IMAGES} "
@@ -170,7 +177,7 @@ def markdown(summary: dict) -> str:
                   "model." + _qat_settings_line(qat_rows[0].get("qat")), "",
                   "| file | agreement with the QAT Keras model | agreement with the float model | float accuracy "
                   "| QAT Keras accuracy | file accuracy |", "|---|---|---|---|---|---|"]
-        lines += [f"| `{Path(row['file']).name}` | {row['qat_keras_agreement']:.2%} "
+        lines += [f"| `{shown_name(row)}` | {row['qat_keras_agreement']:.2%} "
                   f"| {row['float_model_agreement']:.2%} | {row['float_accuracy']:.2%} "
                   f"| {row['qat_keras_accuracy']:.2%} | {row['tflite_accuracy']:.2%} |"
                   for row in qat_rows]
