@@ -11,12 +11,12 @@ from mobilenet_keras.files import write_bytes_atomic
 from mobilenet_keras.plotting import pyplot, save_figure
 
 
-
 def shown_name(row: dict) -> str:
     """A verified file's name as reports show it: `model_int8.tflite` for the files in tflite/, with its
     folder for the others (`android/model.tflite`)."""
     path = Path(row["file"])
     return path.name if path.parent.name == "tflite" else f"{path.parent.name}/{path.name}"
+
 
 def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path,
                         subject: str = "") -> Path:

@@ -210,11 +210,13 @@ def data_settings(run: dict) -> dict:
     batch size, seed, validation split (for runs that did not record it: the one their image counts imply, or
     0.2, the command's) and augmentation (crop range and flip; none at all when it had none). KeyError when
     run.json lacks the image size."""
+    from mobilenet_keras.training.datasets import DIGITS
+
     data, config = run.get("data") or {}, run.get("config") or {}
     split = data.get("validation_split")
     if split is None:  # a run.json from before it was recorded: the split its image counts imply, else 0.2
         train, validation = data.get("train_images"), data.get("validation_images")
-        folder = data.get("source") not in (None, "digits")  # a folder cuts int(split * images) for validation
+        folder = data.get("source") not in (None, DIGITS)  # a folder cuts int(split * images) for validation
         split = (validation + 0.5) / (train + validation) if folder and train and validation else 0.2
     settings = {"image_size": int(data.get("image_size") or config["image_size"]),
                 "batch_size": int(config.get("batch_size", 32)), "seed": int(config.get("seed", 0)),
