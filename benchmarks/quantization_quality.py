@@ -225,9 +225,11 @@ def run_split(model_path: Path) -> tuple[dict, float, int]:
     if not path.is_file():
         raise SystemExit(f"{path} is missing: --model takes the model.keras of a run folder (mobilenet-keras train "
                          "or benchmarks/train_cifar10.py), whose run.json says how the data was split.")
+    from mobilenet_keras.training.run_folder import data_settings
+
     run = json.loads(path.read_text())
-    split = run["data"]["validation_images"] / (run["data"]["validation_images"] + run["data"]["train_images"])
-    return run, split, run["config"]["seed"]
+    settings = data_settings(run)  # the split run.json records, or the one its image counts imply
+    return run, settings["validation_split"], settings["seed"]
 
 
 def trained_model_and_images(model_path: Path, folder: Path, count: int):
