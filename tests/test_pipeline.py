@@ -194,6 +194,19 @@ def test_the_qat_command_on_a_trained_run(tmp_path):
     assert result.returncode == (1 if "FAIL" in verdicts else 3 if "INCONCLUSIVE" in verdicts else 0)
 
 
+@pytest.mark.slow
+def test_export_refuses_data_that_splits_otherwise_before_writing_anything(tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--epochs", "1", "--out", str(run), "--quiet").returncode == 0
+    record = json.loads((run / "run.json").read_text())
+    record["data"]["validation_images"] -= 1  # as if the run had held out other images
+    (run / "run.json").write_text(json.dumps(record))
+    result = cli("export", str(run), "--saved-model", str(tmp_path / "serving"), "--android",
+                 str(tmp_path / "model.tflite"), "--quiet")
+    assert result.returncode == 2 and "now splits into" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "serving").exists() and not (tmp_path / "model.tflite").exists()
+
+
 def test_later_commands_reload_a_runs_data_as_it_trained():
     from mobilenet_keras.training.run_folder import data_settings
 

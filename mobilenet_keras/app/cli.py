@@ -429,7 +429,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     stage = Stages()
     try:
         labels = folder.labels()
-        source = load_settings = run = None
+        images = None  # the run's data: calibration and verification of the Android file
         if args.android and (args.calibration is None or (run_dir / "run.json").is_file()):
             run = folder.read_run()
             try:
@@ -438,6 +438,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 if args.calibration is None:
                     raise
                 stage(f"the Android file will not be verified: {exc}")
+            else:  # read and checked before anything is written: a refusal leaves no export behind
+                from mobilenet_keras.training import datasets
+                from mobilenet_keras.training.run_folder import check_same_split
+
+                stage(f"reading the run's data ({source})")
+                images = datasets.load(source, **load_settings)
+                check_same_split(images, run, source)
         stage(f"loading {run_dir / 'model.keras'}")
         from mobilenet_keras.model import load_model_file
 
@@ -454,26 +461,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(export_onnx(model, args.onnx))
         if not args.android:
             return EXIT_PASS
-        return _export_android(args, model, labels, (source, load_settings, run), stage, float_layers)
+        return _export_android(args, model, labels, images, stage, float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _export_android(args, model, labels, run_data_of, stage, float_layers) -> int:
-    """`run_data_of`: (the run's data source, its `datasets.load` settings, its run.json), or Nones."""
+def _export_android(args, model, labels, images, stage, float_layers) -> int:
+    """`images`: the run's data (`ImageData`), or None when it is gone (then `--calibration` is given and the file
+    is not verified)."""
     import tflite
     from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, file_line, float_layers_hint, verdict_of
     from mobilenet_keras.deploy.android import android_file
     from mobilenet_keras.training import datasets
 
-    source, load_settings, run = run_data_of
-    images = None
-    if source is not None:
-        from mobilenet_keras.training.run_folder import check_same_split
-
-        stage(f"reading the run's data ({source})")
-        images = datasets.load(source, **load_settings)
-        check_same_split(images, run, source)
     if args.calibration is None:
         calibration = images.calibration_arrays(CALIBRATION_IMAGES)
         stage(f"calibrating on {len(calibration)} of the run's training images")
