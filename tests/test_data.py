@@ -158,6 +158,20 @@ def test_decoded_images_that_dont_fit_in_memory_go_to_a_cache_file(tmp_path):
     assert tuple(x.shape[1:]) == (32, 32, 3)
 
 
+def test_calibration_does_not_read_through_the_training_cache_file(tmp_path, capfd):
+    # Reading a few images through a cache file that is not complete makes tf.data throw the part it wrote
+    # away (and log that it did): calibration decodes its images itself, and gets the training images unaugmented.
+    root = _folder(tmp_path / "d", {"a": 8, "b": 8})
+    on_disk = datasets.image_folder(root, image_size=32, batch_size=2, validation_split=0.25, memory_limit=0,
+                                    cache_dir=tmp_path / "cache")
+    capfd.readouterr()
+    calibration = on_disk.calibration_arrays(3)
+    assert "did not fully read the dataset being cached" not in capfd.readouterr().err
+    in_memory = datasets.image_folder(root, image_size=32, batch_size=2, validation_split=0.25)
+    train_images = {image.tobytes() for image in in_memory.calibration_arrays(12)}
+    assert calibration.shape == (3, 32, 32, 3) and all(image.tobytes() in train_images for image in calibration)
+
+
 def test_images_of_different_sizes_are_kept_at_their_own_size(tmp_path):
     root = _folder(tmp_path / "d", {"a": 4}, size=(40, 30))
     _folder(root, {"b": 4}, size=(25, 50))

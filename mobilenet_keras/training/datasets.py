@@ -197,12 +197,17 @@ FILE_SHUFFLE_BUFFER = 2048
 
 
 def _finish(train, validation, counts, image_size, batch_size, augment, flip, num_classes, seed,
-            in_memory: bool = True, crop_scale=CROP_SCALE):
-    """(augmented training batches, validation batches, plain training batches) from the decoded sets."""
+            in_memory: bool = True, crop_scale=CROP_SCALE, plain=None):
+    """(augmented training batches, validation batches, plain training batches) from the decoded sets.
+
+    `plain`: the training images for the plain batches when they are not `train` (an uncached decode of
+    the files beside a cache file: calibration reads a few hundred, and a partly read cache is thrown away)."""
     common = dict(image_size=image_size, batch_size=batch_size, num_classes=num_classes, flip=flip, seed=seed)
     buffer = counts[0] if in_memory else min(counts[0], FILE_SHUFFLE_BUFFER)
-    # calibration draws from the plain batches: a fixed mixed order, not the sorted class order
-    plain = train.shuffle(buffer, seed=seed, reshuffle_each_iteration=False) if in_memory else train
+    # calibration draws from the plain batches: a fixed mixed order, not the sorted class order (the files'
+    # order is already the split's shuffled one)
+    if plain is None:
+        plain = train.shuffle(buffer, seed=seed, reshuffle_each_iteration=False) if in_memory else train
     return (_pipeline(train, train=True, augment=augment, count=buffer, crop_scale=crop_scale, **common),
             _pipeline(validation, train=False, augment=False, count=counts[1], **common),
             _pipeline(plain, train=False, augment=False, count=buffer, **common))
@@ -364,6 +369,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
             num_train, num_validation = len(train_paths), len(val_paths)
         if not cache or sum(image.nbytes for image in decoded) > memory_limit:
             decoded = None  # checked; now decoded again per epoch (cache=False) or into a cache file
+    plain = None
     if decoded is not None:
         train = _in_memory(decoded[:num_train], train_labels)
         validation = _in_memory(decoded[num_train:], val_labels)
@@ -378,9 +384,10 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
             cache_files = (str(where / "train"), str(where / "validation"))
         train = _from_files(train_paths, train_labels, cache_files[0])
         validation = _from_files(val_paths, val_labels, cache_files[1])
+        plain = _from_files(train_paths, train_labels, None) if cache else None
     train, validation, plain = _finish(train, validation, (num_train, num_validation), image_size, batch_size,
                                        augment, flip, len(folder.class_names), seed, in_memory=decoded is not None,
-                                       crop_scale=crop_scale)
+                                       crop_scale=crop_scale, plain=plain)
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      num_train, num_validation, str(path), augmentation(augment, flip, crop_scale), validation_split)
 
