@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mobilenet_keras.app import cli
@@ -135,6 +136,53 @@ def test_export_to_a_read_only_place_is_one_line_and_status_2(tiny_run, capsys):
 def test_export_android_without_calibration_needs_the_run_data(tiny_run, tmp_path, capsys):
     assert cli.main(["export", str(tiny_run), "--android", str(tmp_path / "m.tflite")]) == 2
     assert "has no run.json" in capsys.readouterr().err
+
+
+def _photo_folder(root, per_class: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_export_android_without_the_run_data_verifies_on_the_calibration_folder_images_it_did_not_use(
+        tiny_run, tmp_path, capsys):
+    # the run's data is not there (no run.json): the folder gives both sets, disjoint, and the verdict
+    # follows from the images left (12 of 24: too few for one, so INCONCLUSIVE, never an unchecked PASS)
+    folder = _photo_folder(tmp_path / "photos", per_class=8)
+    target = tmp_path / "m.tflite"
+    status = cli.main(["export", str(tiny_run), "--android", str(target), "--calibration", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert target.is_file(), err[-2000:]
+    assert "calibrating on 12 images from" in err and "the other 12 verify the file" in err, err[-2000:]
+    assert "verifying m.tflite on 12 images from" in err, err[-2000:]
+    verdict = [line for line in err.splitlines() if line.startswith(("PASS ", "FAIL ", "INCONCLUSIVE "))]
+    assert len(verdict) == 1 and verdict[0].startswith("INCONCLUSIVE "), err[-2000:]
+    assert status == 3
+
+
+def test_export_android_with_a_one_image_calibration_folder_is_inconclusive(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
+    folder = _photo_folder(tmp_path / "photos", per_class=0)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "a" / "only.png")
+    status = cli.main(["export", str(tiny_run), "--android", str(tmp_path / "m.tflite"), "--calibration",
+                       str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 3 and "INCONCLUSIVE m.tflite: not verified" in err, err[-2000:]
+
+
+def test_export_with_an_empty_calibration_folder_writes_nothing(tiny_run, tmp_path, capsys):
+    folder = _photo_folder(tmp_path / "photos", per_class=0)
+    status = cli.main(["export", str(tiny_run), "--saved-model", str(tmp_path / "serving" / "1"),
+                       "--android", str(tmp_path / "m.tflite"), "--calibration", str(folder)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and "photos" in lines[-1], lines
+    assert not (tmp_path / "serving").exists() and not (tmp_path / "m.tflite").exists()
 
 
 @pytest.mark.parametrize("value", ["conv_pw_99", ","])

@@ -285,7 +285,8 @@ EPILOG_EXPORT = """examples:
 
 --android calibrates on the run's own training data (run.json's source) unless --calibration is
 given, then checks the written file against the run's validation images: exit status 0 PASS,
-1 FAIL, 3 INCONCLUSIVE.
+1 FAIL, 3 INCONCLUSIVE. When the run's data is gone, the --calibration folder gives both: up to 200
+images calibrate and up to 1,000 others (never the same) check the file.
 """
 
 
@@ -381,6 +382,9 @@ def check_destination(path, what: str) -> None:
         raise UsageError(f"{what} {path}: folder {folder} is not writable ({exc.strerror or exc}).") from None
 
 
+RUN_DATA_HINT = "pass --calibration DIR with typical images"
+
+
 def run_data(run: dict, run_dir) -> tuple[str, dict]:
     """(the run's data source, the `datasets.load` settings it was trained with) from run.json."""
     from pathlib import Path
@@ -390,17 +394,15 @@ def run_data(run: dict, run_dir) -> tuple[str, dict]:
     config, data = run.get("config", {}), run.get("data", {})
     source = data.get("source") or config.get("data")
     if not source:
-        raise UsageError(f"{run_dir}/run.json does not say what data the run trained on; pass --calibration DIR.")
+        raise UsageError(f"{run_dir}/run.json does not say what data the run trained on; {RUN_DATA_HINT}.")
     if str(source) != datasets.DIGITS and not Path(source).is_dir():
-        raise UsageError(f"the run's training data {source} is gone (run.json); pass --calibration DIR with "
-                         "typical images.")
+        raise UsageError(f"the run's training data {source} is gone (run.json); {RUN_DATA_HINT}.")
     from mobilenet_keras.training.run_folder import data_settings
 
     try:
         return str(source), data_settings(run)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"{run_dir}/run.json is damaged ({type(exc).__name__}: {exc}); pass --calibration "
-                         "DIR.") from None
+        raise UsageError(f"{run_dir}/run.json is damaged ({type(exc).__name__}: {exc}); {RUN_DATA_HINT}.") from None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -437,7 +439,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             except UsageError as exc:
                 if args.calibration is None:
                     raise
-                stage(f"the Android file will not be verified: {exc}")
+                reason = str(exc).removesuffix(f"; {RUN_DATA_HINT}.")
+                stage(f"{reason}: the Android file is calibrated and verified on {args.calibration}")
             else:  # read and checked before anything is written: a refusal leaves no export behind
                 from mobilenet_keras.training import datasets
                 from mobilenet_keras.training.run_folder import check_same_split
@@ -449,6 +452,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from mobilenet_keras.model import load_model_file
 
         model = load_model_file(run_dir / "model.keras")
+        # Read before anything is written: an unreadable calibration folder leaves no export behind.
+        android_images = _android_images(args, model, images, stage) if args.android else None
         if args.saved_model:
             from mobilenet_keras.deploy.saved_model import export_saved_model
 
@@ -461,38 +466,70 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(export_onnx(model, args.onnx))
         if not args.android:
             return EXIT_PASS
-        return _export_android(args, model, labels, images, stage, float_layers)
+        return _export_android(args, model, labels, android_images, stage, float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _export_android(args, model, labels, images, stage, float_layers) -> int:
-    """`images`: the run's data (`ImageData`), or None when it is gone (then `--calibration` is given and the file
-    is not verified)."""
-    import tflite
-    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES, VERDICT_EXIT, file_line, float_layers_hint, verdict_of
-    from mobilenet_keras.deploy.android import android_file
-    from mobilenet_keras.training import datasets
+def _android_images(args, model, images, stage) -> tuple:
+    """(calibration images, verification images, their true classes or None, where they come from).
 
-    if args.calibration is None:
+    The run's own data when it is there: calibration from its training images (or `--calibration`),
+    verification on its validation images. When it is gone, `--calibration` gives both: the file is
+    calibrated on part of those images and verified on the rest, never on the images it was calibrated
+    on (a file checked on its own calibration set looks better than it is)."""
+    import numpy as np
+
+    from mobilenet_keras.app.pipeline import CALIBRATION_IMAGES
+    from mobilenet_keras.training import datasets
+    from tflite.verify import MIN_VERDICT_IMAGES
+
+    if args.calibration == datasets.DIGITS:
+        digits = datasets.digits(image_size=model.input_shape[1], augment=False)
+        calibration = digits.calibration_arrays(CALIBRATION_IMAGES)
+        stage(f"calibrating on {len(calibration)} of the digits' training images")
+        if images is None:  # the run's classes need not be the digits': agreement with the float model only
+            return calibration, digits.validation_arrays()[0], None, "digits validation images"
+        return calibration, *images.validation_arrays(), "validation images"
+    if images is not None and args.calibration is None:
         calibration = images.calibration_arrays(CALIBRATION_IMAGES)
         stage(f"calibrating on {len(calibration)} of the run's training images")
-    elif args.calibration == datasets.DIGITS:
-        calibration = datasets.digits(image_size=model.input_shape[1], augment=False).calibration_arrays(
-            CALIBRATION_IMAGES)
-    else:
-        from tflite.representative import collect
+        return calibration, *images.validation_arrays(), "validation images"
+    from tflite.representative import collect
 
-        calibration = collect(args.calibration, tuple(model.input_shape[1:]), limit=CALIBRATION_IMAGES)
-        stage(f"calibrating on {len(calibration)} images from {args.calibration}")
+    # Without the run's data, read enough for a verdict beside the calibration images.
+    folder = collect(args.calibration, tuple(model.input_shape[1:]),
+                     limit=CALIBRATION_IMAGES + (MIN_VERDICT_IMAGES * 5 if images is None else 0))
+    if images is not None:
+        stage(f"calibrating on {len(folder)} images from {args.calibration}")
+        return folder, *images.validation_arrays(), "validation images"
+    # Evenly spaced, so both parts cover every class whether the folder came back in class order or not.
+    used = min(CALIBRATION_IMAGES, max(1, len(folder) // 2))
+    picked = np.zeros(len(folder), bool)
+    picked[np.linspace(0, len(folder) - 1, used).round().astype(int)] = True
+    stage(f"calibrating on {used} images from {args.calibration}; the other {len(folder) - used} verify the "
+          "file (the run's own data is not there)")
+    return folder[picked], folder[~picked], None, f"images from {args.calibration} not used for calibration"
+
+
+def _export_android(args, model, labels, android_images: tuple, stage, float_layers) -> int:
+    """`android_images`: what `_android_images` returned."""
+    import tflite
+    from mobilenet_keras.app.pipeline import VERDICT_EXIT, file_line, float_layers_hint, verdict_of
+    from mobilenet_keras.deploy.android import android_file
+
+    calibration, validation, truth, where = android_images
     stage(f"converting the Android file (uint8) {args.android}")
     path = android_file(model, args.android, calibration, labels or [str(i) for i in range(model.output_shape[-1])],
                         denylist=float_layers)
     print(path)
-    if images is None:
-        return EXIT_PASS
-    validation, truth = images.validation_arrays()
-    stage(f"verifying {path.name} on {len(validation)} validation images")
+    if not len(validation):
+        from tflite.verify import MIN_VERDICT_IMAGES
+
+        print(f"INCONCLUSIVE {path.name}: not verified ({args.calibration} has one image, used for calibration; "
+              f"a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
+        return EXIT_INCONCLUSIVE
+    stage(f"verifying {path.name} on {len(validation)} {where}")
     row = tflite.verify(model, path, validation, labels=truth, mode="uint8", latency_runs=0,
                         allow_float_ops=float_layers is not None).to_dict()
     verdict = verdict_of(row)
