@@ -269,6 +269,11 @@ def test_a_run_whose_data_splits_otherwise_is_refused(tmp_path):
     check_same_split(images, {"data": {}}, tmp_path)  # a run.json without counts: nothing to compare
     with pytest.raises(ValueError, match="now splits into 16 training and 4 validation images; the run had 18 and 2"):
         check_same_split(images, {"data": {"train_images": 18, "validation_images": 2}}, tmp_path)
+    # another folder with as many images: the class names tell it apart
+    check_same_split(images, {"data": {"classes": ["a", "b"], "train_images": 16, "validation_images": 4}}, tmp_path)
+    with pytest.raises(ValueError, match="holds the classes a, b, but the run was trained on cat, dog"):
+        check_same_split(images, {"data": {"classes": ["cat", "dog"], "train_images": 16, "validation_images": 4}},
+                         tmp_path)
 
 
 @pytest.mark.parametrize("argv", [["qat", "runs/x", "--targets", "teacher"],

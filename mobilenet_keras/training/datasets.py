@@ -388,8 +388,10 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     train, validation, plain = _finish(train, validation, (num_train, num_validation), image_size, batch_size,
                                        augment, flip, len(folder.class_names), seed, in_memory=decoded is not None,
                                        crop_scale=crop_scale, plain=plain)
+    # absolute: run.json records it, and `export` and `qat` read it again from wherever they are started
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
-                     num_train, num_validation, str(path), augmentation(augment, flip, crop_scale), validation_split)
+                     num_train, num_validation, str(Path(path).resolve()), augmentation(augment, flip, crop_scale),
+                     validation_split)
 
 
 def digits(image_size: int = 64, batch_size: int = 32, validation_split: float = 0.2, seed: int = 0,
@@ -423,5 +425,5 @@ def load(source: str | os.PathLike, **kwargs) -> ImageData:
             kwargs.pop(folder_only, None)
         return digits(**kwargs)
     if not Path(source).exists():
-        raise ValueError(f"data folder {source} does not exist (or use --data digits for the embedded set).")
+        raise ValueError(f"data folder {source} does not exist (or use the embedded set: '{DIGITS}').")
     return image_folder(source, **kwargs)

@@ -231,9 +231,15 @@ def data_settings(run: dict) -> dict:
 
 
 def check_same_split(images, run: dict, source) -> None:
-    """ValueError unless `images` (reloaded for a finished run) split into as many training and validation
-    images as the run had: otherwise files would be checked on images the model may have trained on."""
+    """ValueError unless `images` (reloaded for a finished run) hold the run's classes and split into as many
+    training and validation images as the run had: otherwise files would be checked on images the model may
+    have trained on, or on another data set."""
     data = run.get("data") or {}
+    classes = data.get("classes")
+    if classes is not None and list(classes) != list(images.class_names):
+        raise ValueError(f"{source} holds the classes {', '.join(images.class_names)}, but the run was trained on "
+                         f"{', '.join(map(str, classes))} (run.json): it is not the run's data; pass the images the "
+                         "run was trained on.")
     then = (data.get("train_images"), data.get("validation_images"))
     now = (images.num_train, images.num_validation)
     if None not in then and tuple(then) != now:
