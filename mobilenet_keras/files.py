@@ -177,3 +177,29 @@ def make_folder(path: str | os.PathLike) -> Path:
             raise disk_full_error(path, exc) from None
         raise
     return path
+
+
+def staging_path(path: str | os.PathLike) -> Path:
+    """A hidden name beside `path` for something written and checked before it takes `path`'s place; it names
+    this process, so that `remove_abandoned_staging` knows a killed writer's leftovers."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}.staging{path.suffix}"
+
+
+def remove_abandoned_staging(path: str | os.PathLike) -> None:
+    """Remove the staging files and folders that a killed writer left beside `path` (their process is gone)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{path.name}.*.staging*"):
+        try:
+            pid = int(leftover.name[len(path.name) + 2:].split(".")[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            _remove_quietly(leftover)

@@ -12,6 +12,7 @@ import pytest
 
 from mobilenet_keras import MobileNetV1, preprocess_input
 from mobilenet_keras.deploy.saved_model import export_saved_model
+from mobilenet_keras.images import load_image
 from tests.conftest import IMAGES, require
 
 SIZE = 64
@@ -101,6 +102,21 @@ def test_saved_model_cli_show_and_run(model, saved, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     probabilities = np.load(tmp_path / "out" / "probabilities.npy")
     np.testing.assert_allclose(probabilities, model.predict(preprocess_input(pixels), verbose=0), atol=1e-5)
+
+
+def test_the_labels_travel_inside_the_folder_and_predict_names_the_classes(model, saved, tmp_path, capsys):
+    from PIL import Image
+
+    from mobilenet_keras.app.predict import print_top_classes
+    from mobilenet_keras.deploy.saved_model import LABELS_FILE
+
+    assert (saved / LABELS_FILE).read_text().splitlines() == LABELS
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(photo)
+    print_top_classes(saved, [photo], top=3)  # no labels.txt beside the folder: the one inside it
+    printed = [line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:]]
+    probabilities = model.predict(preprocess_input(load_image(photo, (SIZE, SIZE))[None]), verbose=0)[0]
+    assert printed == [LABELS[i] for i in np.argsort(-probabilities)[:3]]
 
 
 def test_refuses_to_overwrite_without_force(model, saved):

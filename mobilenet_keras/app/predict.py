@@ -30,6 +30,11 @@ def _find_labels(model_path: Path, given: str | None) -> list[str] | None:
         found = _labels_from_metadata(model_path)
         if found:
             return found
+    if model_path.is_dir():
+        from mobilenet_keras.deploy.saved_model import LABELS_FILE
+
+        if (model_path / LABELS_FILE).is_file():
+            return (model_path / LABELS_FILE).read_text().splitlines()
     for folder in (model_path.parent if model_path.is_file() else model_path, model_path.parent):
         if (folder / "labels.txt").exists():
             return (folder / "labels.txt").read_text().splitlines()

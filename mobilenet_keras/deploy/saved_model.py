@@ -7,9 +7,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mobilenet_keras.files import folder_mode
-
+from mobilenet_keras.files import folder_mode, remove_abandoned_staging, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
+
+#: The class names inside the SavedModel folder, one per line in output order (TF Serving's
+#: `assets.extra` holds files for tools, not the graph).
+LABELS_FILE = "assets.extra/labels.txt"
 
 
 def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None = None, top_k: int = 5,
@@ -24,8 +27,9 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
       probabilities here as from model.keras and the float .tflite), then scaled: what TF Serving's
       REST API receives as `{"b64": ...}` instances.
 
-    Both return `probabilities` [batch, classes], `top_k_indices` and `top_k_scores` [batch, k], and
-    `top_k_labels` (strings) when `labels` are given.
+    Both return `probabilities` [batch, classes], `top_k_indices` and `top_k_scores` [batch, k] (k is
+    `top_k`, or the number of classes when fewer), and `top_k_labels` (strings) when `labels` are given;
+    the labels are then also written to `LABELS_FILE` in the folder (what `predict` reads).
 
     The folder is written beside `path` under a temporary name and renamed; missing parent folders
     are created (TF Serving's `serving/mobilenet/1`); an existing non-empty folder is refused unless
@@ -38,7 +42,8 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
-        raise ValueError(f"{path} exists and is not empty; choose another folder or pass force=True (--force).")
+        raise ValueError(f"{path} exists and is not empty; choose another folder (the next version number) or "
+                         "replace it: --force on the command line, force=True from Python.")
     if path.parent.exists() and not path.parent.is_dir():
         raise ValueError(f"{path.parent} is a file; give a folder path for the SavedModel.")
     height, width, channels = model.input_shape[1:]
@@ -82,11 +87,15 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"can't create the folder {path.parent} ({exc.strerror or exc}).") from None
-    _remove_abandoned_staging(path)
+    remove_abandoned_staging(path)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".staging", dir=path.parent))
     staging.chmod(folder_mode())  # mkdtemp makes 0700; TF Serving may run as another user
     try:
         archive.write_out(str(staging), verbose=False)
+        if labels is not None:  # beside the graph's own table, for tools (and `predict`) that read a file
+            extra = staging / LABELS_FILE
+            extra.parent.mkdir(mode=folder_mode(), exist_ok=True)
+            write_bytes_atomic(extra, "".join(f"{name}\n" for name in labels).encode())
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
@@ -94,21 +103,3 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
-
-
-def _remove_abandoned_staging(path: Path) -> None:
-    """Remove staging folders that a killed export left beside `path` (their process is gone)."""
-    for folder in path.parent.glob(f".{path.name}.*.staging"):
-        try:
-            pid = int(folder.name[len(path.name) + 2:].split(".")[0])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
-            shutil.rmtree(folder, ignore_errors=True)
