@@ -176,6 +176,60 @@ def test_export_android_with_a_one_image_calibration_folder_is_inconclusive(tiny
     assert status == 3 and "INCONCLUSIVE m.tflite: not verified" in err, err[-2000:]
 
 
+def test_a_failed_android_file_never_replaces_the_one_in_place(tmp_path, capsys):
+    # A classifier whose three probabilities differ by less than the uint8 output's step (1/256): the file's
+    # scores tie, its top-1 is class 0 for every image, the float model's is not, and the file fails.
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    logits = keras.layers.Dense(3, kernel_initializer=keras.initializers.RandomNormal(stddev=0.002))(pooled)
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.Model(inputs, keras.layers.Softmax()(logits)).save(run / "model.keras")
+    (run / "labels.txt").write_text("a\nb\nc\n")
+    folder = _photo_folder(tmp_path / "photos", per_class=16)
+    target = tmp_path / "assets" / "model.tflite"
+    target.parent.mkdir()
+    target.write_bytes(b"the good file")
+    status = cli.main(["export", str(run), "--android", str(target), "--calibration", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1 and "FAIL assets/model.failed.tflite" in err, err[-2000:]
+    assert target.read_bytes() == b"the good file" and "(the file there is unchanged)" in err
+    assert (target.parent / "model.failed.tflite").is_file()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no staging file left
+
+
+def test_export_android_falls_back_to_the_calibration_folder_when_the_run_data_is_another_set(
+        tiny_run, tmp_path, capsys):
+    # run.json names a folder that now holds other classes (same counts): without --calibration the
+    # command refuses and says what to do; with it, the folder serves both sets and a stage line says why
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = _photo_folder(tmp_path / "other", per_class=8)
+    for name in ("a", "b", "c"):
+        (other / name).rename(other / f"x{name}")
+    (run / "run.json").write_text(json.dumps({
+        "config": {"image_size": 32, "batch_size": 8, "seed": 0},
+        "data": {"source": str(other), "classes": ["a", "b", "c"], "train_images": 20, "validation_images": 4,
+                 "validation_split": 0.2, "image_size": 32},
+        "final": {"val_accuracy": 0.5, "val_loss": 1.0, "best_val_accuracy": 0.5, "epochs": 1}, "seconds": 1.0}))
+    target = tmp_path / "m.tflite"
+    assert cli.main(["export", str(run), "--android", str(target)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds the classes xa, xb, xc, but the run was trained on a, b, c" in error, error
+    assert "pass --calibration DIR with typical images for the Android file" in error and not target.exists()
+    photos = _photo_folder(tmp_path / "photos", per_class=4)
+    status = cli.main(["export", str(run), "--android", str(target), "--calibration", str(photos), "--quiet"])
+    err = capsys.readouterr().err
+    assert "not using the run's data" in err and "calibrating on 6 images from" in err, err[-2000:]
+    assert status == 3 and target.is_file()
+
+
 def test_export_with_an_empty_calibration_folder_writes_nothing(tiny_run, tmp_path, capsys):
     folder = _photo_folder(tmp_path / "photos", per_class=0)
     status = cli.main(["export", str(tiny_run), "--saved-model", str(tmp_path / "serving" / "1"),
@@ -224,12 +278,17 @@ def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_p
         shutil.copy(finished / name, run / name)
     target = tmp_path / "app" / "assets" / "model.tflite"
     result = run_cli("export", str(run), "--android", str(target), "--quiet", timeout=900)
-    assert target.is_file() and (target.parent / "labels.txt").is_file(), result.stderr[-2000:]
+    assert (target.parent / "labels.txt").is_file(), result.stderr[-2000:]
     assert_no_tensorflow_logs(result.stderr)
     verdict = [line for line in result.stderr.splitlines() if line.startswith(("PASS ", "FAIL ", "INCONCLUSIVE "))]
-    assert len(verdict) == 1 and "model.tflite" in verdict[0], result.stderr[-2000:]
+    assert len(verdict) == 1, result.stderr[-2000:]
     assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[verdict[0].split()[0]]
+    # only a file that did not fail takes the asked-for place; a failed one is set aside
+    kept = target.with_name("model.failed.tflite") if result.returncode == 1 else target
+    assert kept.is_file() and not (target if result.returncode == 1 else kept.with_name("model.failed.tflite")).exists()
+    assert kept.name in verdict[0], verdict
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []  # no staging file left
     assert "calibrating on 200 of the run's training images" in result.stderr
     from tflite.flatbuffer import float_tensors_inside, read_model
 
-    assert float_tensors_inside(read_model(target)) == []  # fully integer unless --float-layers says otherwise
+    assert float_tensors_inside(read_model(kept)) == []  # fully integer unless --float-layers says otherwise

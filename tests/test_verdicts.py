@@ -213,3 +213,18 @@ def test_report_md_renders_verdicts_and_intervals(model3, file3):
     failed = dict(few, failures=["top-1 agreement 50% < 99%"], passed=False, verdict="FAIL")
     text = report_md.markdown(_summary([few, failed], verdict="FAIL"))
     assert text.startswith("# mobilenet-keras run: FAIL") and "| FAIL: top-1 agreement" in text
+
+
+def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies(model3, file3):
+    from mobilenet_keras.app import report as report_md
+
+    row = verify(model3, file3, _images(20), labels=np.zeros(20, int), latency_runs=0).to_dict()
+    uint8 = dict(row, file="run/tflite/model_uint8.tflite", mode="uint8", failures=["top-1 agreement 50% < 97%"],
+                 passed=False, verdict="FAIL")
+    summary = dict(_summary([uint8], verdict="FAIL"), deployables={"android": "android/model.tflite"})
+    assert "- `android`: android/model.tflite (FAIL, as model_uint8.tflite above: do not ship it)" in \
+        report_md.markdown(summary)
+    own = dict(row, file="run/android/model.tflite", mode="uint8", verdict="PASS", failures=[], passed=True)
+    summary = dict(_summary([own]), deployables={"android": "android/model.tflite"})
+    assert "- `android`: android/model.tflite (PASS)" in report_md.markdown(summary)
+

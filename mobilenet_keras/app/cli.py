@@ -285,8 +285,10 @@ EPILOG_EXPORT = """examples:
 
 --android calibrates on the run's own training data (run.json's source) unless --calibration is
 given, then checks the written file against the run's validation images: exit status 0 PASS,
-1 FAIL, 3 INCONCLUSIVE. When the run's data is gone, the --calibration folder gives both: up to 200
-images calibrate and up to 1,000 others (never the same) check the file.
+1 FAIL, 3 INCONCLUSIVE. A file that fails is not written to FILE.tflite (what is there stays); it is
+kept as FILE.failed.tflite. When the run's data is gone (or no longer matches the run), the
+--calibration folder gives both: up to 200 images calibrate and up to 1,000 others (never the same)
+check the file.
 """
 
 
@@ -434,20 +436,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
         images = None  # the run's data: calibration and verification of the Android file
         if args.android and (args.calibration is None or (run_dir / "run.json").is_file()):
             run = folder.read_run()
-            try:
+            try:  # read and checked before anything is written: a refusal leaves no export behind
                 source, load_settings = run_data(run, run_dir)
-            except UsageError as exc:
-                if args.calibration is None:
-                    raise
-                reason = str(exc).removesuffix(f"; {RUN_DATA_HINT}.")
-                stage(f"{reason}: the Android file is calibrated and verified on {args.calibration}")
-            else:  # read and checked before anything is written: a refusal leaves no export behind
                 from mobilenet_keras.training import datasets
                 from mobilenet_keras.training.run_folder import check_same_split
 
                 stage(f"reading the run's data ({source})")
                 images = datasets.load(source, **load_settings)
                 check_same_split(images, run, source)
+            except (UsageError, ValueError) as exc:
+                if args.calibration is None and isinstance(exc, UsageError):
+                    raise
+                if args.calibration is None:
+                    raise UsageError(f"{str(exc).rstrip('.')}; or {RUN_DATA_HINT} for the Android file.") from None
+                images = None  # the run's data can't serve: the --calibration folder gives both sets
+                reason = str(exc).removesuffix(f"; {RUN_DATA_HINT}.")
+                stage(f"not using the run's data ({reason}): the Android file is calibrated and verified on "
+                      f"{args.calibration}")
         stage(f"loading {run_dir / 'model.keras'}")
         from mobilenet_keras.model import load_model_file
 
@@ -507,34 +512,57 @@ def _android_images(args, model, images, stage) -> tuple:
     used = min(CALIBRATION_IMAGES, max(1, len(folder) // 2))
     picked = np.zeros(len(folder), bool)
     picked[np.linspace(0, len(folder) - 1, used).round().astype(int)] = True
-    stage(f"calibrating on {used} images from {args.calibration}; the other {len(folder) - used} verify the "
-          "file (the run's own data is not there)")
+    left = len(folder) - used
+    stage(f"calibrating on {used} image{'s' * (used != 1)} from {args.calibration}; "
+          f"{f'the other {left} verify' if left else 'none is left to verify'} the file (the run's own data is "
+          "not there)")
     return folder[picked], folder[~picked], None, f"images from {args.calibration} not used for calibration"
 
 
 def _export_android(args, model, labels, android_images: tuple, stage, float_layers) -> int:
-    """`android_images`: what `_android_images` returned."""
+    """Convert, verify, and only then put the file at `args.android`: a file that fails its check never
+    replaces what is there (an app's assets may hold a good one); it is kept beside it as NAME.failed.tflite.
+
+    `android_images`: what `_android_images` returned."""
+    from pathlib import Path
+
     import tflite
     from mobilenet_keras.app.pipeline import VERDICT_EXIT, file_line, float_layers_hint, verdict_of
     from mobilenet_keras.deploy.android import android_file
+    from mobilenet_keras.files import remove_abandoned_staging, staging_path
 
     calibration, validation, truth, where = android_images
-    stage(f"converting the Android file (uint8) {args.android}")
-    path = android_file(model, args.android, calibration, labels or [str(i) for i in range(model.output_shape[-1])],
-                        denylist=float_layers)
-    print(path)
-    if not len(validation):
-        from tflite.verify import MIN_VERDICT_IMAGES
+    target = Path(args.android)
+    stage(f"converting the Android file (uint8) {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(target)
+    staged = staging_path(target)
+    try:
+        android_file(model, staged, calibration, labels or [str(i) for i in range(model.output_shape[-1])],
+                     denylist=float_layers)
+        if not len(validation):
+            from tflite.verify import MIN_VERDICT_IMAGES
 
-        print(f"INCONCLUSIVE {path.name}: not verified ({args.calibration} has one image, used for calibration; "
-              f"a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
-        return EXIT_INCONCLUSIVE
-    stage(f"verifying {path.name} on {len(validation)} {where}")
-    row = tflite.verify(model, path, validation, labels=truth, mode="uint8", latency_runs=0,
-                        allow_float_ops=float_layers is not None).to_dict()
-    verdict = verdict_of(row)
+            os.replace(staged, target)
+            print(target)
+            print(f"INCONCLUSIVE {target.name}: not verified ({args.calibration} has one image, used for "
+                  f"calibration; a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
+            return EXIT_INCONCLUSIVE
+        stage(f"verifying {target.name} on {len(validation)} {where}")
+        row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
+                            allow_float_ops=float_layers is not None).to_dict()
+        verdict = verdict_of(row)
+        kept = target.with_name(f"{target.stem}.failed{target.suffix}") if verdict == "FAIL" else target
+        os.replace(staged, kept)
+    finally:
+        staged.unlink(missing_ok=True)
+    row["file"] = str(kept)
+    print(kept)
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(file_line(row) + (f" ({reason})" if reason else ""), file=sys.stderr)
+    if verdict == "FAIL":
+        print(f"{target} was not written{' (the file there is unchanged)' if target.exists() else ''}: the "
+              f"converted file failed its check and is kept as {kept.name} for a look.", file=sys.stderr)
     hint = float_layers_hint([row], float_layers)
     if hint:
         print(hint, file=sys.stderr)
@@ -718,7 +746,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     where = f"mobilenet-keras {args.command}"
-    with quiet_runtime(args.verbose):
+    with quiet_runtime(args.verbose), warnings.catch_warnings():
+        if not args.debug:  # one line in the command's own voice, not Python's file:line and source line
+            warnings.showwarning = lambda message, *_, **__: print(f"{where}: warning: {message}", file=sys.stderr)
         try:
             return args.func(args)
         except UsageError as exc:

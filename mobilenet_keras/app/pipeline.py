@@ -74,7 +74,7 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
-FLOAT_LAYERS_HINT = ("an integer file missed its agreement threshold fully integer: `--float-layers auto` keeps the "
+FLOAT_LAYERS_HINT = ("a fully integer file missed its agreement threshold: `--float-layers auto` keeps the "
                      "fewest leading layers in float that reach 99% on the calibration images, or the best of "
                      "up to 9 (for CPU and GPU delegates; such a file does not run on integer-only accelerators)")
 

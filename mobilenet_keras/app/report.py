@@ -15,7 +15,7 @@ def shown_name(row: dict) -> str:
     """A verified file's name as reports show it: `model_int8.tflite` for the files in tflite/, with its
     folder for the others (`android/model.tflite`)."""
     path = Path(row["file"])
-    return path.name if path.parent.name == "tflite" else f"{path.parent.name}/{path.name}"
+    return path.name if path.parent.name in ("tflite", "") else f"{path.parent.name}/{path.name}"
 
 
 def probability_scatter(float_probs: np.ndarray, file_probs: np.ndarray, name: str, path: Path,
@@ -98,6 +98,21 @@ def row_verdict(row: dict) -> str:
     if verdict in ("PASS", "FAIL", "INCONCLUSIVE"):
         return verdict
     return "PASS" if row.get("passed") else "FAIL"
+
+
+def android_verdict(summary: dict) -> dict[str, str]:
+    """{"android": " (VERDICT ...)"} from the row that verified the Android file: its own row, or that of the
+    uint8 file it is a copy of (with metadata); {} when no row did."""
+    android = summary.get("deployables", {}).get("android")
+    if android is None:
+        return {}
+    for row in summary.get("files", []):
+        if shown_name(row) == android or (row["mode"] == "uint8" and shown_name(row) == "model_uint8.tflite"):
+            verdict = row_verdict(row)
+            whose = "" if shown_name(row) == android else f", as {shown_name(row)} above"
+            advice = ": do not ship it" if verdict == "FAIL" else ""
+            return {"android": f" ({verdict}{whose}{advice})"}
+    return {}
 
 
 def overall_verdict(summary: dict) -> str:
@@ -190,7 +205,9 @@ def markdown(summary: dict) -> str:
                          f"{row['max_abs_error']:.4f} |")
         lines.append("")
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in summary["plots"]] + [""]
-    lines += ["## Deployable files", ""] + [f"- `{k}`: {v}" for k, v in summary["deployables"].items()] + [""]
+    verdicts = android_verdict(summary)
+    lines += ["## Deployable files", ""] + [f"- `{k}`: {v}{verdicts.get(k, '')}" for k, v in summary["deployables"].items()]
+    lines += [""]
     return "\n".join(lines)
 
 
