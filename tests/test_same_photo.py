@@ -136,3 +136,16 @@ def test_a_palette_bmp_is_refused_everywhere_with_the_same_reason(tmp_path):
         load_image(root / "b" / "indexed.bmp")
     with pytest.raises(ValueError, match="indexed.bmp.*palette BMP"):
         datasets.image_folder(root, image_size=32)
+
+
+@pytest.mark.parametrize("junk", [b"", b"abc", b"BM" + b"\0" * 10, b"x" * 40])
+def test_short_or_unknown_bytes_get_the_decoders_own_reason(junk):
+    # what a serving client may send to serving_bytes: the decoder's own reason (empty input, unknown format,
+    # incomplete BMP), not "pos 28 out of range" from the BMP header check on a string too short to hold one
+    import tensorflow as tf
+
+    from mobilenet_keras.images import decode_image
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        decode_image(tf.constant(junk))
+    assert "out of range" not in str(info.value) and "DecodeImage" in str(info.value), str(info.value)[-300:]
