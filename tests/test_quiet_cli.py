@@ -163,6 +163,16 @@ def test_export_android_without_the_run_data_verifies_on_the_calibration_folder_
     verdict = [line for line in err.splitlines() if line.startswith(("PASS ", "FAIL ", "INCONCLUSIVE "))]
     assert len(verdict) == 1 and verdict[0].startswith("INCONCLUSIVE "), err[-2000:]
     assert status == 3
+    # class folders named as the run's classes give the true classes too (accuracy beside agreement)
+    import argparse
+
+    import keras
+
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    args = argparse.Namespace(calibration=str(folder))
+    calibration, validation, truth, _ = cli._android_images(args, model, None, ["a", "b", "c"], lambda line: None)
+    assert sorted(np.bincount(truth)) == [4, 4, 4] and len(validation) == 12 and len(calibration) == 12
+    assert cli._android_images(args, model, None, ["x", "y", "z"], lambda line: None)[2] is None
 
 
 def test_export_android_with_a_one_image_calibration_folder_is_inconclusive(tiny_run, tmp_path, capsys):

@@ -458,7 +458,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         model = load_model_file(run_dir / "model.keras")
         # Read before anything is written: an unreadable calibration folder leaves no export behind.
-        android_images = _android_images(args, model, images, stage) if args.android else None
+        android_images = _android_images(args, model, images, labels, stage) if args.android else None
         if args.saved_model:
             from mobilenet_keras.deploy.saved_model import export_saved_model
 
@@ -476,7 +476,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _android_images(args, model, images, stage) -> tuple:
+def _android_images(args, model, images, labels, stage) -> tuple:
     """(calibration images, verification images, their true classes or None, where they come from).
 
     The run's own data when it is there: calibration from its training images (or `--calibration`),
@@ -503,8 +503,9 @@ def _android_images(args, model, images, stage) -> tuple:
     from tflite.representative import collect
 
     # Without the run's data, read enough for a verdict beside the calibration images.
+    classes: list = []
     folder = collect(args.calibration, tuple(model.input_shape[1:]),
-                     limit=CALIBRATION_IMAGES + (MIN_VERDICT_IMAGES * 5 if images is None else 0))
+                     limit=CALIBRATION_IMAGES + (MIN_VERDICT_IMAGES * 5 if images is None else 0), labels_out=classes)
     if images is not None:
         stage(f"calibrating on {len(folder)} images from {args.calibration}")
         return folder, *images.validation_arrays(), "validation images"
@@ -516,7 +517,12 @@ def _android_images(args, model, images, stage) -> tuple:
     stage(f"calibrating on {used} image{'s' * (used != 1)} from {args.calibration}; "
           f"{f'the other {left} verify' if left else 'none is left to verify'} the file (the run's own data is "
           "not there)")
-    return folder[picked], folder[~picked], None, f"images from {args.calibration} not used for calibration"
+    # Class folders named as the run's classes give accuracy too; otherwise agreement with the float model alone.
+    from mobilenet_keras.images import scan_folder
+
+    same_classes = bool(classes) and labels is not None and scan_folder(args.calibration).class_names == list(labels)
+    truth = np.asarray(classes)[~picked] if same_classes else None
+    return folder[picked], folder[~picked], truth, f"images from {args.calibration} not used for calibration"
 
 
 def _export_android(args, model, labels, android_images: tuple, stage, float_layers) -> int:
