@@ -36,6 +36,8 @@ def test_pipeline_on_digits(digits_pipeline_run):
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:8] == PNG, plot
     assert len(report["worst_layers"]) == 5
+    uint8 = next(row for row in report["files"] if row["mode"] == "uint8")
+    assert report["android_verdict"] == {"verdict": uint8["verdict"], "verified_as": "model_uint8.tflite"}
     from mobilenet_keras.deploy.android import has_metadata, mediapipe_python
 
     if mediapipe_python() is not None:  # .ci/run provides one

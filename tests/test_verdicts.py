@@ -224,6 +224,7 @@ def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies
     summary = dict(_summary([uint8], verdict="FAIL"), deployables={"android": "android/model.tflite"})
     assert "- `android`: android/model.tflite (FAIL, as model_uint8.tflite above: do not ship it)" in \
         report_md.markdown(summary)
+    assert report_md.android_verdict(summary) == {"verdict": "FAIL", "verified_as": "model_uint8.tflite"}
     own = dict(row, file="run/android/model.tflite", mode="uint8", verdict="PASS", failures=[], passed=True)
     summary = dict(_summary([own]), deployables={"android": "android/model.tflite"})
     assert "- `android`: android/model.tflite (PASS)" in report_md.markdown(summary)

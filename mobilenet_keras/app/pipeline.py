@@ -282,6 +282,7 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
         "float_layers": settings.float_layers,  # --float-layers: None (fully integer), "auto" or names
         "seconds": round(time.time() - stage.start, 1),
     }
+    summary["android_verdict"] = report.android_verdict(summary)  # {"verdict", "verified_as"} or None
     report.write(summary, out)
     stage(f"wrote {out / 'report.md'}")
     return verdict, failures, summary["inconclusive"]

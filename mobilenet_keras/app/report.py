@@ -100,19 +100,23 @@ def row_verdict(row: dict) -> str:
     return "PASS" if row.get("passed") else "FAIL"
 
 
-def android_verdict(summary: dict) -> dict[str, str]:
-    """{"android": " (VERDICT ...)"} from the row that verified the Android file: its own row, or that of the
-    uint8 file it is a copy of (with metadata); {} when no row did."""
+def android_verdict(summary: dict) -> dict | None:
+    """{"verdict": ..., "verified_as": file name} from the row that verified the Android file: its own row, or
+    that of the uint8 file it is a copy of (with metadata); None when no row did."""
     android = summary.get("deployables", {}).get("android")
-    if android is None:
-        return {}
-    for row in summary.get("files", []):
+    for row in summary.get("files", []) if android is not None else []:
         if shown_name(row) == android or (row["mode"] == "uint8" and shown_name(row) == "model_uint8.tflite"):
-            verdict = row_verdict(row)
-            whose = "" if shown_name(row) == android else f", as {shown_name(row)} above"
-            advice = ": do not ship it" if verdict == "FAIL" else ""
-            return {"android": f" ({verdict}{whose}{advice})"}
-    return {}
+            return {"verdict": row_verdict(row), "verified_as": shown_name(row)}
+    return None
+
+
+def _deployable_note(summary: dict, key: str) -> str:
+    checked = android_verdict(summary) if key == "android" else None
+    if checked is None:
+        return ""
+    android = summary["deployables"]["android"]
+    whose = "" if checked["verified_as"] == android else f", as {checked['verified_as']} above"
+    return f" ({checked['verdict']}{whose}{': do not ship it' if checked['verdict'] == 'FAIL' else ''})"
 
 
 def overall_verdict(summary: dict) -> str:
@@ -205,9 +209,8 @@ def markdown(summary: dict) -> str:
                          f"{row['max_abs_error']:.4f} |")
         lines.append("")
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in summary["plots"]] + [""]
-    verdicts = android_verdict(summary)
-    lines += ["## Deployable files", ""] + [f"- `{k}`: {v}{verdicts.get(k, '')}" for k, v in summary["deployables"].items()]
-    lines += [""]
+    lines += ["## Deployable files", ""]
+    lines += [f"- `{k}`: {v}{_deployable_note(summary, k)}" for k, v in summary["deployables"].items()] + [""]
     return "\n".join(lines)
 
 
