@@ -43,13 +43,20 @@ def load_weights(model, path: str | os.PathLike) -> None:
     """
     path = os.fspath(path)
     if path.endswith(".weights.h5") or path.endswith(".keras"):
+        remedy = ("It was saved from a model with other settings; build the model with the same alpha, "
+                  "depth_multiplier, include_top and classes.")
+        saved = _layers_with_weights(path) if path.endswith(".weights.h5") else None
+        present = sum(1 for layer in model.layers if layer.weights)
+        if saved is not None and saved > present:  # Keras would skip the extra ones with a warning that reads
+            # as if the backbone had not loaded (a file with the classifier, into a model without it)
+            raise ValueError(f"{path} holds the weights of {saved} layers, this model ({model.name}) has {present}: "
+                             f"the file's model had more (a classifier?). {remedy}")
         try:
             model.load_weights(path)
         except Exception as exc:  # Keras raises several types for a file of another shape
-            raise ValueError(
-                f"{path} does not fit this model ({model.name}): {exc}. It was saved from a model with "
-                "other settings; build the model with the same alpha, depth_multiplier, include_top and classes."
-            ) from None
+            # its message goes on for lines (the variable's values among them): the first says what differs
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".:")
+            raise ValueError(f"{path} does not fit this model ({model.name}): {first}. {remedy}") from None
         return
 
     try:
@@ -118,3 +125,31 @@ def transfer_weights(source, target) -> None:
             raise ValueError(f"layer {inner.name!r}: shapes {[v.shape for v in values]} in {source.name} but "
                              f"{expected} in {target.name}.")
         counterpart.set_weights(values)
+
+
+def _layers_with_weights(path: str) -> int | None:
+    """How many layers a Keras 3 `.weights.h5` file holds weights for (a group per layer under `layers/`, named
+    by class, not by the layer's name); None when the file can't be read that way (Keras then says why)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return sum(1 for group in f.get("layers", {}).values() if _holds_weights(group))
+    except Exception:  # noqa: BLE001 - not this format: leave the judgement to Keras's loader
+        return None
+
+
+def _holds_weights(group) -> bool:
+    import h5py
+
+    return any(isinstance(item, h5py.Dataset) for item in _walk(group))
+
+
+def _walk(group):
+    import h5py
+
+    for item in group.values():
+        yield item
+        if isinstance(item, h5py.Group):
+            yield from _walk(item)
+

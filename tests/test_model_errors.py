@@ -129,3 +129,33 @@ def test_bias_correction_copies_a_model_with_a_lambda_layer():
     corrected = bias_corrected(model, calibration)
     assert corrected.get_layer("scale") is model.get_layer("scale")  # shared, not deserialized
     assert corrected.get_layer("extra_conv") is not model.get_layer("extra_conv")
+
+
+@pytest.fixture(scope="module")
+def head_and_backbone_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None).save_weights(folder / "head.weights.h5")
+    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None).save_weights(
+        folder / "backbone.weights.h5")
+    return folder
+
+
+@pytest.mark.parametrize("file,kwargs,words", [
+    ("head", dict(include_top=False), "holds the weights of 55 layers, this model (mobilenet_0.25_32) has 54"),
+    ("head", dict(classes=5), "conv_preds"),
+    ("backbone", dict(classes=10), "conv_preds"),
+])
+def test_a_weights_file_of_other_settings_is_one_line_naming_what_differs(head_and_backbone_files, file, kwargs, words):
+    # Keras would load a file with a classifier into a model without one, skipping the head with a warning that
+    # reads as if nothing had loaded; and its shape errors run over many lines, the variable's values among them
+    with pytest.raises(ValueError) as info:
+        MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, weights=str(head_and_backbone_files / f"{file}.weights.h5"),
+                    **kwargs)
+    message = str(info.value)
+    assert words in message and "\n" not in message and "include_top and classes" in message, message
+
+
+def test_a_weights_file_of_the_same_settings_loads(head_and_backbone_files):
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False,
+                        weights=str(head_and_backbone_files / "backbone.weights.h5"))
+    assert model.output_shape == (None, 1, 1, 256)
