@@ -51,3 +51,36 @@ def test_predict_names_a_bad_image(tmp_path, capsys):
     model = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
     assert main(["predict", str(model), str(bad)]) == 2
     assert "x.jpg is not a readable image" in capsys.readouterr().err
+
+
+def test_predict_refuses_labels_of_another_class_count(tmp_path, capsys):
+    # 1,000 names for Google's 1,001-class file would shift every answer by one, printed as right
+    from tests.conftest import IMAGES, LABELS, TFLITE_REFERENCE, require
+
+    model = require(TFLITE_REFERENCE / "mobilenet_v1_0.75_192_quant.tflite")
+    short = tmp_path / "labels.txt"
+    short.write_text("\n".join(require(LABELS / "imagenet_labels_1001.txt").read_text().splitlines()[1:]) + "\n")
+    assert main(["predict", str(model), str(require(IMAGES / "coffee.png")), "--labels", str(short)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has 1000 lines, but" in err[0] and "has 1001 classes" in err[0], err
+
+
+def test_predict_on_a_run_folders_tflite_file_finds_the_runs_labels(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    import tflite
+    from mobilenet_keras import MobileNetV1
+
+    run = tmp_path / "run"
+    (run / "tflite").mkdir(parents=True)
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
+    tflite.convert(model, run / "tflite" / "model_float32.tflite", "float32")
+    (run / "labels.txt").write_text("cat\ndog\nfox\n")
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
+    assert main(["predict", str(run / "tflite" / "model_float32.tflite"), str(photo), "--top", "3"]) == 0
+    names = sorted(line.split()[-1] for line in capsys.readouterr().out.strip().splitlines()[1:])
+    assert names == ["cat", "dog", "fox"]
+    assert main(["predict", str(run / "tflite" / "model_float32.tflite"), str(photo), "--top", "0"]) == 2
+    assert "top must be a positive number" in capsys.readouterr().err

@@ -23,22 +23,25 @@ def _labels_from_metadata(path: Path) -> list[str] | None:
     return None
 
 
-def _find_labels(model_path: Path, given: str | None) -> list[str] | None:
+def _find_labels(model_path: Path, given: str | None) -> tuple[list[str] | None, str | None]:
+    """(class names, where they come from): `given`, the file's metadata, the SavedModel's own copy, or a
+    labels.txt beside the model or one folder up (a run folder's labels.txt for its tflite/ files)."""
     if given:
-        return Path(given).read_text().splitlines()
+        return Path(given).read_text().splitlines(), given
     if model_path.suffix == ".tflite":
         found = _labels_from_metadata(model_path)
         if found:
-            return found
+            return found, f"{model_path}'s metadata"
     if model_path.is_dir():
         from mobilenet_keras.deploy.saved_model import LABELS_FILE
 
         if (model_path / LABELS_FILE).is_file():
-            return (model_path / LABELS_FILE).read_text().splitlines()
-    for folder in (model_path.parent if model_path.is_file() else model_path, model_path.parent):
+            return (model_path / LABELS_FILE).read_text().splitlines(), str(model_path / LABELS_FILE)
+    here = model_path if model_path.is_dir() else model_path.parent
+    for folder in (here, here.parent):
         if (folder / "labels.txt").exists():
-            return (folder / "labels.txt").read_text().splitlines()
-    return None
+            return (folder / "labels.txt").read_text().splitlines(), str(folder / "labels.txt")
+    return None, None
 
 
 def scores(model_path: Path, images: list[Path]) -> np.ndarray:
@@ -73,6 +76,8 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
                       top: int = 5) -> int:
     """`mobilenet-keras predict`: print each image's `top` classes with their scores."""
     model_path = Path(model)
+    if not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive number of classes; got {top!r}.")
     if not model_path.exists():
         raise ValueError(f"{model_path} does not exist.")
     if labels is not None and not Path(labels).is_file():
@@ -85,7 +90,16 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
     for image in images:
         load_image(image)  # names an unreadable file before any Keras model loads
     result = scores(model_path, images)
-    names = _find_labels(model_path, str(labels) if labels is not None else None)
+    names, source = _find_labels(model_path, str(labels) if labels is not None else None)
+    if names is not None and len(names) != result.shape[-1]:
+        if labels is not None:  # names shifted by one line would be wrong answers, printed as right ones
+            raise ValueError(f"{labels} has {len(names)} lines, but {model_path} has {result.shape[-1]} classes; "
+                             "give its labels.txt, one class name per line in output order.")
+        import warnings
+
+        warnings.warn(f"{source} has {len(names)} lines, but {model_path} has {result.shape[-1]} classes: printing "
+                      "class numbers (give --labels FILE).", stacklevel=2)
+        names = None
     for image, row in zip(images, result):
         print(image)
         for index in np.argsort(-row)[:top]:
