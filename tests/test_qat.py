@@ -153,8 +153,11 @@ def test_distillation_trains_on_the_float_models_answers_not_the_labels(qat_run)
     for name, teacher in (("labels", None), ("teacher", model)):
         tf.keras.utils.set_random_seed(0)
         qat_model = qat.quantize(model, calibration)
-        qat.fine_tune(qat_model, train, epochs=3, learning_rate=1e-4, verbose=0, teacher=teacher)
+        history = qat.fine_tune(qat_model, train, train, epochs=3, learning_rate=1e-4, verbose=0, teacher=teacher)
         agreement[name] = float((qat_model.predict(qat_run["held_out"], verbose=0).argmax(1) == expected).mean())
+        # on the teacher, training and validation both score agreement with it (not accuracy on the labels)
+        names = ("agreement", "val_agreement") if teacher is not None else ("accuracy", "val_accuracy")
+        assert set(names) <= set(history) and not {"accuracy", "agreement"} - set(names) & set(history), history
     assert agreement["labels"] < 0.5, agreement
     assert agreement["teacher"] >= 0.85, agreement
     with pytest.raises(ValueError, match="tf.data.Dataset"):

@@ -84,6 +84,8 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     row.update(reference="QAT Keras model", qat_keras_agreement=against_qat.top1_agreement,
                qat_keras_accuracy=against_qat.float_accuracy, float_accuracy=against_float.float_accuracy,
                float_model_agreement=against_float.top1_agreement, accuracy_drop=drop)
+    # float_accuracy is the float model's from here on, and so its interval
+    row["float_accuracy_interval"] = against_float.to_dict()["float_accuracy_interval"]
     limit = tflite.get_mode(mode).thresholds.max_accuracy_drop
     row["thresholds"]["max_accuracy_drop"] = limit
     row["failures"] = list(against_qat.failures)

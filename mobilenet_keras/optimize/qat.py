@@ -188,13 +188,14 @@ def _preserving(qat_model, preserve: str, names: list[str]):
 
 
 def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, label_smoothing: float = 0.1,
-                 callbacks=None, verbose: int = 1) -> dict:
-    """Fine-tune a tfmot-wrapped tf_keras model (softmax output, one-hot labels) with Adam; the history as a dict."""
+                 callbacks=None, verbose: int = 1, metric: str = "accuracy") -> dict:
+    """Fine-tune a tfmot-wrapped tf_keras model (softmax output, one-hot labels) with Adam; the history as a dict.
+    `metric`: the name of the top-1 figure (`agreement` when the targets are a teacher's answers)."""
     import tf_keras
 
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                   loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                  metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")])
+                  metrics=[tf_keras.metrics.CategoricalAccuracy(name=metric)])
     history = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, callbacks=callbacks or [])
     return {k: [float(x) for x in v] for k, v in history.history.items()}
 
@@ -212,8 +213,10 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     `label_smoothing` applies to the labels (None: 0.1).
     `teacher` (the float Keras model, ending in softmax): train on its probabilities for each training
     image instead of the labels (distillation; no label smoothing: giving one is an error), so that QAT learns the
-    float model's answers, which is what `tflite.verify` compares the file with; `train` must then be a
-    tf.data.Dataset of (images, one-hot float labels) batches; `validation` keeps its labels.
+    float model's answers, which is what `tflite.verify` compares the file with; `train` (and `validation`, when
+    given) must then be a tf.data.Dataset of (images, one-hot float labels) batches. Both then score against the
+    teacher: the history's figures are `agreement` and `val_agreement` (top-1 agreement with the teacher), not
+    accuracy, and `val_loss` is the distillation loss.
     """
     if preserve not in PRESERVE:
         raise ValueError(f"preserve must be one of {PRESERVE}; got {preserve!r}.")
@@ -222,13 +225,15 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
             raise ValueError(f"fine_tune(teacher=...) trains on the teacher's probabilities, which are not smoothed; "
                              f"leave label_smoothing out (got {label_smoothing!r}).")
         train = _teacher_labels(train, teacher)
+        validation = _teacher_labels(validation, teacher) if validation is not None else None
         label_smoothing = 0.0
     elif label_smoothing is None:
         label_smoothing = 0.1
     callbacks = list(callbacks or [])
     if preserve is not None:
         callbacks.append(_preserving(qat_model, preserve, specs.pointwise_names()))
-    history = fit_tf_keras(qat_model, train, validation, epochs, learning_rate, label_smoothing, callbacks, verbose)
+    history = fit_tf_keras(qat_model, train, validation, epochs, learning_rate, label_smoothing, callbacks, verbose,
+                           metric="agreement" if teacher is not None else "accuracy")
     set_weight_ranges(qat_model)
     return history
 
