@@ -240,6 +240,20 @@ def test_export_android_falls_back_to_the_calibration_folder_when_the_run_data_i
     assert status == 3 and target.is_file()
 
 
+def test_qat_on_a_run_whose_data_is_gone_names_the_data_option(tiny_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "run.json").write_text(json.dumps({
+        "config": {"image_size": 32}, "data": {"source": str(tmp_path / "moved"), "classes": ["a", "b", "c"]},
+        "final": {"val_accuracy": 0.5}}))
+    assert cli.main(["qat", str(run)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "moved is gone (run.json); pass --data DIR" in error[0], error
+
+
 def test_export_with_an_empty_calibration_folder_writes_nothing(tiny_run, tmp_path, capsys):
     folder = _photo_folder(tmp_path / "photos", per_class=0)
     status = cli.main(["export", str(tiny_run), "--saved-model", str(tmp_path / "serving" / "1"),

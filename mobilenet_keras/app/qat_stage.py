@@ -123,6 +123,9 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir / 'run.json'} is damaged ({type(exc).__name__}: {exc}); train the run "
                          "again.") from None
+    if data is None and str(source) != datasets.DIGITS and not Path(source).is_dir():
+        raise ValueError(f"the run's training data {source} is gone (run.json); pass --data DIR with the images it "
+                         "was trained on (data= from Python).")
     images = datasets.load(source, **settings)
     check_same_split(images, run, source)
     from mobilenet_keras.model import load_model_file
