@@ -53,8 +53,13 @@ def _read_class_index(class_index: str | os.PathLike | dict | None) -> dict[str,
     if class_index is None:
         from keras.utils import get_file
 
-        class_index = get_file("imagenet_class_index.json", pretrained.CLASS_INDEX_URL,
-                               cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb")
+        try:
+            class_index = get_file("imagenet_class_index.json", pretrained.CLASS_INDEX_URL,
+                                   cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb")
+        except Exception as exc:  # noqa: BLE001 - Keras raises a bare Exception for a failed download
+            raise ValueError(f"could not download Keras's ImageNet class index ({_first_line(exc)}); pass "
+                             "class_index= a local imagenet_class_index.json (or a dict), or put the file in "
+                             "$KERAS_HOME/models.") from None
     with open(class_index, encoding="utf-8") as f:
         return json.load(f)
 
@@ -84,3 +89,8 @@ def decode_predictions(preds: Any, top: int = 5,
         best = np.argsort(row)[::-1][:top]
         results.append([(*index[str(i)], float(row[i])) for i in best])
     return results
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+

@@ -47,3 +47,15 @@ def test_preprocess_input_takes_keras_applications_arguments():
         preprocess_input(pixels, mode="caffe")
     with pytest.raises(TypeError, match="unexpected keyword"):
         preprocess_input(pixels, scale=2)
+
+
+def test_decode_predictions_without_the_class_index_says_what_to_pass(tmp_path, monkeypatch):
+    # offline and with nothing cached: Keras's download raises a bare Exception ("URL fetch failure")
+    from mobilenet_keras import pretrained
+
+    from keras.src.backend import config
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))  # Keras reads $KERAS_HOME once, at import
+    monkeypatch.setattr(pretrained, "CLASS_INDEX_URL", (tmp_path / "nowhere" / "index.json").as_uri())
+    with pytest.raises(ValueError, match="class_index= a local imagenet_class_index.json"):
+        decode_predictions(np.zeros((1, 1000)))

@@ -161,3 +161,9 @@ def test_latency_helper_warms_up_by_time_and_runs():
     assert 0 <= latency.median_ms <= latency.p90_ms
     with pytest.raises(ValueError, match="at least 1"):
         measure(lambda: None, runs=0)
+
+
+def test_one_image_without_the_batch_axis_is_named_as_such():
+    model = TFLiteModel(require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite"))
+    with pytest.raises(ValueError, match=r"got one image \(128, 128, 3\): add the batch axis"):
+        model.predict_raw(np.zeros((128, 128, 3), np.uint8))
