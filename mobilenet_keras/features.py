@@ -36,4 +36,6 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     except ValueError:
         raise ValueError(f"{model.name} is not a MobileNet V1 built by MobileNetV1 (layer names differ).") from None
     outputs = {key: model.get_layer(name).output for key, name in layer_names.items()}
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    # the one input tensor, not the one-element list `model.inputs`: Keras warns on every call of a model
+    # whose input structure differs from what it is called with
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")

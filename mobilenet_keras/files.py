@@ -61,8 +61,8 @@ def disk_full_error(path, exc: BaseException | None = None) -> ValueError:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Resolve `path` and check that a file can be written there, with a message that says how to fix it."""
-    path = Path(path)
+    """Resolve `path` (`~` too) and check that a file can be written there, with a message that says how to fix it."""
+    path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"output path {path} is a folder; give a file name such as {path / 'model.tflite'}.")
     folder = path.parent if str(path.parent) else Path(".")

@@ -48,6 +48,9 @@ def _as_float_images(batch, where: str) -> np.ndarray:
     array = np.asarray(batch)
     if array.dtype == np.uint8:
         array = preprocess_input(array)
+    elif array.dtype.kind in "US" or array.dtype == object and all(isinstance(x, (str, os.PathLike)) for x in batch):
+        raise ValueError(f"{where}: got file names, not images; pass the folder that holds them (or load them with "
+                         "mobilenet_keras.images.load_image).")
     elif not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{where}: images must be float (model convention) or uint8 (raw pixels); got {array.dtype}.")
     array = array.astype(np.float32, copy=False)

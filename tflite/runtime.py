@@ -76,8 +76,9 @@ class TFLiteModel:
                              "Use predict() for float images in the model's convention.")
         if batch.shape[1:] != self.input_shape[1:]:
             if batch.shape == self.input_shape[1:]:
-                raise ValueError(f"{self.path.name} takes a batch of images, shape (N, {', '.join(map(str, batch.shape))}); "
-                                 f"got one image {batch.shape}: add the batch axis (image[None]).")
+                sides = ", ".join(map(str, batch.shape))
+                raise ValueError(f"{self.path.name} takes a batch of images, shape (N, {sides}); got one image "
+                                 f"{batch.shape}: add the batch axis (image[None]).")
             raise ValueError(f"{self.path.name} takes images of shape {self.input_shape[1:]}; got {batch.shape[1:]} "
                              f"(the batch {batch.shape}).")
         results = []

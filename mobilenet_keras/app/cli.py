@@ -360,7 +360,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"{'file':<{width}}  {'mode':<14} {'size KiB':>9} {'median ms':>10} {'p90 ms':>9}")
     for path, mode, size, latency in rows:
         print(f"{str(path):<{width}}  {mode:<14} {size / 1024:>9.0f} {latency.median_ms:>10.3f} {latency.p90_ms:>9.3f}")
-    print(f"(per image at batch 1, {args.threads} thread{'s' * (args.threads != 1)}: {args.runs} timed runs per file, taken in turns across "
+    threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
+    print(f"(per image at batch 1, {threads}: {args.runs} timed runs per file, taken in turns across "
           "the files, after at least 1 s and 20 runs of warm-up each)")
     return 0
 

@@ -57,8 +57,8 @@ def epoch_lines():
 
     class EpochLines(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            figures = "  ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items()
-                                if name in ("loss", "accuracy", "agreement", "val_loss", "val_accuracy", "val_agreement"))
+            shown = ("loss", "accuracy", "agreement", "val_loss", "val_accuracy", "val_agreement")
+            figures = "  ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items() if name in shown)
             print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')}  {figures}", file=sys.stderr, flush=True)
 
     return EpochLines()
