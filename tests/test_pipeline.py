@@ -238,6 +238,7 @@ def test_the_qat_command_loads_the_runs_data_with_its_settings(tmp_path, monkeyp
                     "augmentation": {"random_crop_sides": [0.9, 1.0], "horizontal_flip": True}}, "final": {}}
     (tmp_path / "model.keras").write_bytes(b"not read: the data is loaded first")
     (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "photos").mkdir()  # there (a folder that is gone is refused before loading)
     asked = {}
 
     class Loaded(Exception):
