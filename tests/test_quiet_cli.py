@@ -209,6 +209,13 @@ def test_a_failed_android_file_never_replaces_the_one_in_place(tmp_path, capsys)
     assert target.read_bytes() == b"the good file" and "(the file there is unchanged)" in err
     assert (target.parent / "model.failed.tflite").is_file()
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no staging file left
+    # a later file that does not fail takes the place, and the earlier failed one goes
+    (run / "labels.txt").write_text("a\nb\nc\n")
+    inputs = keras.Input((32, 32, 3))
+    logits = keras.layers.Dense(3, kernel_initializer="ones")(keras.layers.GlobalAveragePooling2D()(inputs))
+    keras.Model(inputs, keras.layers.Softmax()(logits)).save(run / "model.keras")
+    assert cli.main(["export", str(run), "--android", str(target), "--calibration", str(folder), "--quiet"]) != 1
+    assert target.read_bytes() != b"the good file" and not (target.parent / "model.failed.tflite").exists()
 
 
 def test_export_android_falls_back_to_the_calibration_folder_when_the_run_data_is_another_set(

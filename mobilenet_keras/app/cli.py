@@ -559,8 +559,11 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
         row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
                             allow_float_ops=float_layers is not None).to_dict()
         verdict = verdict_of(row)
-        kept = target.with_name(f"{target.stem}.failed{target.suffix}") if verdict == "FAIL" else target
+        failed = target.with_name(f"{target.stem}.failed{target.suffix}")
+        kept = failed if verdict == "FAIL" else target
         os.replace(staged, kept)
+        if kept == target:  # an earlier attempt's failed file is not about this one
+            failed.unlink(missing_ok=True)
     finally:
         staged.unlink(missing_ok=True)
     row["file"] = str(kept)
