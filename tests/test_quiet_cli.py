@@ -261,6 +261,33 @@ def test_qat_on_a_run_whose_data_is_gone_names_the_data_option(tiny_run, tmp_pat
     assert len(error) == 1 and "moved is gone (run.json); pass --data DIR" in error[0], error
 
 
+def test_an_export_killed_while_checking_leaves_the_apps_file_and_the_next_one_cleans_up(tiny_run, tmp_path, capsys):
+    """SIGKILL while the Android file is being verified (converted, not yet in place): the file at PATH is the old
+    one, and the next export removes the abandoned staging file."""
+    import signal
+    import time
+
+    folder = _photo_folder(tmp_path / "photos", per_class=8)
+    target = tmp_path / "assets" / "model.tflite"
+    target.parent.mkdir()
+    target.write_bytes(b"the good file")
+    argv = ["export", str(tiny_run), "--android", str(target), "--calibration", str(folder), "--quiet"]
+    victim = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", *argv], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, staged = time.time() + 240, []
+    while not staged and victim.poll() is None and time.time() < deadline:
+        staged = list(target.parent.glob(".model.tflite.*.staging.tflite"))
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    if not staged:
+        pytest.skip("the export finished before its staging file could be seen; nothing to kill")
+    assert staged[0].exists() and target.read_bytes() == b"the good file"
+    assert cli.main(argv) == 3  # 12 images: INCONCLUSIVE, the file takes its place
+    assert target.read_bytes() != b"the good file"
+    assert not [p.name for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
 def test_export_with_an_empty_calibration_folder_writes_nothing(tiny_run, tmp_path, capsys):
     folder = _photo_folder(tmp_path / "photos", per_class=0)
     status = cli.main(["export", str(tiny_run), "--saved-model", str(tmp_path / "serving" / "1"),
