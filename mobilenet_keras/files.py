@@ -61,8 +61,8 @@ def disk_full_error(path, exc: BaseException | None = None) -> ValueError:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Resolve `path` (`~` too) and check that a file can be written there, with a message that says how to fix it."""
-    path = Path(path).expanduser()
+    """Resolve `path` and check that a file can be written there, with a message that says how to fix it."""
+    path = Path(path)
     if path.is_dir():
         raise ValueError(f"output path {path} is a folder; give a file name such as {path / 'model.tflite'}.")
     folder = path.parent if str(path.parent) else Path(".")
@@ -189,7 +189,9 @@ def staging_path(path: str | os.PathLike) -> Path:
 def remove_abandoned_staging(path: str | os.PathLike) -> None:
     """Remove the staging files and folders that a killed writer left beside `path` (their process is gone)."""
     path = Path(path)
-    for leftover in path.parent.glob(f".{path.name}.*.staging*"):
+    import glob
+
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.staging*"):
         try:
             pid = int(leftover.name[len(path.name) + 2:].split(".")[0])
         except ValueError:

@@ -106,7 +106,7 @@ def decode_image(encoded):
     is_bmp = tf.equal(tf.strings.substr(encoded, 0, 2), b"BM")
     # biBitCount, little endian, at byte 28; padded (with 24s) so that a string shorter than that reaches the
     # decoder's own "Unknown image file format" instead of failing here on the position
-    header = tf.strings.substr(tf.strings.join([encoded, b"\x18\x00" * 15]), 28, 2)
+    header = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 30), b"\x18\x00" * 15]), 28, 2)
     bits = tf.cond(is_bmp, lambda: tf.cast(tf.io.decode_raw(header, tf.uint16)[0], tf.int32), lambda: tf.constant(24))
     check = tf.debugging.Assert(bits > 8, ["a palette BMP (8 bits or fewer per pixel), which TensorFlow's "
                                            "decoder misreads; convert it to PNG"])

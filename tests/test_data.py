@@ -164,6 +164,9 @@ def test_calibration_does_not_read_through_the_training_cache_file(tmp_path, cap
     root = _folder(tmp_path / "d", {"a": 8, "b": 8})
     on_disk = datasets.image_folder(root, image_size=32, batch_size=2, validation_split=0.25, memory_limit=0,
                                     cache_dir=tmp_path / "cache")
+    # the plain batches' graph reads no cache (the training batches' does): holds whatever the log level
+    assert b"CacheDataset" in on_disk.train._as_serialized_graph().numpy()
+    assert b"CacheDataset" not in on_disk.train_plain._as_serialized_graph().numpy()
     capfd.readouterr()
     calibration = on_disk.calibration_arrays(3)
     assert "did not fully read the dataset being cached" not in capfd.readouterr().err

@@ -203,19 +203,21 @@ def test_a_failed_android_file_never_replaces_the_one_in_place(tmp_path, capsys)
     target = tmp_path / "assets" / "model.tflite"
     target.parent.mkdir()
     target.write_bytes(b"the good file")
+    (target.parent / "labels.txt").write_text("the good file's classes\n")
     status = cli.main(["export", str(run), "--android", str(target), "--calibration", str(folder), "--quiet"])
     err = capsys.readouterr().err
     assert status == 1 and "FAIL assets/model.failed.tflite" in err, err[-2000:]
     assert target.read_bytes() == b"the good file" and "(the file there is unchanged)" in err
+    assert (target.parent / "labels.txt").read_text() == "the good file's classes\n"  # its labels too
     assert (target.parent / "model.failed.tflite").is_file()
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no staging file left
-    # a later file that does not fail takes the place, and the earlier failed one goes
-    (run / "labels.txt").write_text("a\nb\nc\n")
+    # a later file that does not fail takes the place with its labels, and the earlier failed one goes
     inputs = keras.Input((32, 32, 3))
     logits = keras.layers.Dense(3, kernel_initializer="ones")(keras.layers.GlobalAveragePooling2D()(inputs))
     keras.Model(inputs, keras.layers.Softmax()(logits)).save(run / "model.keras")
     assert cli.main(["export", str(run), "--android", str(target), "--calibration", str(folder), "--quiet"]) != 1
     assert target.read_bytes() != b"the good file" and not (target.parent / "model.failed.tflite").exists()
+    assert (target.parent / "labels.txt").read_text() == "a\nb\nc\n"
 
 
 def test_export_android_falls_back_to_the_calibration_folder_when_the_run_data_is_another_set(
@@ -271,6 +273,7 @@ def test_an_export_killed_while_checking_leaves_the_apps_file_and_the_next_one_c
     target = tmp_path / "assets" / "model.tflite"
     target.parent.mkdir()
     target.write_bytes(b"the good file")
+    (target.parent / "labels.txt").write_text("the good file's classes\n")
     argv = ["export", str(tiny_run), "--android", str(target), "--calibration", str(folder), "--quiet"]
     victim = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", *argv], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -283,6 +286,7 @@ def test_an_export_killed_while_checking_leaves_the_apps_file_and_the_next_one_c
     if not staged:
         pytest.skip("the export finished before its staging file could be seen; nothing to kill")
     assert staged[0].exists() and target.read_bytes() == b"the good file"
+    assert (target.parent / "labels.txt").read_text() == "the good file's classes\n"
     assert cli.main(argv) == 3  # 12 images: INCONCLUSIVE, the file takes its place
     assert target.read_bytes() != b"the good file"
     assert not [p.name for p in target.parent.iterdir() if p.name.startswith(".")]

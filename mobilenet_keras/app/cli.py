@@ -436,8 +436,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         labels = folder.labels()
         images = None  # the run's data: calibration and verification of the Android file
         if args.android and (args.calibration is None or (run_dir / "run.json").is_file()):
-            run = folder.read_run()
             try:  # read and checked before anything is written: a refusal leaves no export behind
+                run = folder.read_run()
                 source, load_settings = run_data(run, run_dir)
                 from mobilenet_keras.training import datasets
                 from mobilenet_keras.training.run_folder import check_same_split
@@ -510,8 +510,10 @@ def _android_images(args, model, images, labels, stage) -> tuple:
     if images is not None:
         stage(f"calibrating on {len(folder)} images from {args.calibration}")
         return folder, *images.validation_arrays(), "validation images"
-    # Evenly spaced, so both parts cover every class whether the folder came back in class order or not.
-    used = min(CALIBRATION_IMAGES, max(1, len(folder) // 2))
+    # As many left for the check as a verdict needs, where the folder allows it with at least 50 to calibrate on
+    # (a file calibrated on 50 images is the one 200 give: tflite.representative); evenly spaced, so both parts
+    # cover every class whether the folder came back in class order or not.
+    used = min(CALIBRATION_IMAGES, max(min(50, len(folder) // 2), len(folder) - MIN_VERDICT_IMAGES, 1))
     picked = np.zeros(len(folder), bool)
     picked[np.linspace(0, len(folder) - 1, used).round().astype(int)] = True
     left = len(folder) - used
@@ -535,39 +537,40 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
 
     import tflite
     from mobilenet_keras.app.pipeline import VERDICT_EXIT, file_line, float_layers_hint, verdict_of
-    from mobilenet_keras.deploy.android import android_file
+    from mobilenet_keras.deploy.android import android_file, write_labels_beside
     from mobilenet_keras.files import remove_abandoned_staging, staging_path
 
     calibration, validation, truth, where = android_images
     target = Path(args.android)
+    names = labels or [str(i) for i in range(model.output_shape[-1])]
     stage(f"converting the Android file (uint8) {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(target)
     staged = staging_path(target)
+    row, verdict = None, "INCONCLUSIVE"
     try:
-        android_file(model, staged, calibration, labels or [str(i) for i in range(model.output_shape[-1])],
-                     denylist=float_layers)
-        if not len(validation):
-            from tflite.verify import MIN_VERDICT_IMAGES
-
-            os.replace(staged, target)
-            print(target)
-            print(f"INCONCLUSIVE {target.name}: not verified ({args.calibration} has one image, used for "
-                  f"calibration; a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
-            return EXIT_INCONCLUSIVE
-        stage(f"verifying {target.name} on {len(validation)} {where}")
-        row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
-                            allow_float_ops=float_layers is not None).to_dict()
-        verdict = verdict_of(row)
+        android_file(model, staged, calibration, names, denylist=float_layers, labels_file=False)
+        if len(validation):
+            stage(f"verifying {target.name} on {len(validation)} {where}")
+            row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
+                                allow_float_ops=float_layers is not None).to_dict()
+            verdict = verdict_of(row)
         failed = target.with_name(f"{target.stem}.failed{target.suffix}")
         kept = failed if verdict == "FAIL" else target
         os.replace(staged, kept)
-        if kept == target:  # an earlier attempt's failed file is not about this one
+        if kept == target:  # its labels beside it; an earlier attempt's failed file is not about this one
+            write_labels_beside(target, names)
             failed.unlink(missing_ok=True)
     finally:
         staged.unlink(missing_ok=True)
-    row["file"] = str(kept)
     print(kept)
+    if row is None:
+        from tflite.verify import MIN_VERDICT_IMAGES
+
+        print(f"INCONCLUSIVE {target.name}: not verified ({args.calibration} has one image, used for calibration; "
+              f"a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
+        return EXIT_INCONCLUSIVE
+    row["file"] = str(kept)
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(file_line(row) + (f" ({reason})" if reason else ""), file=sys.stderr)
     if verdict == "FAIL":
@@ -652,7 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a .tflite file, a .keras file or a SavedModel folder")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--labels", default=None,
-                         help="labels.txt (default: the file's metadata, or labels.txt beside the model)")
+                         help="labels.txt (default: the file's metadata, a SavedModel's assets.extra/labels.txt, "
+                              "or labels.txt beside the model or one folder up)")
     predict.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     predict.set_defaults(func=_cmd_predict)
 
@@ -669,10 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--saved-model", default=None,
                         help="SavedModel folder to write (missing parent folders are created)")
     export.add_argument("--android", default=None,
-                        help="Android .tflite file to write (uint8, with metadata), then verified")
+                        help="Android .tflite file (uint8, with metadata): converted, verified, and put here only "
+                             "if it did not fail (else kept as NAME.failed.tflite)")
     export.add_argument("--onnx", default=None, help="ONNX file to write (needs the onnx extra)")
     export.add_argument("--calibration", default=None,
-                        help="folder of typical images (or 'digits') for --android (default: the run's training data)")
+                        help="folder of typical images (or 'digits') to calibrate --android on (default: the run's "
+                             "training data); when the run's data is gone, it gives the check's images too")
     export.add_argument("--float-layers", default="none", metavar="none|auto|LAYERS",
                         help="for --android: " + FLOAT_LAYERS_HELP)
     export.add_argument("--force", action="store_true", help="overwrite a non-empty SavedModel folder")
@@ -758,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
     where = f"mobilenet-keras {args.command}"
     with quiet_runtime(args.verbose), warnings.catch_warnings():
         if not args.debug:  # one line in the command's own voice, not Python's file:line and source line
-            warnings.showwarning = lambda message, *_, **__: print(f"{where}: warning: {message}", file=sys.stderr)
+            warnings.showwarning = lambda message, *_, **__: print(f"{where}: warning: {_one_line(message)}",
+                                                                   file=sys.stderr)
         try:
             return args.func(args)
         except UsageError as exc:

@@ -111,7 +111,7 @@ def android_verdict(summary: dict) -> dict | None:
 
 
 def _deployable_note(summary: dict, key: str) -> str:
-    checked = android_verdict(summary) if key == "android" else None
+    checked = summary.get("android_verdict", android_verdict(summary)) if key == "android" else None
     if checked is None:
         return ""
     android = summary["deployables"]["android"]

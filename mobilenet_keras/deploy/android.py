@@ -167,11 +167,12 @@ def add_metadata(model_bytes: bytes, labels: list[str], name: str, version: str)
 
 
 def android_file(model, path: str | os.PathLike, calibration, labels: list[str], version: str = "1",
-                 uint8_file: str | os.PathLike | None = None, denylist=None) -> Path:
+                 uint8_file: str | os.PathLike | None = None, denylist=None, labels_file: bool = True) -> Path:
     """Convert `model` to the uint8 file Android apps load, with MediaPipe metadata (labels, normalization).
 
     The labels are also written beside the file as `labels.txt` (for apps that use the LiteRT
-    Interpreter directly). MediaPipe's own environment is created on first need
+    Interpreter directly; `labels_file=False` leaves that to the caller, e.g. until the file is checked: see
+    `write_labels_beside`). MediaPipe's own environment is created on first need
     (`ensure_mediapipe_python`); when it can't be, the file has no metadata and a warning says so.
     `uint8_file` reuses a file already converted in mode uint8.
     The file is fully integer unless `denylist` (`tflite.convert`'s: layer names or "auto") keeps layers in float.
@@ -189,5 +190,11 @@ def android_file(model, path: str | os.PathLike, calibration, labels: list[str],
             content = plain.read_bytes()
     if ensure_mediapipe_python() is not None:
         content = add_metadata(content, labels, name=model.name, version=version)
-    write_bytes_atomic(path.with_name("labels.txt"), ("\n".join(labels) + "\n").encode())
+    if labels_file:
+        write_labels_beside(path, labels)
     return write_bytes_atomic(path, content)
+
+
+def write_labels_beside(path: str | os.PathLike, labels: list[str]) -> Path:
+    """`labels.txt` beside the Android file `path`: one class name per line, in output order."""
+    return write_bytes_atomic(Path(path).with_name("labels.txt"), ("\n".join(labels) + "\n").encode())

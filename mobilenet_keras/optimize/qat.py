@@ -225,7 +225,7 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
             raise ValueError(f"fine_tune(teacher=...) trains on the teacher's probabilities, which are not smoothed; "
                              f"leave label_smoothing out (got {label_smoothing!r}).")
         train = _teacher_labels(train, teacher)
-        validation = _teacher_labels(validation, teacher) if validation is not None else None
+        validation = _teacher_labels(validation, teacher, "validation") if validation is not None else None
         label_smoothing = 0.0
     elif label_smoothing is None:
         label_smoothing = 0.1
@@ -238,19 +238,19 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
     return history
 
 
-def _teacher_labels(train, teacher):
+def _teacher_labels(train, teacher, name: str = "train"):
     """`train` (a tf.data dataset of (images, labels) batches) with each batch's labels replaced by `teacher`'s
     probabilities for its images."""
     import tensorflow as tf
 
     if not isinstance(train, tf.data.Dataset):
-        raise ValueError("fine_tune(teacher=...) needs `train` as a tf.data.Dataset of (images, labels) batches; "
+        raise ValueError(f"fine_tune(teacher=...) needs `{name}` as a tf.data.Dataset of (images, labels) batches; "
                          f"got {type(train).__name__}.")
     spec = train.element_spec
     classes = teacher.output_shape[-1]
     if not (isinstance(spec, tuple) and len(spec) == 2 and spec[1].dtype.is_floating and spec[1].shape.rank == 2
             and spec[1].shape[-1] == classes):
-        raise ValueError(f"fine_tune(teacher=...) needs `train` to give (images, labels) batches with one-hot float "
+        raise ValueError(f"fine_tune(teacher=...) needs `{name}` to give (images, labels) batches with one-hot float "
                          f"labels of {classes} classes, as the teacher's outputs; got {spec}.")
     if getattr(getattr(teacher.layers[-1], "activation", None), "__name__", None) != "softmax":
         raise ValueError("fine_tune(teacher=...) needs a teacher that ends in softmax (the float model as "

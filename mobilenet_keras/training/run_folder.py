@@ -236,6 +236,9 @@ def check_same_split(images, run: dict, source) -> None:
     have trained on, or on another data set."""
     data = run.get("data") or {}
     classes = data.get("classes")
+    if classes is not None and not isinstance(classes, list):
+        raise ValueError(f"run.json's data.classes is {type(classes).__name__}, not a list of class names: it is "
+                         "damaged; train again.")
     if classes is not None and list(classes) != list(images.class_names):
         raise ValueError(f"{source} holds the classes {', '.join(images.class_names)}, but the run was trained on "
                          f"{', '.join(map(str, classes))} (run.json): it is not the run's data; pass the images the "
