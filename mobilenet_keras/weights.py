@@ -52,11 +52,16 @@ def load_weights(model, path: str | os.PathLike) -> None:
             raise ValueError(f"{path} holds the weights of {saved} layers, this model ({model.name}) has {present}: "
                              f"the file's model had more (a classifier?). {remedy}")
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.load_weights(path)
         except Exception as exc:  # Keras raises several types for a file of another shape
-            # its message goes on for lines (the variable's values among them): the first says what differs
+            # its message goes on for lines (the variable's values among them): the first says what differs;
+            # the warnings it gave on the way ("Skipping nested container ...") are about the same mismatch
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".:")
             raise ValueError(f"{path} does not fit this model ({model.name}): {first}. {remedy}") from None
+        for warning in caught:  # a load that worked keeps what Keras had to say
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return
 
     try:

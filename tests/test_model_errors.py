@@ -145,6 +145,8 @@ def head_and_backbone_files(tmp_path_factory):
     ("head", dict(classes=5), "conv_preds"),
     ("backbone", dict(classes=10), "conv_preds"),
 ])
+# nothing on the side: Keras's own warnings on the way are about the same mismatch
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_a_weights_file_of_other_settings_is_one_line_naming_what_differs(head_and_backbone_files, file, kwargs, words):
     # Keras would load a file with a classifier into a model without one, skipping the head with a warning that
     # reads as if nothing had loaded; and its shape errors run over many lines, the variable's values among them
