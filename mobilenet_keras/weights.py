@@ -136,8 +136,6 @@ def _layers_with_weights(path: str) -> int | None:
     """How many layers a Keras 3 `.weights.h5` file holds weights for (a group per layer under `layers/`, named
     by class, not by the layer's name); None when the file can't be read that way (Keras then says why)."""
     try:
-        import h5py
-
         with h5py.File(path, "r") as f:
             return sum(1 for group in f.get("layers", {}).values() if _holds_weights(group))
     except Exception:  # noqa: BLE001 - not this format: leave the judgement to Keras's loader
@@ -145,16 +143,5 @@ def _layers_with_weights(path: str) -> int | None:
 
 
 def _holds_weights(group) -> bool:
-    import h5py
-
-    return any(isinstance(item, h5py.Dataset) for item in _walk(group))
-
-
-def _walk(group):
-    import h5py
-
-    for item in group.values():
-        yield item
-        if isinstance(item, h5py.Group):
-            yield from _walk(item)
-
+    """Whether any dataset lies under `group` (h5py's visit stops at the first non-None answer)."""
+    return group.visititems(lambda _, item: True if isinstance(item, h5py.Dataset) else None) is not None

@@ -390,18 +390,14 @@ RUN_DATA_HINT = "pass --calibration DIR with typical images"
 
 def run_data(run: dict, run_dir) -> tuple[str, dict]:
     """(the run's data source, the `datasets.load` settings it was trained with) from run.json."""
-    from pathlib import Path
-
-    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.run_folder import data_is_gone, data_settings
 
     config, data = run.get("config", {}), run.get("data", {})
     source = data.get("source") or config.get("data")
     if not source:
         raise UsageError(f"{run_dir}/run.json does not say what data the run trained on; {RUN_DATA_HINT}.")
-    if str(source) != datasets.DIGITS and not Path(source).is_dir():
+    if data_is_gone(source):
         raise UsageError(f"the run's training data {source} is gone (run.json); {RUN_DATA_HINT}.")
-    from mobilenet_keras.training.run_folder import data_settings
-
     try:
         return str(source), data_settings(run)
     except (KeyError, TypeError, ValueError) as exc:

@@ -109,7 +109,7 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     """
     from mobilenet_keras.files import write_bytes_atomic
     from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.run_folder import RunFolder, check_same_split, data_settings
+    from mobilenet_keras.training.run_folder import RunFolder, check_same_split, data_is_gone, data_settings
 
     check_qat_settings(epochs, learning_rate, targets)
     run_dir = Path(run_dir)
@@ -123,7 +123,7 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir / 'run.json'} is damaged ({type(exc).__name__}: {exc}); train the run "
                          "again.") from None
-    if data is None and str(source) != datasets.DIGITS and not Path(source).is_dir():
+    if data is None and data_is_gone(source):
         raise ValueError(f"the run's training data {source} is gone (run.json); pass --data DIR with the images it "
                          "was trained on (data= from Python).")
     images = datasets.load(source, **settings)

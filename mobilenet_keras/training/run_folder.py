@@ -230,6 +230,13 @@ def data_settings(run: dict) -> dict:
     return settings
 
 
+def data_is_gone(source) -> bool:
+    """Whether a run's recorded data source (a folder, or the embedded digits) is no longer there."""
+    from mobilenet_keras.training.datasets import DIGITS
+
+    return str(source) != DIGITS and not Path(source).is_dir()
+
+
 def check_same_split(images, run: dict, source) -> None:
     """ValueError unless `images` (reloaded for a finished run) hold the run's classes and split into as many
     training and validation images as the run had: otherwise files would be checked on images the model may
