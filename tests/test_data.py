@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -263,3 +267,32 @@ def test_the_cli_takes_a_crop_scale_and_names_a_bad_one(capsys):
     with pytest.raises(SystemExit) as stop:
         build_parser().parse_args(["pipeline", "--crop-scale", "0.7"])
     assert stop.value.code == 2 and "LOW,HIGH" in capsys.readouterr().err
+
+
+def test_a_load_never_reads_the_cache_files_of_another(tmp_path):
+    # tf.data reads a complete cache file in place of the images: a second load given the same cache_dir
+    # (other images, same names and counts) must get its own images, not the first load's
+    first = _folder(tmp_path / "first", {"a": 6, "b": 6})
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    for png in second.rglob("*.png"):
+        Image.fromarray(255 - np.asarray(Image.open(png))).save(png)
+    on_disk = dict(image_size=32, validation_split=0.25, augment=False, memory_limit=0, cache_dir=tmp_path / "cache")
+    datasets.image_folder(first, **on_disk).validation_arrays()  # read to the end: its cache file is complete
+    read = datasets.image_folder(second, **on_disk).validation_arrays()[0]
+    expected = datasets.image_folder(second, image_size=32, validation_split=0.25, augment=False).validation_arrays()[0]
+    np.testing.assert_array_equal(read, expected)
+
+
+def test_cache_files_are_removed_when_the_process_ends(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 6, "b": 6})
+    cache = tmp_path / "cache"
+    script = ("import sys\nfrom mobilenet_keras.training import datasets\n"
+              "loaded = datasets.image_folder(sys.argv[1], image_size=32, validation_split=0.25, memory_limit=0, "
+              "cache_dir=sys.argv[2])\nloaded.validation_arrays()\nnext(iter(loaded.train))\n"
+              "print(sum(1 for f in __import__('pathlib').Path(sys.argv[2]).rglob('*') if f.is_file()))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(root), str(cache)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) > 0  # the cache files were there while it ran
+    assert list(cache.iterdir()) == []

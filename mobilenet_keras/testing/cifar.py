@@ -4,7 +4,9 @@ images from 200, calibration images from 400 (per class), so no image is in two 
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -83,6 +85,7 @@ def converted(mode: str, size: int = SIZE, denylist: str | None = None) -> Path:
     import tflite
 
     folder = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cifar_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     calibration = cifar_slice(20, 400, size)[0]
     name = f"{mode}.tflite" if denylist is None else f"{mode}_{denylist}.tflite"
     return tflite.convert(classifier(size), folder / name, mode, representative_data=calibration, denylist=denylist)

@@ -241,6 +241,23 @@ def _from_files(paths, labels, cache_file: str | None) -> object:
     return dataset.cache(cache_file) if cache_file is not None else dataset
 
 
+def _cache_folder(cache_dir: str | os.PathLike | None) -> Path:
+    """A new folder for one load's tf.data cache files (under `cache_dir`, default the temporary folder),
+    removed when the process exits. A new one each time: tf.data reads a complete cache file in place of
+    the images, so files left by another load (other data, other settings) would be read as this one's."""
+    import atexit
+    import shutil
+    import tempfile
+
+    parent = None
+    if cache_dir is not None:
+        parent = Path(cache_dir)
+        parent.mkdir(parents=True, exist_ok=True)
+    where = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cache_", dir=parent))
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
+    return where
+
+
 def memory_budget() -> int:
     """Bytes of decoded images kept in memory: a quarter of the machine's memory, at most 8 GiB."""
     try:
@@ -324,8 +341,9 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
             from this range (default 0.85-1.0; 0.7-1.0 cost 1.3 points on the CIFAR-10 benchmark).
         check_files: check every file first, so a bad file is named before training starts.
         cache: decode each file once and keep it (in memory when the decoded images fit in
-            `memory_limit` bytes, default `memory_budget()`, otherwise in a tf.data cache file under
-            `cache_dir`, default a temporary folder); False decodes the files every epoch.
+            `memory_limit` bytes, default `memory_budget()`, otherwise in tf.data cache files in a new
+            folder under `cache_dir`, default the system's temporary folder, removed when the process
+            exits); False decodes the files every epoch.
     """
     check_crop_scale(crop_scale)
     folder = scan_folder(path)
@@ -376,11 +394,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     else:
         cache_files = (None, None)
         if cache:
-            import tempfile
-
-            where = (Path(cache_dir) if cache_dir is not None
-                     else Path(tempfile.mkdtemp(prefix="mobilenet_keras_cache_")))
-            where.mkdir(parents=True, exist_ok=True)
+            where = _cache_folder(cache_dir)
             cache_files = (str(where / "train"), str(where / "validation"))
         train = _from_files(train_paths, train_labels, cache_files[0])
         validation = _from_files(val_paths, val_labels, cache_files[1])
