@@ -73,10 +73,19 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def _temp_file(path: Path, tail: str) -> tuple[int, str]:
+    """mkstemp beside `path` under a name that says whose it is (`.NAME.PID.XXXXXXXX.tmp...`), after removing
+    the ones that killed writers of `path` left there."""
+    remove_abandoned(path.parent, f".{path.name}.", ".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{tail}", dir=path.parent)
+    _MINE.add(os.path.abspath(tmp))
+    return fd, tmp
+
+
 def _temp_name(path: Path) -> Path:
     """A fresh name beside `path` that keeps its suffix (Keras picks the format by the suffix)."""
     tail = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{tail}", dir=path.parent)
+    fd, tmp = _temp_file(path, tail)
     os.close(fd)
     return Path(tmp)
 
@@ -151,7 +160,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     path = check_output_path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _temp_file(path, "")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), file_mode())
             f.write(data)
@@ -183,25 +192,56 @@ def staging_path(path: str | os.PathLike) -> Path:
     """A hidden name beside `path` for something written and checked before it takes `path`'s place; it names
     this process, so that `remove_abandoned_staging` knows a killed writer's leftovers."""
     path = Path(path)
-    return path.parent / f".{path.name}.{os.getpid()}.staging{path.suffix}"
+    staged = path.parent / f".{path.name}.{os.getpid()}.staging{path.suffix}"
+    remember_mine(staged)
+    return staged
 
 
 def remove_abandoned_staging(path: str | os.PathLike) -> None:
     """Remove the staging files and folders that a killed writer left beside `path` (their process is gone)."""
     path = Path(path)
-    import glob
+    remove_abandoned(path.parent, f".{path.name}.", ".staging")
 
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.staging*"):
-        try:
-            pid = int(leftover.name[len(path.name) + 2:].split(".")[0])
-        except ValueError:
+
+# Temporary files and folders this process made and may still be using: a leftover that names this
+# process's id but is not one of them was left by a killed process whose id this one has now (a
+# container's entry point gets the same small id every time).
+_MINE: set[str] = set()
+
+
+def remember_mine(path: str | os.PathLike) -> None:
+    """Mark a temporary file or folder as this process's own, for `remove_abandoned` to leave alone."""
+    _MINE.add(os.path.abspath(path))
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    except OverflowError:  # an id no process can have
+        return True
+    return pid == os.getpid()
+
+
+def remove_abandoned(folder: str | os.PathLike, prefix: str, marker: str) -> None:
+    """Remove what killed processes left in `folder` under names `PREFIX + PID + "." + ... + MARKER + ...`
+    (staging files, temporary files, cache folders), when process PID no longer runs on this machine and
+    it is not this process's own. Best effort: what cannot be removed stays."""
+    import glob
+    import re
+
+    folder = Path(folder)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(.*\.)?" + re.escape(marker.lstrip(".")))
+    try:
+        candidates = list(folder.glob(f"{glob.escape(prefix)}*{glob.escape(marker)}*"))
+    except OSError:
+        return
+    for leftover in candidates:
+        found = pattern.match(leftover.name)
+        if (found is None or os.path.abspath(leftover) in _MINE
+                or not _process_gone(int(found.group(1)))):
             continue
-        try:
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
-            _remove_quietly(leftover)
+        _remove_quietly(leftover)

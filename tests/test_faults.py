@@ -291,3 +291,64 @@ def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
     assert "Traceback" not in result.stderr
     assert [row["epoch"] for row in _history(torn)] == ["0", "1"]  # started again from the last good state
     assert (torn / "run.json").is_file()
+
+
+def _killed_while_holding(script: str, marker: Path, tmp_path: Path) -> None:
+    """Run `script` (it writes `marker` once it holds its temporary file or folder, then waits) and SIGKILL it."""
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    try:
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            assert time.time() < deadline, f"no {marker} after 240 s"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def test_a_write_killed_halfway_leaves_a_temporary_file_that_the_next_write_removes(tmp_path):
+    target, marker = tmp_path / "model.keras", tmp_path / "holding"
+    target.write_bytes(b"old")
+    _killed_while_holding(f"""
+import time
+from pathlib import Path
+from mobilenet_keras.files import atomic_path
+with atomic_path({str(target)!r}) as tmp:
+    Path(tmp).write_bytes(b"half of the n")
+    Path({str(marker)!r}).touch()
+    time.sleep(600)
+""", marker, tmp_path)
+    assert target.read_bytes() == b"old" and len(_temp_files(tmp_path)) == 1  # the old file; the dead write's temp
+    from mobilenet_keras.files import write_bytes_atomic
+
+    held = tmp_path / ".model.keras.1.x"  # not a temporary file of this scheme: left alone
+    held.write_bytes(b"")
+    write_bytes_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and _temp_files(tmp_path) == [] and held.exists()
+
+
+def test_a_data_cache_folder_left_by_a_kill_goes_at_the_next_load(tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    root = tmp_path / "data"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(root / name / f"{i}.png")
+    cache, marker = tmp_path / "cache", tmp_path / "holding"
+    load = (f"from mobilenet_keras.training import datasets\n"
+            f"loaded = datasets.image_folder({str(root)!r}, image_size=16, validation_split=0.25, memory_limit=0, "
+            f"cache_dir={str(cache)!r})\nloaded.validation_arrays()\n")
+    _killed_while_holding(load + f"import time\nopen({str(marker)!r}, 'w').close()\ntime.sleep(600)\n",
+                          marker, tmp_path)
+    left = list(cache.iterdir())
+    assert len(left) == 1 and any(left[0].iterdir())  # the killed load's cache folder, with its files
+    done = subprocess.run([sys.executable, "-c", load + "import os\nprint(sorted(os.listdir("
+                           f"{str(cache)!r})))\n"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert left[0].name not in done.stdout and done.stdout.count("data-cache") == 1  # only its own, while it ran
+    assert list(cache.iterdir()) == []  # and that one went when it ended

@@ -244,18 +244,25 @@ def _from_files(paths, labels, cache_file: str | None) -> object:
 def _cache_folder(cache_dir: str | os.PathLike | None) -> Path:
     """A new folder for one load's tf.data cache files (under `cache_dir`, default the temporary folder),
     removed when the process exits. A new one each time: tf.data reads a complete cache file in place of
-    the images, so files left by another load (other data, other settings) would be read as this one's."""
+    the images, so files left by another load (other data, other settings) would be read as this one's.
+    Folders that killed processes left there go first (they can hold a whole dataset)."""
     import atexit
     import shutil
     import tempfile
 
-    parent = None
-    if cache_dir is not None:
-        parent = Path(cache_dir)
-        parent.mkdir(parents=True, exist_ok=True)
-    where = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cache_", dir=parent))
+    from mobilenet_keras.files import remember_mine, remove_abandoned
+
+    parent = Path(tempfile.gettempdir() if cache_dir is None else cache_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(parent, CACHE_PREFIX, CACHE_SUFFIX)
+    where = Path(tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}.", suffix=CACHE_SUFFIX, dir=parent))
+    remember_mine(where)
     atexit.register(shutil.rmtree, where, ignore_errors=True)
     return where
+
+
+# A load's cache folder: CACHE_PREFIX + process id + "." + random + CACHE_SUFFIX
+CACHE_PREFIX, CACHE_SUFFIX = "mobilenet-keras.", ".data-cache"
 
 
 def memory_budget() -> int:
