@@ -287,3 +287,51 @@ def test_an_unknown_qat_target_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
     assert exited.value.code == 2 and "(choose from 'float-model', 'labels')" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_qat_command_on_a_pipeline_run_updates_its_report_and_a_kill_changes_nothing(tmp_path,
+                                                                                          digits_pipeline_run):
+    import shutil
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_pipeline_run[0], run)
+    before = json.loads((run / "report.json").read_text())
+    report_bytes, plot_bytes = (run / "report.json").read_bytes(), (run / "size_vs_accuracy.png").read_bytes()
+    # killed once its QAT model is trained, while it converts and checks: the run folder is as it was
+    process = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "qat", str(run), "--epochs", "1", "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    try:
+        while not list(run.glob(".qat.*.staging/qat/qat.weights.h5")):
+            if process.poll() is not None:
+                pytest.fail(f"qat ended before its weights were staged: {process.stderr.read()[-3000:]}")
+            assert time.time() < deadline
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert (run / "report.json").read_bytes() == report_bytes and not (run / "qat").exists()
+    assert not list((run / "tflite").glob("model_qat*"))
+    assert len(list(run.glob(".qat.*.staging"))) == 1  # the killed run's, removed by the next one
+
+    result = cli("qat", str(run), "--epochs", "1", "--quiet")
+    assert result.returncode in (0, 1, 3), result.stderr[-3000:]
+    assert not list(run.glob(".qat.*.staging"))
+    checks = json.loads((run / "qat" / "qat.json").read_text())["files"]
+    report = json.loads((run / "report.json").read_text())
+    assert report["files"][:len(before["files"])] == before["files"]  # the pipeline's rows as they were
+    assert report["files"][len(before["files"]):] == checks  # the QAT files' rows, with their final paths
+    assert all(Path(row["file"]).parent == run / "tflite" and Path(row["file"]).exists() for row in checks)
+    verdicts = [row["verdict"] for row in report["files"]]
+    expected = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
+    assert report["verdict"] == expected and report["passed"] == (expected == "PASS")
+    assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[
+        next((v for v in ("FAIL", "INCONCLUSIVE") if v in {r["verdict"] for r in checks}), "PASS")]
+    report_md = (run / "report.md").read_text()
+    assert f"# mobilenet-keras run: {expected}" in report_md and "Written by `mobilenet-keras qat`" in report_md
+    assert "`model_qat_uint8.tflite`" in report_md
+    assert (run / "size_vs_accuracy.png").read_bytes() != plot_bytes  # redrawn with the QAT files
+    assert "quantization-aware training (1 epoch at 1e-05" in result.stderr  # stage lines

@@ -251,7 +251,7 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     stage("plots and report")
     plots = ["training.png"]
     float_probs = model.predict(validation, verbose=0)
-    subject = f"{model.name} on {images.source}: {len(validation)} validation images"
+    subject = report.plot_subject(model.name, images.source, len(validation))
     float_accuracy = float(np.mean(float_probs.argmax(1) == np.asarray(labels).reshape(-1)))
     report.confusion_matrix(labels, float_probs.argmax(1), images.class_names, out / "confusion_matrix.png",
                             subject=subject)

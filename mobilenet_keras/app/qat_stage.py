@@ -126,16 +126,67 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     if data is None and data_is_gone(source):
         raise ValueError(f"the run's training data {source} is gone (run.json); pass --data DIR with the images it "
                          "was trained on (data= from Python).")
-    images = datasets.load(source, **settings)
-    check_same_split(images, run, source)
+    from mobilenet_keras.app.pipeline import Stages
+    from mobilenet_keras.files import remove_abandoned_staging, staging_path
     from mobilenet_keras.model import load_model_file
 
+    stage = Stages()
+    stage(f"reading {source}")
+    images = datasets.load(source, **settings)
+    check_same_split(images, run, source)
     model = load_model_file(run_dir / "model.keras")
-    rows = qat_files(model, images, run_dir, epochs=epochs, learning_rate=learning_rate, verbose=verbose,
-                     targets=targets)
-    write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
+    stage(f"quantization-aware training ({epochs} epoch{'s' if epochs > 1 else ''} at {learning_rate:g} on "
+          f"{QAT_TARGET_WORDS[targets]}, {images.num_train} images), then {', '.join(QAT_MODES)}")
+    # Trained, converted and checked in a staging folder: until the end the run folder keeps the old QAT files
+    # with the verdicts about them (a kill leaves them as they were).
+    remove_abandoned_staging(run_dir / "qat")
+    staging = staging_path(run_dir / "qat")
+    try:
+        staging.mkdir(mode=0o777)
+        rows = qat_files(model, images, staging, epochs=epochs, learning_rate=learning_rate, verbose=verbose,
+                         targets=targets)
+        _take_place(run_dir, staging, rows, model, images)
+    finally:
+        _remove_tree(staging)
+    for row in rows:
+        stage(f"{row['verdict']} {Path(row['file']).name}: agrees with the QAT Keras model on "
+              f"{row['qat_keras_agreement']:.2%}, with the float model on {row['float_model_agreement']:.2%}")
     for row in rows:
         detail = "; ".join(row["failures"]) or row.get("verdict_reason") or ""
         print(f"{row['file']}: {row['verdict']}{' ' + detail if row['verdict'] != 'PASS' else ''}")
     verdicts = {row["verdict"] for row in rows}
     return 1 if "FAIL" in verdicts else 3 if "INCONCLUSIVE" in verdicts else 0
+
+
+def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -> None:
+    """Move the staged QAT files into the run folder, and the verdicts with them: qat.json, and the rows of a
+    pipeline report (report.md, report.json) that judged the QAT files these replace or that judge the run.
+    The old verdicts go first, the new ones are written last: a kill in between leaves none, never a stale one."""
+    import os
+
+    from mobilenet_keras.app import report
+    from mobilenet_keras.files import write_bytes_atomic
+
+    summary = None
+    if (run_dir / "report.json").is_file():
+        try:
+            summary = json.loads((run_dir / "report.json").read_text())
+        except (OSError, ValueError):
+            summary = None  # a damaged report: removed below, not rewritten
+    for verdict in ("report.json", "report.md", "qat/qat.json"):
+        (run_dir / verdict).unlink(missing_ok=True)
+    for folder in ("qat", "tflite"):
+        (run_dir / folder).mkdir(mode=0o777, exist_ok=True)
+        for staged in sorted((staging / folder).iterdir()):
+            os.replace(staged, run_dir / folder / staged.name)
+    for row in rows:
+        row["file"] = str(run_dir / "tflite" / Path(row["file"]).name)
+    write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
+    if isinstance(summary, dict) and isinstance(summary.get("files"), list):
+        report.replace_rows(summary, rows, run_dir, model, images)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

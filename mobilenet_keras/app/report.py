@@ -193,7 +193,7 @@ def markdown(summary: dict) -> str:
         lines += ["## Quantization-aware training", "",
                   "A QAT file's figures above are against the QAT Keras model it was converted from (QAT "
                   "fine-tunes the weights, so that model is its reference); its accuracy drop is from the float "
-                  "model." + _qat_settings_line(qat_rows[0].get("qat")), "",
+                  "model." + _qat_settings_line(qat_rows[0].get("qat")) + _replaced_line(summary), "",
                   "| file | agreement with the QAT Keras model | agreement with the float model | float accuracy "
                   "| QAT Keras accuracy | file accuracy |", "|---|---|---|---|---|---|"]
         lines += [f"| `{shown_name(row)}` | {row['qat_keras_agreement']:.2%} "
@@ -214,6 +214,35 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_subject(model_name: str, source: str, num_images: int) -> str:
+    """The second title line of the report's plots."""
+    return f"{model_name} on {source}: {num_images} validation images"
+
+
+def replace_rows(summary: dict, rows: list[dict], out: Path, model, images) -> None:
+    """Put `rows` (files checked after the pipeline, by `mobilenet-keras qat`) into a pipeline report in place
+    of the rows of the same files (after the others when it had none), judge the run again from its rows,
+    redraw the size plot and write report.md and report.json."""
+    import time
+
+    new = {shown_name(row): row for row in rows}
+    files = [new.pop(shown_name(row), row) for row in summary["files"]]
+    files += list(new.values())
+    verdicts = [row_verdict(row) for row in files]
+    verdict = next((v for v in ("FAIL", "INCONCLUSIVE") if v in verdicts), "PASS")
+    summary.update(files=files, verdict=verdict, passed=verdict == "PASS",
+                   failures=[f"{shown_name(r)}: {failure}" for r in files for failure in r.get("failures") or []],
+                   inconclusive=[f"{shown_name(r)}: {r.get('verdict_reason') or 'too few images'}" for r in files
+                                 if row_verdict(r) == "INCONCLUSIVE"],
+                   qat_rows_replaced=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    summary["android_verdict"] = android_verdict(summary)
+    if "size_vs_accuracy.png" in summary.get("plots", []):
+        float_accuracy = next((r["float_accuracy"] for r in files if r.get("float_accuracy") is not None), None)
+        size_accuracy(files, out / "size_vs_accuracy.png", float_accuracy=float_accuracy,
+                      subject=plot_subject(model.name, images.source, images.num_validation))
+    write(summary, out)
+
+
 def write(summary: dict, out: Path) -> None:
     """report.md, then report.json last: a run folder with report.json is a finished run."""
     write_bytes_atomic(out / "report.md", markdown(summary).encode())
@@ -228,3 +257,8 @@ def _qat_settings_line(settings: dict | None) -> str:
 
     targets = QAT_TARGET_WORDS.get(settings["targets"], settings["targets"])
     return f" QAT trained {settings['epochs']} epoch(s) at {settings['learning_rate']:g} on {targets}."
+
+
+def _replaced_line(summary: dict) -> str:
+    when = summary.get("qat_rows_replaced")
+    return f" Written by `mobilenet-keras qat` at {when}, after the pipeline's run." if when else ""
