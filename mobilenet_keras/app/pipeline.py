@@ -19,8 +19,9 @@ VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
 
 def verdict_of(row: dict) -> str:
     """PASS, FAIL or INCONCLUSIVE for one verification row (`VerificationReport.to_dict()`)."""
-    verdict = str(row.get("verdict") or ("PASS" if row.get("passed") else "FAIL")).upper()
-    return verdict if verdict in VERDICT_EXIT else "FAIL"
+    from mobilenet_keras.app.report import row_verdict
+
+    return row_verdict(row)
 
 
 def file_line(row: dict) -> str:
@@ -30,15 +31,6 @@ def file_line(row: dict) -> str:
 
     return (f"{verdict_of(row)} {shown_name(row)}: top-1 agreement {row['top1_agreement']:.2%}, "
             f"SQNR {row['sqnr_db']:.1f} dB, float / int16 ops {op_counts_cell(row)}")
-
-
-def overall_verdict(verdicts) -> str:
-    """FAIL if any file failed, else INCONCLUSIVE if any was inconclusive, else PASS."""
-    verdicts = list(verdicts)
-    for worst in ("FAIL", "INCONCLUSIVE"):
-        if worst in verdicts:
-            return worst
-    return "PASS"
 
 
 class Stages:
@@ -266,14 +258,8 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     report.size_accuracy(rows, out / "size_vs_accuracy.png", subject=subject, float_accuracy=float_accuracy)
     plots.append("size_vs_accuracy.png")
 
-    failures = [f"{report.shown_name(r)}: {failure}" for r in rows for failure in r["failures"]]
-    verdict = overall_verdict(verdict_of(r) for r in rows)
     summary = {
-        "verdict": verdict,
-        "passed": verdict == "PASS",
-        "failures": failures,
-        "inconclusive": [f"{report.shown_name(r)}: {r.get('verdict_reason') or 'too few images'}" for r in rows
-                         if verdict_of(r) == "INCONCLUSIVE"],
+        **report.judged(rows),
         "run": json.loads((out / "run.json").read_text()),
         "files": rows,
         "worst_layers": worst,
@@ -285,7 +271,7 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
     summary["android_verdict"] = report.android_verdict(summary)  # {"verdict", "verified_as"} or None
     report.write(summary, out)
     stage(f"wrote {out / 'report.md'}")
-    return verdict, failures, summary["inconclusive"]
+    return summary["verdict"], summary["failures"], summary["inconclusive"]
 
 
 def run_pipeline(settings: PipelineSettings) -> int:

@@ -100,6 +100,21 @@ def row_verdict(row: dict) -> str:
     return "PASS" if row.get("passed") else "FAIL"
 
 
+def worst_verdict(verdicts) -> str:
+    """FAIL if any file failed, else INCONCLUSIVE if any was inconclusive, else PASS."""
+    verdicts = list(verdicts)
+    return next((worst for worst in ("FAIL", "INCONCLUSIVE") if worst in verdicts), "PASS")
+
+
+def judged(rows: list[dict]) -> dict:
+    """A report's verdict fields from its files' rows: verdict, passed, failures, inconclusive."""
+    verdict = worst_verdict(row_verdict(row) for row in rows)
+    return {"verdict": verdict, "passed": verdict == "PASS",
+            "failures": [f"{shown_name(row)}: {failure}" for row in rows for failure in row.get("failures") or []],
+            "inconclusive": [f"{shown_name(row)}: {row.get('verdict_reason') or 'too few images'}" for row in rows
+                             if row_verdict(row) == "INCONCLUSIVE"]}
+
+
 def android_verdict(summary: dict) -> dict | None:
     """{"verdict": ..., "verified_as": file name} from the row that verified the Android file: its own row, or
     that of the uint8 file it is a copy of (with metadata); None when no row did."""
@@ -228,13 +243,7 @@ def replace_rows(summary: dict, rows: list[dict], out: Path, model, images) -> N
     new = {shown_name(row): row for row in rows}
     files = [new.pop(shown_name(row), row) for row in summary["files"]]
     files += list(new.values())
-    verdicts = [row_verdict(row) for row in files]
-    verdict = next((v for v in ("FAIL", "INCONCLUSIVE") if v in verdicts), "PASS")
-    summary.update(files=files, verdict=verdict, passed=verdict == "PASS",
-                   failures=[f"{shown_name(r)}: {failure}" for r in files for failure in r.get("failures") or []],
-                   inconclusive=[f"{shown_name(r)}: {r.get('verdict_reason') or 'too few images'}" for r in files
-                                 if row_verdict(r) == "INCONCLUSIVE"],
-                   qat_rows_replaced=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    summary.update(files=files, **judged(files), qat_rows_replaced=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     summary["android_verdict"] = android_verdict(summary)
     if "size_vs_accuracy.png" in summary.get("plots", []):
         float_accuracy = next((r["float_accuracy"] for r in files if r.get("float_accuracy") is not None), None)
