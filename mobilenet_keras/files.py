@@ -62,6 +62,8 @@ def disk_full_error(path, exc: BaseException | None = None) -> ValueError:
 
 def check_output_path(path: str | os.PathLike) -> Path:
     """Resolve `path` and check that a file can be written there, with a message that says how to fix it."""
+    if str(path).endswith(("/", os.sep)):  # Path() drops the slash: "out/new/" would become a file "new"
+        raise ValueError(f"output path {path} names a folder; give a file name such as {Path(path) / 'model.tflite'}.")
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output path {path} is a folder; give a file name such as {path / 'model.tflite'}.")

@@ -263,7 +263,15 @@ def copy_model(model: keras.Model) -> keras.Model:
     def clone(layer):
         if isinstance(layer, keras.layers.Lambda):
             return layer
-        return layer.__class__.from_config(layer.get_config())
+        try:
+            return layer.__class__.from_config(layer.get_config())
+        except Exception as exc:  # noqa: BLE001 - a custom layer's own code: say which layer and what to do
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"can't copy layer {layer.name!r} ({type(layer).__name__}) to change the model's weights: "
+                             f"its get_config() does not rebuild it ({first}). Give the layer a get_config() that "
+                             "returns its constructor's arguments (Keras's custom-layer guide), or convert without "
+                             "the steps that change weights (bias_correction=False, equalization=False, "
+                             "adaround=False).") from None
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())

@@ -84,3 +84,35 @@ def test_predict_on_a_run_folders_tflite_file_finds_the_runs_labels(tmp_path, ca
     assert names == ["cat", "dog", "fox"]
     assert main(["predict", str(run / "tflite" / "model_float32.tflite"), str(photo), "--top", "0"]) == 2
     assert "top must be a positive number" in capsys.readouterr().err
+
+
+def test_predict_refuses_models_that_do_not_give_class_scores_per_image(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from mobilenet_keras import MobileNetV1
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(image)
+    MobileNetV1(alpha=0.25, input_shape=(32, 32, 3), include_top=False, weights=None).save(tmp_path / "notop.keras")
+    assert main(["predict", str(tmp_path / "notop.keras"), str(image)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not class scores" in err[0], err
+    MobileNetV1(alpha=0.25, input_shape=(None, None, 3), classes=3, weights=None).save(tmp_path / "any.keras")
+    assert main(["predict", str(tmp_path / "any.keras"), str(image)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes images of shape (None, None, 3)" in err[0] and "input_shape=" in err[0], err
+    assert main(["predict", str(tmp_path / "any.keras"), str(image), "--labels", str(tmp_path)]) == 2
+    assert f"labels file {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_an_output_path_that_ends_in_a_slash_names_a_folder(tmp_path):
+    import pytest
+
+    from mobilenet_keras.files import check_output_path, write_bytes_atomic
+
+    with pytest.raises(ValueError, match="names a folder; give a file name"):
+        write_bytes_atomic(f"{tmp_path}/new/", b"x")
+    with pytest.raises(ValueError, match="names a folder"):
+        check_output_path(f"{tmp_path}/model.tflite/")
+    assert not list(tmp_path.iterdir())

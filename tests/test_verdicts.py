@@ -136,6 +136,91 @@ def test_class_counts_must_match(model3, file10):
         verify(model3, file10, _images(4), latency_runs=0)
 
 
+def test_repeated_images_are_judged_once(model3, file3):
+    # 40 images shown six times are 40 images of evidence: INCONCLUSIVE, not a PASS on 240
+    images = _images(40)
+    with pytest.warns(UserWarning, match="200 of the 240 images repeat others; judged on the 40 distinct"):
+        report = verify(model3, file3, np.tile(images, (6, 1, 1, 1)), labels=np.tile(np.arange(40) % 3, 6),
+                        latency_runs=0)
+    assert report.samples == 40 and report.verdict == "INCONCLUSIVE"
+    once = verify(model3, file3, images, labels=np.arange(40) % 3, latency_runs=0)
+    assert report.float_accuracy == once.float_accuracy and report.top1_agreement == once.top1_agreement
+
+
+def test_labels_must_be_class_numbers_of_the_model(model3, file3):
+    images = _images(12)
+    with pytest.raises(ValueError, match="class numbers 0 to 2 .* from 55 to 55"):
+        verify(model3, file3, images, labels=np.full(12, 55), latency_runs=0)
+    with pytest.raises(ValueError, match="class numbers 0 to 2 .*Map class names"):
+        verify(model3, file3, images, labels=["cat"] * 12, latency_runs=0)
+    with pytest.raises(ValueError, match="class numbers 0 to 2"):
+        verify(model3, file3, images, labels=np.full(12, -1), latency_runs=0)
+    numbers = np.arange(12) % 3
+    one_hot = verify(model3, file3, images, labels=np.eye(3)[numbers], latency_runs=0)
+    plain = verify(model3, file3, images, labels=numbers, latency_runs=0)
+    assert one_hot.float_accuracy == plain.float_accuracy and one_hot.tflite_accuracy == plain.tflite_accuracy
+    with pytest.raises(ValueError, match="11 labels for 12 images"):
+        verify(model3, file3, images, labels=numbers[:11], latency_runs=0)
+
+
+def test_thresholds_and_min_samples_are_checked(model3, file3):
+    with pytest.raises(ValueError, match="min_top1_agreement is a fraction from 0 to 1 .* got 93"):
+        verify(model3, file3, _images(4), thresholds={"min_top1_agreement": 93}, latency_runs=0)
+    with pytest.raises(ValueError, match="min_samples must be a number of images"):
+        verify(model3, file3, _images(4), min_samples=-5, latency_runs=0)
+    report = verify(model3, file3, _images(4), thresholds={"max_accuracy_drop": float("inf")}, min_samples=0,
+                    latency_runs=0)
+    assert report.verdict == "PASS"  # min_samples 0: no minimum
+
+
+def test_a_model_with_two_inputs_is_refused_by_convert_and_verify(model3, file3, tmp_path):
+    import keras
+
+    other = keras.Input((4,))
+    two = keras.Model([model3.input, other], model3.output)
+    for call in (lambda: tflite.convert(two, tmp_path / "two.tflite", "int8", representative_data=_images(4)),
+                 lambda: verify(two, file3, _images(4), latency_runs=0)):
+        with pytest.raises(ValueError, match="one image input; this one has 2"):
+            call()
+    assert not list(tmp_path.iterdir())
+
+
+def test_representative_data_of_the_wrong_kind_is_named(model3, tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    from tflite.representative import collect
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(paths[-1])
+    for names in (paths, [str(p) for p in paths]):
+        with pytest.raises(ValueError, match="got file names, not images; pass the folder"):
+            collect(names, (SIZE, SIZE, 3))
+    records = tf.data.Dataset.from_tensor_slices({"image": _images(4), "label": np.arange(4)})
+    with pytest.raises(ValueError, match=r"got a dict \(image, label\), not images"):
+        collect(records, (SIZE, SIZE, 3))
+    mixed = [np.zeros((SIZE, SIZE, 3), np.float32), np.zeros((SIZE + 8, SIZE, 3), np.float32)]
+    with pytest.raises(ValueError, match="images of different sizes"):
+        collect(mixed, (SIZE, SIZE, 3))
+
+
+def test_images_scaled_to_0_1_and_few_distinct_images_are_warned_about(model3, file3, tmp_path):
+    unit = (_images(60) + 1) / 2  # pixels / 255 instead of preprocess_input
+    with pytest.warns(UserWarning, match=r"lie in \[0, 1\].*preprocess_input"):
+        tflite.convert(model3, tmp_path / "a.tflite", "int8", representative_data=unit)
+    with pytest.warns(UserWarning, match=r"lie in \[0, 1\]"):
+        verify(model3, file3, unit, latency_runs=0)
+    with pytest.warns(UserWarning, match="reach .* but the model takes pixels on \\[-1, 1\\]"):
+        verify(model3, file3, unit * 255, latency_runs=0)
+    with pytest.warns(UserWarning, match=r"calibrating on 1 distinct image\(s\) \(20 with repeats\)"):
+        tflite.convert(model3, tmp_path / "b.tflite", "int8", representative_data=np.repeat(_images(1), 20, axis=0))
+    with warnings.catch_warnings():  # enough distinct images in the model's range: silent
+        warnings.simplefilter("error")
+        tflite.convert(model3, tmp_path / "c.tflite", "int8", representative_data=_images(60))
+
+
 # --- bounded reads ----------------------------------------------------------------------------------
 
 def _endless():
@@ -172,9 +257,11 @@ def test_verify_caps_an_endless_dataset_without_max_samples(model3, file3, monke
 
     monkeypatch.setattr(verify_module, "DEFAULT_MAX_SAMPLES", 64)  # the documented cap, made small for speed
     dataset = tf.data.Dataset.from_tensor_slices(_images(16)).batch(8).repeat()
-    with pytest.warns(UserWarning, match="first 64 images"):
+    with pytest.warns(UserWarning) as seen:
         report = verify(model3, file3, dataset, latency_runs=0)
-    assert report.samples == 64 and report.verdict == "INCONCLUSIVE"
+    messages = " ".join(str(w.message) for w in seen)
+    assert "first 64 images" in messages and "48 of the 64 images repeat others" in messages
+    assert report.samples == 16 and report.verdict == "INCONCLUSIVE"  # its 16 images, once each
 
 
 def test_convert_reads_only_the_calibration_images_of_an_endless_generator(model3, tmp_path):
@@ -184,10 +271,10 @@ def test_convert_reads_only_the_calibration_images_of_an_endless_generator(model
 
 
 def test_a_list_of_two_images_is_two_images(model3, file3):
-    img = _images(1)[0]
+    first, second = _images(2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        report = verify(model3, file3, [[img, img]], latency_runs=0)
+        report = verify(model3, file3, [[first, second]], latency_runs=0)
     assert report.samples == 2 and report.float_accuracy is None  # no labels invented from pixels
     # a real (images, labels) pair still gives labels
     report = verify(model3, file3, [(_images(6), np.zeros(6, int))], latency_runs=0)
@@ -229,3 +316,26 @@ def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies
     summary = dict(_summary([own]), deployables={"android": "android/model.tflite"})
     assert "- `android`: android/model.tflite (PASS)" in report_md.markdown(summary)
 
+
+
+def test_a_custom_layer_that_cannot_be_copied_is_named(tmp_path):
+    import keras
+
+    class Scale(keras.layers.Layer):  # no get_config for its argument: Keras can't rebuild it from its config
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = Scale(2.0)(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="can't copy layer 'scale' \\(Scale\\).*bias_correction=False"):
+        tflite.convert(model, tmp_path / "a.tflite", "int8", representative_data=_images(60))
+    assert not list(tmp_path.iterdir())
+    path = tflite.convert(model, tmp_path / "b.tflite", "int8", representative_data=_images(60), bias_correction=False)
+    assert tflite.TFLiteModel(path).mode == "int8"

@@ -20,7 +20,8 @@ from tflite.bias_correction import bias_corrected
 from tflite.equalization import is_mobilenet, prepare
 from tflite.modes import get_mode
 from tflite.names import keras_layers_in
-from tflite.representative import CALIBRATION_IMAGES, collect
+from tflite.representative import (CALIBRATION_IMAGES, check_single_image_input, collect, warn_if_few_distinct,
+                                   warn_if_unit_range)
 
 # MobileNet's input convention: raw pixels 0..255 through mobilenet_keras.preprocessing's scale and
 # offset, i.e. [-1, 1]. Pinning a MobileNet's input range to it makes the quantized input map raw pixels
@@ -119,8 +120,11 @@ def convert(
     """
     spec = get_mode(mode)
     output_path = check_output_path(output_path)
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
+    batch_size = None if batch_size is None else int(batch_size)
+    check_single_image_input(model, "convert")
     input_shape = tuple(model.input_shape[1:])
     if any(side is None for side in input_shape):
         raise ValueError(
@@ -148,6 +152,7 @@ def convert(
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
     if representative_data is not None and (spec.calibrated or spec.recipe == "dynamic"):
         calibration = collect(representative_data, input_shape, limit=num_calibration)
+        warn_if_few_distinct(calibration)
     if spec.recipe == "integer":
         input_range = resolve_input_range(model, calibration, input_range)
     elif spec.recipe == "int16x8" and calibration is not None:
@@ -269,6 +274,8 @@ def resolve_input_range(model, calibration: np.ndarray | None, input_range=None)
             warnings.warn(f"calibration images reach [{seen_low:.4g}, {seen_high:.4g}], outside the input range "
                           f"[{low:.4g}, {high:.4g}] the file quantizes over: those values will be clipped (check "
                           "the images' preprocessing, or pass input_range).", stacklevel=3)
+        elif (low, high) == MOBILENET_INPUT_RANGE and is_package_mobilenet(model):
+            warn_if_unit_range(calibration, "calibration images", stacklevel=4)
     return (low, high)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 
@@ -14,6 +15,17 @@ class Thresholds:
     min_top5_overlap: float
     min_sqnr_db: float
     max_accuracy_drop: float
+
+    def __post_init__(self):
+        for name in ("min_top1_agreement", "min_top5_overlap", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1 and not (
+                    name == "max_accuracy_drop" and value == float("inf")):
+                raise ValueError(f"threshold {name} is a fraction from 0 to 1 (0.97 = 97%, 0.01 = 1 point); got "
+                                 f"{value!r}.")
+        if isinstance(self.min_sqnr_db, bool) or not isinstance(self.min_sqnr_db, numbers.Real) \
+                or self.min_sqnr_db != self.min_sqnr_db:
+            raise ValueError(f"threshold min_sqnr_db is a number of decibels; got {self.min_sqnr_db!r}.")
 
 
 # Float files must be near-identical to Keras; files with int8 weights but float (or 16-bit)

@@ -40,7 +40,66 @@ def is_labelled_pair(batch) -> bool:
     return first in (3, 4) and second < first and second <= 2
 
 
+def check_single_image_input(model, what: str) -> None:
+    """Refuse a model that does not take one batch of images (N, H, W, C): `what` names the caller."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) > 1:
+        names = ", ".join(getattr(t, "name", "?") for t in inputs)
+        raise ValueError(f"{what} takes a model with one image input; this one has {len(inputs)} ({names}). Wrap "
+                         "the part that takes the images in a model of its own.")
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, list):
+        shape = shape[0]
+    if shape is not None and len(shape) != 4:
+        raise ValueError(f"{what} takes a model whose input is a batch of images (batch, height, width, "
+                         f"channels); this one takes {tuple(shape)}.")
+
+
+# Fewer distinct calibration images than this get a warning: int8 ranges from a handful of images
+# clip the inputs unlike them (the converter's default draws CALIBRATION_IMAGES).
+FEW_DISTINCT_IMAGES = 50
+
+
+def distinct_images(images: np.ndarray) -> np.ndarray:
+    """Indices of the first of each distinct image of `images`, in order (repeats dropped)."""
+    import hashlib
+
+    seen, keep = set(), []
+    for i, image in enumerate(images):
+        key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def warn_if_few_distinct(calibration: np.ndarray) -> None:
+    """A warning when a calibration set holds fewer than FEW_DISTINCT_IMAGES different images."""
+    count = len(distinct_images(calibration))
+    if count < FEW_DISTINCT_IMAGES:
+        repeats = f" ({len(calibration)} with repeats)" if count < len(calibration) else ""
+        warnings.warn(f"calibrating on {count} distinct image(s){repeats}: a file calibrated on so few fits them "
+                      f"and clips or misjudges inputs unlike them; give {CALIBRATION_IMAGES} or so images like the "
+                      "real ones.", stacklevel=3)
+
+
+def warn_if_unit_range(images: np.ndarray, what: str, stacklevel: int = 3) -> None:
+    """A warning when images meant to be in MobileNet's [-1, 1] all lie in [0, 1] (scaled by 1/255, not by
+    preprocess_input): the model, its file and the verdict then see the wrong pixels."""
+    if len(images) and float(images.min()) >= 0.0 and float(images.max()) <= 1.0 and float(images.max()) > 0.0:
+        warnings.warn(f"{what} all lie in [0, 1], but the model takes pixels on [-1, 1]: they look divided by 255 "
+                      "rather than passed through preprocess_input (x / 127.5 - 1); give uint8 pixels or "
+                      "preprocess_input's output.", stacklevel=stacklevel)
+
+
 def _as_float_images(batch, where: str) -> np.ndarray:
+    if isinstance(batch, (str, os.PathLike)) or (isinstance(batch, (list, tuple)) and batch
+                                                 and all(isinstance(x, (str, os.PathLike)) for x in batch)):
+        raise ValueError(f"{where}: got file names, not images; pass the folder that holds them (or load them with "
+                         "mobilenet_keras.images.load_image).")
+    if isinstance(batch, dict):
+        raise ValueError(f"{where}: got a dict ({', '.join(map(str, batch))}), not images; map the dataset to the "
+                         "images, or to (images, labels) pairs, e.g. dataset.map(lambda d: (d['image'], d['label'])).")
     if is_labelled_pair(batch):
         batch = batch[0]
     elif isinstance(batch, tuple) and len(batch) == 1 and np.ndim(batch[0]) in (3, 4):
@@ -124,6 +183,10 @@ def _read_batches(batches, bound: int | None, capped: bool, height, width, chann
                 found = found.argmax(1)  # one-hot labels
             labels_out.extend(found.reshape(-1).tolist())
         images = _as_float_images(batch, "representative data")
+        if arrays and images.shape[1:] != arrays[0].shape[1:]:
+            raise ValueError(f"representative data: images of different sizes ({arrays[0].shape[1:]} and "
+                             f"{images.shape[1:]}); resize them to the model's input, or pass the folder that holds "
+                             "them and let it resize.")
         arrays.append(images)
         count += len(images)
         if bound is not None and count >= bound:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mobilenet_keras.files import write_bytes_atomic
 from tflite.flatbuffer import op_counts, read_model
 from tflite.latency import NOT_MEASURED, Latency, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
-from tflite.representative import collect
+from tflite.representative import check_single_image_input, collect, distinct_images, warn_if_unit_range
 from tflite.runtime import TFLiteModel
 
 
@@ -285,9 +286,7 @@ def judge_outputs(
         min_samples=min_samples, **figures,
     )
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) != samples:
-            raise ValueError(f"{len(labels)} labels for {samples} images; give one label per image.")
+        labels = class_numbers(labels, samples, expected.shape[1])
         float_right = int(np.sum(expected.argmax(1) == labels))
         file_right = int(np.sum(got.argmax(1) == labels))
         report.float_accuracy = float_right / samples
@@ -296,6 +295,31 @@ def judge_outputs(
         report.tflite_accuracy_interval = wilson_interval(file_right, samples)
     report.failures = judge(report, limits)
     return report
+
+
+def class_numbers(labels, samples: int, classes: int) -> np.ndarray:
+    """`labels` as (samples,) class numbers: integers in [0, classes), or one-hot (or probability) rows
+    (samples, classes), which give their largest column. A ValueError says what is wrong otherwise."""
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"labels must be class numbers; could not read them ({exc}).") from None
+    if array.ndim == 2 and array.shape == (samples, classes) and classes > 1:
+        array = array.argmax(1)
+    array = array.reshape(-1) if array.ndim else array.reshape(1)
+    if len(array) != samples:
+        raise ValueError(f"{len(array)} labels for {samples} images; give one label per image (a class number, "
+                         f"or a one-hot row of {classes}).")
+    if array.dtype.kind not in "iub":
+        finite = array.dtype.kind == "f" and bool(np.all(np.isfinite(array)))
+        if not (finite and bool(np.all(array == np.round(array)))):
+            raise ValueError(f"labels must be class numbers 0 to {classes - 1} (or one-hot rows); got {array.dtype} "
+                             f"values such as {array[0]!r}. Map class names to their numbers first.")
+    array = array.astype(np.int64)
+    if len(array) and (array.min() < 0 or array.max() >= classes):
+        raise ValueError(f"labels must be class numbers 0 to {classes - 1} (the model has {classes} classes); got "
+                         f"values from {array.min()} to {array.max()}.")
+    return array
 
 
 def check_model_outputs(float_model) -> int:
@@ -363,6 +387,9 @@ def verify(
         get_mode(mode)
     if thresholds is not None:
         resolve_thresholds(mode or "float32", thresholds)  # unknown keys fail before any work
+    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 0:
+        raise ValueError(f"min_samples must be a number of images (0 or more); got {min_samples!r}.")
+    check_single_image_input(float_model, "verify")
     classes = check_model_outputs(float_model)
     model_file = tflite_file if isinstance(tflite_file, TFLiteModel) else TFLiteModel(tflite_file)
     mode = mode or model_file.mode
@@ -375,6 +402,25 @@ def verify(
                      cap=DEFAULT_MAX_SAMPLES)
     if labels is None and len(found_labels) == len(images):
         labels = found_labels
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images; give one label per image.")
+    keep = distinct_images(images)
+    if len(keep) < len(images):
+        # a repeated image is no new evidence: counted again, it would narrow the interval and lift a
+        # handful of images past the verdict's minimum
+        warnings.warn(f"{len(images) - len(keep)} of the {len(images)} images repeat others; judged on the "
+                      f"{len(keep)} distinct ones.", stacklevel=2)
+        images = images[keep]
+        labels = None if labels is None else np.asarray(labels)[keep]
+    from tflite.equalization import is_mobilenet
+
+    if is_mobilenet(float_model):
+        low, high = float(images.min()), float(images.max())
+        if low < -1.001 or high > 1.001:
+            warnings.warn(f"the images reach [{low:.4g}, {high:.4g}], but the model takes pixels on [-1, 1]: give "
+                          "uint8 pixels or preprocess_input's output.", stacklevel=2)
+        else:
+            warn_if_unit_range(images, "the images")
     expected = _predict_float(float_model, images)
     got = _predict_tflite(model_file, images, verbose)
     latency = tflite_latency(model_file.path, latency_runs) if latency_runs else NOT_MEASURED

@@ -354,15 +354,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         latencies = tflite_latencies(args.files, args.runs, args.threads)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    rows = [(path, model.mode, model.size_bytes, latency)
+    rows = [(path, model.mode, model.input_shape[0], model.size_bytes, latency)
             for path, model, latency in zip(args.files, models, latencies)]
     width = max(len(str(r[0])) for r in rows)
-    print(f"{'file':<{width}}  {'mode':<14} {'size KiB':>9} {'median ms':>10} {'p90 ms':>9}")
-    for path, mode, size, latency in rows:
-        print(f"{str(path):<{width}}  {mode:<14} {size / 1024:>9.0f} {latency.median_ms:>10.3f} {latency.p90_ms:>9.3f}")
+    print(f"{'file':<{width}}  {'mode':<14} {'batch':>5} {'size KiB':>9} {'median ms':>10} {'p90 ms':>9}")
+    for path, mode, batch, size, latency in rows:
+        print(f"{str(path):<{width}}  {mode:<14} {batch:>5} {size / 1024:>9.0f} {latency.median_ms:>10.3f} "
+              f"{latency.p90_ms:>9.3f}")
     threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
-    print(f"(per image at batch 1, {threads}: {args.runs} timed runs per file, taken in turns across "
-          "the files, after at least 1 s and 20 runs of warm-up each)")
+    print(f"(milliseconds per image, at each file's batch size, {threads}: {args.runs} timed runs per file, taken "
+          "in turns across the files, after at least 1 s and 20 runs of warm-up each)")
     return 0
 
 

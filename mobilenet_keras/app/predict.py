@@ -61,6 +61,10 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
         from mobilenet_keras.model import load_model_file
 
         model = load_model_file(model_path)
+        if len(model.input_shape) != 4 or None in model.input_shape[1:3]:
+            raise ValueError(f"{model_path} takes images of shape {tuple(model.input_shape[1:])}; predict resizes each "
+                             "image to the model's height and width: rebuild the model with input_shape=(height, "
+                             "width, 3) and its weights (model.set_weights), or call it from Python.")
         pixels = np.stack([load_image(p, model.input_shape[1:3]) for p in images])
         return model.predict(preprocess_input(pixels), verbose=0)
     if model_path.is_dir() and (model_path / "saved_model.pb").exists():
@@ -81,7 +85,8 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
     if not model_path.exists():
         raise ValueError(f"{model_path} does not exist.")
     if labels is not None and not Path(labels).is_file():
-        raise ValueError(f"labels file {labels} does not exist; give a labels.txt with one class name per line.")
+        problem = "is a folder" if Path(labels).is_dir() else "does not exist"
+        raise ValueError(f"labels file {labels} {problem}; give a labels.txt with one class name per line.")
     images = [Path(p) for p in images]
     if model_path.suffix == ".tflite":
         from tflite import TFLiteModel
@@ -90,6 +95,9 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
     for image in images:
         load_image(image)  # names an unreadable file before any Keras model loads
     result = scores(model_path, images)
+    if result.ndim != 2:
+        raise ValueError(f"{model_path} gives an output of shape {result.shape[1:]} per image, not class scores (a "
+                         "model without its classifier, include_top=False?); predict takes a classifier.")
     names, source = _find_labels(model_path, str(labels) if labels is not None else None)
     if names is not None and len(names) != result.shape[-1]:
         if labels is not None:  # names shifted by one line would be wrong answers, printed as right ones
