@@ -280,6 +280,7 @@ def test_a_default_file_litert_cannot_run_is_made_again_without_the_extra_steps(
     images = np.random.default_rng(0).uniform(-1, 1, (32, 96, 96, 3)).astype("float32")
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no fallback needed with the guard on
+        warnings.filterwarnings("ignore", message="calibrating on 32 distinct")  # few on purpose (speed)
         guarded = tflite.convert(model, tmp_path / "guarded.tflite", "int8", representative_data=images)
     tflite.TFLiteModel(guarded).predict(images[:2])
 

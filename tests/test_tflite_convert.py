@@ -389,6 +389,7 @@ def test_a_mobilenet_keeps_its_preprocessing_range_and_raw_pixels_warn(tmp_path)
     calibration = np.random.default_rng(0).uniform(-0.9, 0.8, (16, 32, 32, 3)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # images inside [-1, 1]: no warning
+        warnings.filterwarnings("ignore", message="calibrating on 16 distinct")  # few on purpose (speed)
         path = tflite.convert(mobilenet, tmp_path / "m.tflite", "uint8", representative_data=calibration,
                               bias_correction=False, equalization=False, adaround=False)
     scale, zero_point = TFLiteModel(path).input_quantization
