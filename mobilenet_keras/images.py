@@ -41,29 +41,81 @@ def scan_folder(folder: str | os.PathLike) -> ImageFolder:
         raise ValueError(f"{root} is a file, not a folder of images.")
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subfolders:
-        paths, labels, names = [], [], []
+        paths, labels, names, other = [], [], [], []
         for label, sub in enumerate(subfolders):
-            files = _images_below(sub)
+            files = _images_below(sub, other)
             names.append(sub.name)
             paths += files
             labels += [label] * len(files)
         if not paths:
             raise ValueError(f"{root} has class folders ({', '.join(names[:5])}) but no images "
                              f"({', '.join(IMAGE_SUFFIXES)}) in them.")
+        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + UNREAD_SUFFIXES]
+        if loose:
+            _warn(f"{len(loose)} image(s) at the top of {root}, beside its class folders, belong to no class and "
+                  f"are left out: {_listed(loose)}")
+        if other:
+            _warn(f"left out {len(other)} file(s) in formats TensorFlow's decoder can't read: {_listed(other)}; "
+                  "convert them to JPEG or PNG to use them")
         return ImageFolder(paths, labels, names)
-    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _regular(p))
+    other = [p for p in root.iterdir() if p.suffix.lower() in UNREAD_SUFFIXES]
+    if other and paths:
+        _warn(f"left out {len(other)} file(s) in formats TensorFlow's decoder can't read: {_listed(other)}; "
+              "convert them to JPEG or PNG to use them")
     if not paths:
         raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no class folders.")
     return ImageFolder(paths, None, [])
 
 
-def _images_below(folder: Path) -> list[Path]:
+#: Image formats people keep beside their JPEGs that TensorFlow's decoder does not read: left out, with a warning.
+UNREAD_SUFFIXES = (".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ico", ".svg")
+
+
+def _images_below(folder: Path, other: list | None = None) -> list[Path]:
     """Every image file under `folder`, nested folders too, in the order Keras's
-    image_dataset_from_directory lists them (it walks class folders recursively, following links)."""
-    found = []
-    for here, _, files in sorted(os.walk(folder, followlinks=True), key=lambda entry: entry[0]):
-        found += [Path(here) / name for name in sorted(files) if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    image_dataset_from_directory lists them (it walks class folders recursively, following links).
+    A folder reached again through a link (a loop) is walked once; only regular files count (a FIFO named
+    x.jpg would block the reader). Files of `UNREAD_SUFFIXES` go to `other`."""
+    found, walked = [], set()
+    for here, subfolders, files in sorted(_walk_once(folder, walked), key=lambda entry: entry[0]):
+        for name in sorted(files):
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES and _regular(Path(here) / name):
+                found.append(Path(here) / name)
+            elif suffix in UNREAD_SUFFIXES and other is not None:
+                other.append(Path(here) / name)
     return found
+
+
+def _walk_once(folder: Path, walked: set):
+    top = os.path.realpath(folder)
+    for here, subfolders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        # a link back to a folder already walked, or up to one that holds this class folder (its parent:
+        # the other classes), is a loop
+        if real in walked or (real != top and os.path.commonpath([real, top]) == real):
+            subfolders[:] = []
+            continue
+        walked.add(real)
+        yield here, subfolders, files
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return path.is_file()  # follows links; False for FIFOs, sockets and devices
+    except OSError:
+        return False
+
+
+def _listed(paths: list) -> str:
+    return ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
 
 
 def tensorflow_format_problem(path: str | os.PathLike) -> str | None:
@@ -177,7 +229,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
 
 
 def decoder_reason(exc) -> str:
+    import re
+
     text = " ".join(str(getattr(exc, "message", exc)).split())
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # TensorFlow's name for the op that ran
     if "palette BMP" in text:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
     return "TensorFlow's decoder: " + text[:200]

@@ -296,3 +296,43 @@ def test_cache_files_are_removed_when_the_process_ends(tmp_path):
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) > 0  # the cache files were there while it ran
     assert list(cache.iterdir()) == []
+
+
+def test_every_bad_file_is_named_in_one_message(tmp_path):
+    # a header the decoder refuses and a JPEG cut short (found only by decoding): both in the one error
+    root = _folder(tmp_path / "d", {"a": 4, "b": 4})
+    (root / "a" / "empty.jpg").write_bytes(b"")
+    (root / "a" / "text.png").write_text("not a picture")
+    good = root / "b" / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(good)
+    (root / "b" / "cut.jpg").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError) as info:
+        datasets.image_folder(root, image_size=32)
+    message = _one_line(info)
+    assert "3 file(s) are not images" in message
+    assert all(name in message for name in ("empty.jpg", "text.png", "cut.jpg")), message
+    assert "function_node" not in message
+
+
+def test_links_that_loop_and_fifos_are_not_read_as_images(tmp_path):
+    import os
+
+    root = _folder(tmp_path / "d", {"a": 3, "b": 3})
+    (root / "a" / "loop").symlink_to(root / "a")  # back to itself
+    (root / "b" / "up").symlink_to(root)  # up to the data folder: the other class, and this one again
+    os.mkfifo(root / "a" / "pipe.jpg")  # a reader would block on it
+    found = datasets.scan_folder(root)
+    assert sorted(p.name for p in found.paths) == sorted(["0.png", "1.png", "2.png"] * 2)
+    assert found.labels == [0, 0, 0, 1, 1, 1]
+
+
+def test_images_left_out_are_named_in_a_warning(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 3, "b": 3})
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "a" / "new.webp")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "stray.png")  # beside the class folders
+    with pytest.warns(UserWarning) as seen:
+        found = datasets.scan_folder(root)
+    messages = " ".join(str(w.message) for w in seen)
+    assert "new.webp" in messages and "TensorFlow's decoder can't read" in messages
+    assert "stray.png" in messages and "belong to no class" in messages
+    assert len(found.paths) == 6

@@ -274,18 +274,15 @@ def memory_budget() -> int:
     return int(min(total // 4, 8 << 30))
 
 
-def _check_images(folder, paths=None) -> None:
-    """Every file must be one TensorFlow's decoder reads (JPEG, PNG, GIF, BMP by their bytes, not their
-    name; not too large; not a palette BMP); the message names them, the reason for the first. Pixels
-    are checked when they are decoded (`_bad_files_error`)."""
+def _header_problems(paths) -> tuple[list[str], str | None]:
+    """The files whose first bytes TensorFlow's decoder can't read, and the reason for the first."""
     bad, first_reason = [], None
-    for path in folder.paths if paths is None else paths:
+    for path in paths:
         problem = header_problem(path)
         if problem is not None:
             bad.append(str(path))
             first_reason = first_reason or problem
-    if bad:
-        raise _bad_files_error(bad, first_reason)
+    return bad, first_reason
 
 
 def _bad_files_error(bad: list, first_reason: str) -> ValueError:
@@ -371,7 +368,12 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     check_class_names(folder.class_names, path)
     num_train, num_validation = check_split(len(folder.paths), len(folder.class_names), validation_split, path)
     if check_files:
-        _check_images(folder)
+        bad, first_reason = _header_problems(folder.paths)
+        if bad:  # the rest are decoded too, so that one message names every file to fix, not a round of them
+            named = set(bad)
+            rest = [p for p in folder.paths if str(p) not in named]
+            bad += [str(rest[i]) for i in decode_files(rest)[1]]
+            raise _bad_files_error(bad, first_reason)
     (train_paths, train_labels), (val_paths, val_labels) = keras_split(folder.paths, folder.labels,
                                                                        validation_split, seed)
     memory_limit = memory_budget() if memory_limit is None else memory_limit
