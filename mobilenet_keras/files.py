@@ -47,6 +47,41 @@ def folder_mode() -> int:
     return 0o777 & ~current_umask()
 
 
+def check_room(path: str | os.PathLike, needed_bytes: int) -> None:
+    """A one-line "disk full" ValueError when the folder of `path` has less free space than `needed_bytes`.
+    For writers that fail badly on a full disk: h5py, out of room in the middle of a file, can crash the
+    interpreter (a segmentation fault) instead of raising."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        return
+    if free < needed_bytes:
+        raise disk_full_error(path)
+
+
+def weights_room(model) -> int:
+    """Bytes to leave free for an HDF5 file of `model`'s weights: their size, with room for HDF5's own."""
+    import numpy as np
+
+    total = sum(int(np.prod(w.shape)) * np.dtype(str(getattr(w.dtype, "name", w.dtype))).itemsize
+                for w in model.weights)
+    return int(total * 1.25) + (1 << 20)
+
+
+def follow_umask(tree: str | os.PathLike) -> None:
+    """Give the folders and files under `tree` (itself included) the modes the umask gives new ones: TensorFlow
+    makes its own folders 0755 and files 0644 whatever the umask (umask 002 asks for 0775 and 0664)."""
+    folders, files = folder_mode(), file_mode()
+    for here, _, names in os.walk(tree):
+        os.chmod(here, folders)
+        for name in names:
+            path = os.path.join(here, name)
+            if not os.path.islink(path):
+                os.chmod(path, files)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc` (OSError, h5py's OSError without errno, TensorFlow's errors) means the disk is full."""
     if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:

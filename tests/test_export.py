@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,11 @@ def test_a_killed_export_leaves_no_staging_folder_and_folders_follow_the_umask(t
     assert not list(parent.glob(".1.*.staging"))  # ... and the next export removes it
     assert (parent / "1" / "saved_model.pb").is_file()
     assert (parent / "1").stat().st_mode & 0o777 == 0o755
+    # under umask 002 (a group that shares the models) every folder and file TensorFlow made follows it too
+    shared = script.replace("0o022", "0o002").replace("/1'", "/2'")
+    result = subprocess.run([sys.executable, "-c", shared], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = parent / "2"
+    modes = {p.relative_to(version): p.stat().st_mode & 0o777 for p in [version, *version.rglob("*")]}
+    assert modes[Path("variables")] == 0o775 and modes[Path("saved_model.pb")] == 0o664, modes
+    assert all(mode == (0o775 if (version / p).is_dir() else 0o664) for p, mode in modes.items()), modes

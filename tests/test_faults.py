@@ -232,14 +232,16 @@ def test_cli_errors_are_one_line(tmp_path):
 # -- kills -----------------------------------------------------------------------------------------
 
 
-def _train_until(out: Path, marker: Path, epochs: int, timeout: float = 240):
+def _train_until(out: Path, marker: Path, epochs: int, timeout: float = 240, more: tuple = (), cwd: Path = ROOT):
     """Start `train` and SIGKILL it as soon as `marker` exists; returns what was seen before."""
     process = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "train", *TRAIN, "--epochs", str(epochs),
-                                "--out", str(out)], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                *map(str, more), "--out", str(out)], cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
+    marker = cwd / marker
     deadline = time.time() + timeout
     report_gone_first = None
     try:
+        out = cwd / out
         while not marker.exists():
             if report_gone_first is None and not (out / "report.json").exists() and (out / "logs").exists():
                 report_gone_first = not (out / "report.md").exists() and not (out / "tflite").exists()
@@ -352,3 +354,41 @@ def test_a_data_cache_folder_left_by_a_kill_goes_at_the_next_load(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert left[0].name not in done.stdout and done.stdout.count("data-cache") == 1  # only its own, while it ran
     assert list(cache.iterdir()) == []  # and that one went when it ended
+
+
+@pytest.mark.slow
+def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_after_phase_one(tmp_path):
+    # killed between the phases, the run folder given relative to where train runs (the default runs/latest is)
+    out = Path("runs") / "ft"
+    _train_until(out, out / "phase1.json", 1, more=("--fine-tune-epochs", "2"), cwd=tmp_path)
+    again = subprocess.run([sys.executable, "-m", "mobilenet_keras", "train", *TRAIN, "--epochs", "1",
+                            "--fine-tune-epochs", "2", "--out", str(out)], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [row["epoch"] for row in _history(tmp_path / out)] == ["0", "1", "2"]
+
+    # killed with its backup written: other settings are refused (its epochs came from the first), --restart
+    # starts afresh, and the finished run's record went first (no run.json beside a model being replaced)
+    run = tmp_path / "run"
+    _train_until(run, run / "backup" / "phase1" / "training_metadata.json", 3)
+    assert not (run / "run.json").exists()
+    refused = _cli("train", *TRAIN, "--epochs", "4", "--out", run)
+    error = _assert_one_line_error(refused, "holds an unfinished run with other settings", "epochs: 3 then, 4 now",
+                                   "--restart")
+    assert "Traceback" not in refused.stderr, error
+    restarted = _cli("train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "Epoch 1/" in restarted.stderr or "epoch 1/" in restarted.stderr
+    assert [row["epoch"] for row in _history(run)] == ["0", "1"]
+    assert json.loads((run / "run.json").read_text())["config"]["epochs"] == 2
+    assert not (run / "resume.json").exists()  # the resume state goes with the finished run
+
+
+@pytest.mark.slow
+def test_a_full_disk_inside_tensorflow_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    assert _cli("train", *TRAIN, "--epochs", "1", "--out", run).returncode == 0
+    with _small_tmpfs(tmp_path / "small", "256k") as small:
+        result = _cli("export", run, "--saved-model", small / "serving" / "1")
+        _assert_one_line_error(result, "disk full")
+        assert not [p for p in small.rglob("*") if p.is_file()]

@@ -335,3 +335,32 @@ def test_the_qat_command_on_a_pipeline_run_updates_its_report_and_a_kill_changes
     assert "`model_qat_uint8.tflite`" in report_md
     assert (run / "size_vs_accuracy.png").read_bytes() != plot_bytes  # redrawn with the QAT files
     assert "quantization-aware training (1 epoch at 1e-05" in result.stderr  # stage lines
+
+
+def test_modes_given_twice_are_refused():
+    from mobilenet_keras.app.pipeline import parse_modes
+
+    with pytest.raises(ValueError, match="names float32 more than once"):
+        parse_modes("float32,int8,float32")
+
+
+@pytest.mark.slow
+def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipeline_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_pipeline_run[0], run)
+    for name in ("report.json", "report.md"):  # as a kill after the training stage leaves it
+        (run / name).unlink()
+    model_bytes = (run / "model.keras").read_bytes()
+    result = cli("pipeline", "--out", str(run), "--modes", "float32,int8", "--quiet")
+    assert result.returncode in (0, 1, 3), result.stderr[-3000:]
+    assert "reusing the model trained in" in result.stderr and "epoch 1/" not in result.stderr
+    assert (run / "model.keras").read_bytes() == model_bytes
+    report = json.loads((run / "report.json").read_text())
+    assert [Path(row["file"]).name for row in report["files"]] == ["model_float32.tflite", "model_int8.tflite",
+                                                                    "model.tflite"]  # the last: the Android file
+    assert not (run / "tflite" / "model_uint8.tflite").exists()  # the killed run's files went with it
+    # other settings train again
+    result = cli("pipeline", "--out", str(run), "--modes", "float32", "--epochs", "1", "--force", "--quiet")
+    assert result.returncode in (0, 1, 3) and "epoch 1/" in result.stderr, result.stderr[-3000:]

@@ -284,3 +284,12 @@ def test_frozen_blocks_keep_their_pretrained_weights_while_the_rest_fine_tunes(d
             assert all(np.array_equal(a, b) for a, b in zip(model.get_layer(name).get_weights(), pretrained)), name
     with pytest.raises(ValueError, match="frozen_blocks"):
         TrainConfig(frozen_blocks=14).check()
+
+
+def test_train_refuses_data_loaded_at_another_size(tmp_path):
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import TrainConfig, train
+
+    with pytest.raises(ValueError, match="loaded at 32 px but config.image_size is 48"):
+        train(datasets.digits(image_size=32), tmp_path / "run", TrainConfig(image_size=48, epochs=1))
+    assert not (tmp_path / "run").exists()

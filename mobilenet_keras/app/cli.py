@@ -211,7 +211,8 @@ EPILOG_TRAIN = """examples:
   mobilenet-keras train --data photos/ --weights mobilenet_2_5_224_tf_no_top.h5 --alpha 0.25 --out runs/p
 
 photos/ holds one folder per class (photos/cat/*.jpg, photos/dog/*.jpg). A run killed part-way
-resumes from its last finished epoch when the same command is run again.
+resumes from its last finished epoch when the same command is run again (other settings or data are
+refused: --restart starts afresh).
 """
 
 
@@ -233,18 +234,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.trainer import train
+    from mobilenet_keras.training.trainer import check_weights_load, train
 
     try:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file; give a folder for the run.")
         config = train_config(args)
+        check_destination(out / "run.json", "--out")
+        check_weights_load(config)
         loaded = datasets.load(args.data, image_size=config.image_size, batch_size=config.batch_size,
                                seed=config.seed, **data_options(args))
         print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
               f"{len(loaded.class_names)} classes", file=sys.stderr)
-        train(loaded, out, config, verbose=keras_verbose(args), callbacks=epoch_callbacks(args))
+        train(loaded, out, config, verbose=keras_verbose(args), callbacks=epoch_callbacks(args), restart=args.restart)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {out / 'model.keras'}", file=sys.stderr)
@@ -619,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
                     description="Train MobileNet V1 with model.fit and write a run folder: model.keras, "
                                 "labels.txt, history.csv, training.png, logs/, run.json.", epilog=EPILOG_TRAIN)
     add_train_arguments(train)
+    train.add_argument("--restart", action="store_true",
+                       help="discard an unfinished run in --out (killed part-way) and start afresh; without it, "
+                            "the same command resumes it and other settings are refused")
     train.set_defaults(func=_cmd_train)
 
     pipeline = command("pipeline", help="train, convert every mode, verify each file, export, report",
@@ -781,6 +787,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one line, not a traceback; --debug shows it
             if args.debug:
                 traceback.print_exc()
+            from mobilenet_keras.files import is_disk_full
+
+            if is_disk_full(exc):  # a write deep inside TensorFlow or h5py (SaveV2, a checkpoint) found no room
+                print(f"{where}: error: disk full ({_one_line(exc)[:160]}); free some space (or choose another "
+                      "folder) and run again.", file=sys.stderr)
+                return EXIT_USAGE
             print(f"{where}: internal error: {type(exc).__name__}: {_one_line(exc)} "
                   f"(rerun with --debug for the traceback)", file=sys.stderr)
             return EXIT_INTERNAL

@@ -63,6 +63,9 @@ def parse_modes(text: str) -> list[str]:
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODES)}.")
+    twice = sorted({m for m in modes if modes.count(m) > 1})
+    if twice:
+        raise ValueError(f"--modes names {', '.join(twice)} more than once; give each mode once.")
     return modes
 
 
@@ -147,10 +150,37 @@ def train_stage(settings: PipelineSettings, stage: Stages):
     stage(f"reading {settings.data}")
     images = datasets.load(settings.data, image_size=config.image_size, batch_size=config.batch_size,
                            seed=config.seed, **settings.data_options)
+    trained = _finished_training(settings.out, config, images)
+    if trained is not None:
+        stage(f"reusing the model trained in {settings.out} with these settings and data (killed after training; "
+              "--force trains again)")
+        return trained, images
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
     model = train(images, settings.out, config, verbose=int(settings.verbose), callbacks=list(settings.callbacks))
     return model, images
+
+
+def _finished_training(out: Path, config, images):
+    """The model of a finished training in `out` with exactly this config and data (a pipeline killed after
+    its training stage, run again), or None."""
+    from dataclasses import asdict
+
+    from mobilenet_keras.model import load_model_file
+    from mobilenet_keras.training.trainer import data_record
+
+    folder = RunFolder(out)
+    if not folder.has_model():
+        return None
+    try:
+        run = folder.read_run()
+    except ValueError:
+        return None
+    same = json.loads(json.dumps({"config": asdict(config), "data": data_record(images)}, default=str))
+    if run.get("config") != same["config"] or run.get("data") != same["data"]:
+        return None
+    folder.invalidate()  # what the killed run made from the model: made again
+    return load_model_file(out / "model.keras")
 
 
 def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: Stages) -> list[dict]:
@@ -287,6 +317,9 @@ def run_pipeline(settings: PipelineSettings) -> int:
         check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
     folder = RunFolder(settings.out)
     folder.check_writable()
+    from mobilenet_keras.training.trainer import check_weights_load
+
+    check_weights_load(settings.config)
     if settings.force:
         folder.clear()  # nothing of the old run may sit beside the new report
     stage = Stages()

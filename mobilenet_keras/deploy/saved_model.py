@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mobilenet_keras.files import folder_mode, remove_abandoned_staging, write_bytes_atomic
+from mobilenet_keras.files import folder_mode, follow_umask, remove_abandoned_staging, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 #: The class names inside the SavedModel folder, one per line in output order (TF Serving's
@@ -96,6 +96,7 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
             extra = staging / LABELS_FILE
             extra.parent.mkdir(mode=folder_mode(), exist_ok=True)
             write_bytes_atomic(extra, "".join(f"{name}\n" for name in labels).encode())
+        follow_umask(staging)  # TensorFlow's own folders (variables/, assets/) and files
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -34,6 +34,8 @@ DERIVED_PLOTS = ("confusion_matrix.png", "scatter_float_vs_int8.png", "size_vs_a
 RESUME_FILES = ("phase1.json", "phase1.weights.h5")
 RESUME_FOLDERS = ("backup",)
 BEST_WEIGHTS = "best.weights.h5"
+#: The settings and data an unfinished run trains with: a resume must be the same command.
+RESUME_SETTINGS = "resume.json"
 #: What a finished `train` writes.
 TRAIN_FILES = ("model.keras", "labels.txt", "history.csv", "training.png", "run.json")
 TRAIN_FOLDERS = ("logs",)
@@ -171,6 +173,10 @@ class RunFolder:
         self.remove_temp_files()
         return removed
 
+    def remove_logs(self) -> None:
+        """TensorBoard's event files of an earlier run (a new run's would show beside them as one)."""
+        self._remove(list(TRAIN_FOLDERS))
+
     def remove_temp_files(self) -> None:
         """Temporary files of writes that were killed (`.NAME.XXXX.tmp...`, see mobilenet_keras.files)."""
         if not self.path.is_dir():
@@ -186,7 +192,25 @@ class RunFolder:
 
     def clear_resume_state(self) -> None:
         """Remove the resume state (after a run finished, or to start fresh)."""
-        self._remove(list(RESUME_FILES) + list(RESUME_FOLDERS) + [BEST_WEIGHTS])
+        self._remove(list(RESUME_FILES) + list(RESUME_FOLDERS) + [BEST_WEIGHTS, RESUME_SETTINGS])
+
+    def check_resume_settings(self, settings: dict) -> None:
+        """Record `settings` (the run's config and data) for a new run, or, for a resumed one, refuse
+        settings other than those it started with: its epochs so far came from those."""
+        file = self.path / RESUME_SETTINGS
+        settings = json.loads(json.dumps(settings, default=str))  # tuples as lists, as read back
+        if not self.has_resume_state() or not file.exists():  # a new run (or state from before this file)
+            write_bytes_atomic(file, json.dumps(settings, indent=2).encode())
+            return
+        before = self.read_json(RESUME_SETTINGS, "the unfinished run's settings")
+        changed = [f"{part} {key}: {before.get(part, {}).get(key)!r} then, {value!r} now"
+                   for part in settings for key, value in settings[part].items()
+                   if before.get(part, {}).get(key) != value]
+        if changed:
+            shown = "; ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise ValueError(f"{self.path} holds an unfinished run with other settings ({shown}): run its own "
+                             "command again to resume it, or pass --restart (restart=True) to discard it and start "
+                             "afresh.")
 
     def _remove(self, names) -> list[str]:
         removed = []

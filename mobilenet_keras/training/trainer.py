@@ -245,6 +245,20 @@ def build_classifier(config: TrainConfig, num_classes: int):
     return model
 
 
+def check_weights_load(config: TrainConfig) -> None:
+    """Load `config.weights` into a backbone of the run's width once, so that a missing, damaged or
+    mismatched weights file is named before the data is read (minutes, for a large folder)."""
+    if config.weights is None:
+        return
+    import keras
+
+    from mobilenet_keras.model import MobileNetV1
+
+    MobileNetV1(input_shape=(config.image_size, config.image_size, 3), alpha=config.alpha, include_top=False,
+                weights=config.weights)
+    keras.backend.clear_session()
+
+
 def _build_from_spec(model, strategy, spec) -> None:
     """Under MultiWorkerMirroredStrategy, let `model` build its state from the dataset's element spec.
 
@@ -405,9 +419,10 @@ def _backup_callback_class():
             super().on_epoch_end(epoch, logs)
 
         def _save_model(self):
-            from mobilenet_keras.files import atomic_path, make_folder, write_bytes_atomic
+            from mobilenet_keras.files import atomic_path, check_room, make_folder, weights_room, write_bytes_atomic
 
             make_folder(self.backup_dir)
+            check_room(self._weights_path, weights_room(self.model))
             with atomic_path(self._weights_path) as tmp:
                 self.model.save_weights(filepath=str(tmp), overwrite=True)
             write_bytes_atomic(self._training_metadata_path, json.dumps(
@@ -424,7 +439,7 @@ def _backup_callback_class():
             self.best = None
 
         def on_epoch_end(self, epoch, logs=None):
-            from mobilenet_keras.files import atomic_path
+            from mobilenet_keras.files import atomic_path, check_room, weights_room
 
             current = (logs or {}).get(self.monitor)
             if current is None or not np.isfinite(current):
@@ -434,6 +449,7 @@ def _backup_callback_class():
             candidates = earlier + ([self.threshold] if self.threshold is not None else [])
             best = max(candidates) if candidates else None
             if best is None or current > best or not self.path.exists():
+                check_room(self.path, weights_room(self.model))
                 with atomic_path(self.path) as tmp:
                     self.model.save_weights(str(tmp), overwrite=True)
 
@@ -502,13 +518,14 @@ def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_hi
 
 
 def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1,
-          callbacks: list | None = None):
+          callbacks: list | None = None, restart: bool = False):
     """Train a classifier on `data` (`mobilenet_keras.training.datasets.ImageData`) and write a run folder.
 
     Writes `model.keras` (ending in softmax, best validation accuracy), `labels.txt`, `history.csv`,
     `training.png`, TensorBoard logs under `logs/`, and `run.json` (last). A run killed part-way
     (SIGKILL, Ctrl-C, a full disk) resumes from its last finished epoch when started again with the
-    same `out_dir`: backups and the best checkpoint are written atomically, a torn backup is set aside
+    same `out_dir` and the same settings and data (others are refused; `restart=True` discards the
+    unfinished run instead): backups and the best checkpoint are written atomically, a torn backup is set aside
     with a warning, and history.csv and the best metric cover every epoch of the run. A new run (no
     resume state) starts a fresh history.csv; any run first removes the old verdict (report.json,
     report.md) and the files made from the old model (see `run_folder.RunFolder.invalidate`).
@@ -525,6 +542,9 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     config = config or TrainConfig()
     config.check()
     check_class_names(data.class_names, data.source)
+    if data.image_size != config.image_size:
+        raise ValueError(f"the data is loaded at {data.image_size} px but config.image_size is {config.image_size}: "
+                         "load it with the model's size (image_size=...) or set config.image_size to match.")
     scratch = None
     if config.strategy == "multiworker" and not is_chief(make_strategy(config.strategy)):
         import tempfile
@@ -536,7 +556,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     folder = RunFolder(out_dir)
     out = folder.check_writable()
     try:
-        return _train(data, folder, config, verbose, callbacks)
+        return _train(data, folder, config, verbose, callbacks, restart)
     except ValueError:
         raise
     except Exception as exc:
@@ -551,17 +571,22 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | None):
+def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | None, restart: bool = False):
     import keras
 
-    from mobilenet_keras.files import atomic_path, write_bytes_atomic
+    from mobilenet_keras.files import atomic_path, follow_umask, write_bytes_atomic
 
     out = folder.path
     folder.invalidate()  # no verdict, and no file made from the old model, outlives it
+    # run.json says "a finished model is here": gone until this run writes its own, last (a kill while
+    # model.keras is replaced must not leave the new model beside the old run's record)
+    (out / "run.json").unlink(missing_ok=True)
     folder.remove_temp_files()  # left by a write that was killed
-    if not folder.has_resume_state():  # a new run: nothing of an old run's history or best weights
+    if restart or not folder.has_resume_state():  # a new run: nothing of an old run's history, weights or logs
         folder.clear_resume_state()
         (out / HISTORY_FILE).unlink(missing_ok=True)
+        folder.remove_logs()
+    folder.check_resume_settings({"config": asdict(config), "data": data_record(data)})
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -586,7 +611,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
         _build_from_spec(logits, strategy, data.train.element_spec)
         phase1 = out / "phase1.json"
         if phase1.exists():  # a resumed run whose first phase had finished
-            merged = folder.read_json(phase1, "phase1.json")
+            merged = folder.read_json(phase1.name, "phase1.json")
             logits.load_weights(out / "phase1.weights.h5")
         else:
             own = _callbacks(out, "phase1")
@@ -631,9 +656,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
     finite = [v for v in merged.get("val_accuracy", []) if np.isfinite(v)]
     run = {
         "config": asdict(config),
-        "data": {"source": data.source, "classes": data.class_names, "train_images": data.num_train,
-                 "validation_images": data.num_validation, "validation_split": data.validation_split,
-                 "image_size": data.image_size, "augmentation": data.augmentation},
+        "data": data_record(data),
         "final": {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
                   "best_val_accuracy": float(max(finite)) if finite else float(val_accuracy),
                   "epochs": len(merged.get("loss", []))},
@@ -643,9 +666,18 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                        **throughput.log},
         "versions": _versions(),
     }
+    if (out / "logs").is_dir():
+        follow_umask(out / "logs")  # TensorBoard's folders and event files
     folder.write_run(run)  # last: a folder with run.json holds a finished model
     folder.clear_resume_state()  # backup/, best.weights.h5, phase1.*: the run is finished
     return model
+
+
+def data_record(data) -> dict:
+    """What run.json (and a resume's check) records of the data a run trained on."""
+    return {"source": data.source, "classes": data.class_names, "train_images": data.num_train,
+            "validation_images": data.num_validation, "validation_split": data.validation_split,
+            "image_size": data.image_size, "augmentation": data.augmentation}
 
 
 def _versions() -> dict:
