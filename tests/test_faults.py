@@ -392,3 +392,29 @@ def test_a_full_disk_inside_tensorflow_is_one_line(tmp_path):
         result = _cli("export", run, "--saved-model", small / "serving" / "1")
         _assert_one_line_error(result, "disk full")
         assert not [p for p in small.rglob("*") if p.is_file()]
+
+
+def test_a_run_folder_in_use_is_refused_to_a_second_process(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "train", *TRAIN, "--epochs", "30",
+                              "--out", str(out)], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "logs").exists():  # training has begun
+            assert first.poll() is None, first.stderr.read()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        second = _cli("train", *TRAIN, "--epochs", "1", "--out", out)
+        _assert_one_line_error(second, f"run folder {out} is in use by another process (pid {first.pid})")
+        qat = _cli("qat", out)  # not finished yet: named as such, before any lock is asked for
+        assert qat.returncode == 2
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # a killed holder lets go: the next claim takes the folder
+    from mobilenet_keras.training.run_folder import RunFolder
+
+    with RunFolder(out).claimed():
+        with RunFolder(out).claimed():  # nested in one process: shared
+            pass

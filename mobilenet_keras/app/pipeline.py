@@ -317,6 +317,11 @@ def run_pipeline(settings: PipelineSettings) -> int:
         check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
     folder = RunFolder(settings.out)
     folder.check_writable()
+    with folder.claimed():
+        return _run_stages(settings, folder)
+
+
+def _run_stages(settings: PipelineSettings, folder: RunFolder) -> int:
     from mobilenet_keras.training.trainer import check_weights_load
 
     check_weights_load(settings.config)

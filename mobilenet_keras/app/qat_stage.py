@@ -107,15 +107,23 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
 
     The data is read again from run.json's source, or from `data` when given.
     """
-    from mobilenet_keras.files import write_bytes_atomic
-    from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.run_folder import RunFolder, check_same_split, data_is_gone, data_settings
+    from mobilenet_keras.training.run_folder import RunFolder
 
     check_qat_settings(epochs, learning_rate, targets)
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     if not folder.has_model():
         raise ValueError(f"{run_dir} has no model.keras and run.json; give a run folder written by train or pipeline.")
+    with folder.claimed():
+        return _qat_run(folder, epochs, learning_rate, data, verbose, targets)
+
+
+def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbose: bool, targets: str) -> int:
+    from mobilenet_keras.files import write_bytes_atomic
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.run_folder import check_same_split, data_is_gone, data_settings
+
+    run_dir = folder.path
     run = folder.read_run()
     try:
         source = data or run["data"]["source"]

@@ -16,6 +16,7 @@ are the resume state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,11 @@ import tempfile
 from pathlib import Path
 
 from mobilenet_keras.files import write_bytes_atomic
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: no lock there
+    fcntl = None
 
 #: The files of a finished pipeline's verdict; removed first, so no verdict outlives its model.
 REPORT_FILES = ("report.json", "report.md")
@@ -39,6 +45,9 @@ RESUME_SETTINGS = "resume.json"
 #: What a finished `train` writes.
 TRAIN_FILES = ("model.keras", "labels.txt", "history.csv", "training.png", "run.json")
 TRAIN_FOLDERS = ("logs",)
+#: The lock file of a run folder that a process is writing (`RunFolder.claimed`).
+LOCK_FILE = ".mobilenet-keras.lock"
+_CLAIMS: set[str] = set()
 #: Keys every run.json has.
 RUN_KEYS = ("config", "data", "final")
 
@@ -96,6 +105,33 @@ class RunFolder:
         except OSError as exc:
             raise ValueError(f"run folder {path} is not writable ({exc.strerror or exc}).") from None
         return path
+
+    @contextlib.contextmanager
+    def claimed(self):
+        """Hold the folder for this process while it writes there (train, pipeline, qat): another process that
+        asks is refused at once (a one-line ValueError naming it), instead of two runs writing one folder's
+        backups and weights in turns. The lock is the kernel's (flock): a killed holder lets it go. Nested
+        claims in one process (a pipeline's training) share the first."""
+        key = os.path.realpath(self.path)
+        if key in _CLAIMS or fcntl is None:
+            yield
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ValueError(f"run folder {self.path} is in use by another process{f' (pid {holder})' if holder else ''}"
+                             ": let it finish (or stop it), or give another folder.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _CLAIMS.add(key)
+        try:
+            yield
+        finally:
+            _CLAIMS.discard(key)
+            os.close(fd)  # releases the lock
 
     # -- labels.txt -----------------------------------------------------------------------------------
 

@@ -556,7 +556,8 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     folder = RunFolder(out_dir)
     out = folder.check_writable()
     try:
-        return _train(data, folder, config, verbose, callbacks, restart)
+        with folder.claimed():
+            return _train(data, folder, config, verbose, callbacks, restart)
     except ValueError:
         raise
     except Exception as exc:
