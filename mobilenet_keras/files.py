@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -62,11 +63,14 @@ def check_room(path: str | os.PathLike, needed_bytes: int) -> None:
 
 
 def weights_room(model) -> int:
-    """Bytes to leave free for an HDF5 file of `model`'s weights: their size, with room for HDF5's own."""
+    """Bytes to leave free for an HDF5 file of `model`'s weights (Keras 3 saves its optimizer's variables
+    with them: Adam's two slots per weight): their size, with room for HDF5's own."""
     import numpy as np
 
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.weights) + list(getattr(optimizer, "variables", None) or [])
     total = sum(int(np.prod(w.shape)) * np.dtype(str(getattr(w.dtype, "name", w.dtype))).itemsize
-                for w in model.weights)
+                for w in variables)
     return int(total * 1.25) + (1 << 20)
 
 
@@ -75,11 +79,13 @@ def follow_umask(tree: str | os.PathLike) -> None:
     makes its own folders 0755 and files 0644 whatever the umask (umask 002 asks for 0775 and 0664)."""
     folders, files = folder_mode(), file_mode()
     for here, _, names in os.walk(tree):
-        os.chmod(here, folders)
-        for name in names:
-            path = os.path.join(here, name)
-            if not os.path.islink(path):
-                os.chmod(path, files)
+        targets = [(here, folders)] + [(os.path.join(here, name), files) for name in names]
+        for path, mode in targets:
+            try:
+                if not os.path.islink(path):
+                    os.chmod(path, mode)
+            except OSError:  # another user's file (a run resumed by someone else): left as it is
+                pass
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -113,7 +119,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
 def _temp_file(path: Path, tail: str) -> tuple[int, str]:
     """mkstemp beside `path` under a name that says whose it is (`.NAME.PID.XXXXXXXX.tmp...`), after removing
     the ones that killed writers of `path` left there."""
-    remove_abandoned(path.parent, f".{path.name}.", ".tmp")
+    kept = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix  # atomic_path's tail; none for bytes
+    remove_abandoned(path.parent, f".{path.name}.", rf"\.{RANDOM_PART}\.tmp({re.escape(kept)})?")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{tail}", dir=path.parent)
     _MINE.add(os.path.abspath(tmp))
     return fd, tmp
@@ -237,7 +244,8 @@ def staging_path(path: str | os.PathLike) -> Path:
 def remove_abandoned_staging(path: str | os.PathLike) -> None:
     """Remove the staging files and folders that a killed writer left beside `path` (their process is gone)."""
     path = Path(path)
-    remove_abandoned(path.parent, f".{path.name}.", ".staging")
+    # staging_path's files (.NAME.PID.staging.SUFFIX) and mkdtemp's folders (.NAME.PID.XXXXXXXX.staging)
+    remove_abandoned(path.parent, f".{path.name}.", rf"(\.{RANDOM_PART}\.staging|\.staging{re.escape(path.suffix)})")
 
 
 # Temporary files and folders this process made and may still be using: a leftover that names this
@@ -263,21 +271,26 @@ def _process_gone(pid: int) -> bool:
     return pid == os.getpid()
 
 
-def remove_abandoned(folder: str | os.PathLike, prefix: str, marker: str) -> None:
-    """Remove what killed processes left in `folder` under names `PREFIX + PID + "." + ... + MARKER + ...`
-    (staging files, temporary files, cache folders), when process PID no longer runs on this machine and
-    it is not this process's own. Best effort: what cannot be removed stays."""
+# mkstemp's and mkdtemp's random part: eight of these characters
+RANDOM_PART = r"[a-z0-9_]{8}"
+
+
+def remove_abandoned(folder: str | os.PathLike, prefix: str, rest: str) -> None:
+    """Remove what killed processes left in `folder` under names `PREFIX + PID + REST` (REST a regular
+    expression for the whole rest of the name: staging files, temporary files, cache folders), when process
+    PID no longer runs on this machine and the name is not this process's own. Best effort: what cannot
+    be removed stays."""
     import glob
     import re
 
     folder = Path(folder)
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(.*\.)?" + re.escape(marker.lstrip(".")))
+    pattern = re.compile(re.escape(prefix) + r"(\d+)" + rest)
     try:
-        candidates = list(folder.glob(f"{glob.escape(prefix)}*{glob.escape(marker)}*"))
+        candidates = list(folder.glob(f"{glob.escape(prefix)}*"))
     except OSError:
         return
     for leftover in candidates:
-        found = pattern.match(leftover.name)
+        found = pattern.fullmatch(leftover.name)
         if (found is None or os.path.abspath(leftover) in _MINE
                 or not _process_gone(int(found.group(1)))):
             continue

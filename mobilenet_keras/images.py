@@ -77,20 +77,24 @@ def _images_below(folder: Path, other: list | None = None) -> list[Path]:
     image_dataset_from_directory lists them (it walks class folders recursively, following links).
     A folder reached again through a link (a loop) is walked once; only regular files count (a FIFO named
     x.jpg would block the reader). Files of `UNREAD_SUFFIXES` go to `other`."""
-    found, walked = [], set()
+    found, walked, irregular = [], set(), []
     for here, subfolders, files in sorted(_walk_once(folder, walked), key=lambda entry: entry[0]):
         for name in sorted(files):
             suffix = Path(name).suffix.lower()
-            if suffix in IMAGE_SUFFIXES and _regular(Path(here) / name):
-                found.append(Path(here) / name)
+            if suffix in IMAGE_SUFFIXES:
+                (found if _regular(Path(here) / name) else irregular).append(Path(here) / name)
             elif suffix in UNREAD_SUFFIXES and other is not None:
                 other.append(Path(here) / name)
+    if irregular:
+        _warn(f"left out {len(irregular)} image name(s) that are not regular files (broken links, FIFOs, "
+              f"devices): {_listed(irregular)}")
     return found
 
 
 def _walk_once(folder: Path, walked: set):
     top = os.path.realpath(folder)
     for here, subfolders, files in os.walk(folder, followlinks=True):
+        subfolders.sort()  # of two links to one folder, the first by name is the one read: the same on every copy
         real = os.path.realpath(here)
         # a link back to a folder already walked, or up to one that holds this class folder (its parent:
         # the other classes), is a loop
@@ -112,10 +116,16 @@ def _listed(paths: list) -> str:
     return ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
+_WARNED: set[str] = set()
+
+
 def _warn(message: str) -> None:
+    """Warn once per process: a folder is scanned by several steps of one command."""
     import warnings
 
-    warnings.warn(message, stacklevel=3)
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def tensorflow_format_problem(path: str | os.PathLike) -> str | None:
@@ -198,9 +208,16 @@ def header_problem(path) -> str | None:
         return problem
     from PIL import Image
 
+    import warnings
+
     try:
-        with Image.open(path) as img:  # reads the header only: the size, before any pixel is decoded
-            img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # said below with the file's name
+            with Image.open(path) as img:  # reads the header only: the size, before any pixel is decoded
+                img.size
+    except Image.DecompressionBombWarning as exc:
+        _warn(f"{path} is a very large image ({' '.join(str(exc).split())}); reading it takes much memory")
+        return None
     except Image.DecompressionBombError as exc:
         return f"is too large to read safely ({' '.join(str(exc).split())}); shrink it or remove it"
     except Exception:  # noqa: BLE001 - the decoder below says what is wrong with the pixels

@@ -327,8 +327,13 @@ with atomic_path({str(target)!r}) as tmp:
 
     held = tmp_path / ".model.keras.1.x"  # not a temporary file of this scheme: left alone
     held.write_bytes(b"")
+    # nor those of a file whose name goes on with digits (model.keras.4000001 written by a live process 1)
+    others = [tmp_path / ".model.keras.4000001.1.abcdefgh.tmp.4000001", tmp_path / ".model.keras.4000002.notes.tmpl"]
+    for other in others:
+        other.write_bytes(b"")
     write_bytes_atomic(target, b"new")
-    assert target.read_bytes() == b"new" and _temp_files(tmp_path) == [] and held.exists()
+    assert target.read_bytes() == b"new" and held.exists() and all(other.exists() for other in others)
+    assert sorted(_temp_files(tmp_path)) == sorted(others)
 
 
 def test_a_data_cache_folder_left_by_a_kill_goes_at_the_next_load(tmp_path):

@@ -66,7 +66,7 @@ def distinct_images(images: np.ndarray) -> np.ndarray:
 
     seen, keep = set(), []
     for i, image in enumerate(images):
-        key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+        key = hashlib.blake2b(memoryview(np.ascontiguousarray(image)).cast("B"), digest_size=16).digest()
         if key not in seen:
             seen.add(key)
             keep.append(i)

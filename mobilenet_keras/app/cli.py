@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import traceback
@@ -243,15 +244,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = train_config(args)
         check_destination(out / "run.json", "--out")
         check_weights_load(config)
-        loaded = datasets.load(args.data, image_size=config.image_size, batch_size=config.batch_size,
-                               seed=config.seed, **data_options(args))
-        print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation images, "
-              f"{len(loaded.class_names)} classes", file=sys.stderr)
-        train(loaded, out, config, verbose=keras_verbose(args), callbacks=epoch_callbacks(args), restart=args.restart)
+        with held_run_folder(out, config.strategy):  # refused at once when another process writes it
+            loaded = datasets.load(args.data, image_size=config.image_size, batch_size=config.batch_size,
+                                   seed=config.seed, **data_options(args))
+            print(f"data: {loaded.source}: {loaded.num_train} training and {loaded.num_validation} validation "
+                  f"images, {len(loaded.class_names)} classes", file=sys.stderr)
+            train(loaded, out, config, verbose=keras_verbose(args), callbacks=epoch_callbacks(args),
+                  restart=args.restart)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {out / 'model.keras'}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def held_run_folder(out, strategy: str):
+    """The run folder `out`, created if needed and held by this process (`RunFolder.claimed`); a folder this
+    created goes again when the command fails before writing anything there. Not held for a multi-worker
+    run: its workers share --out, and training gives all but the chief scratch folders of their own."""
+    from pathlib import Path
+
+    from mobilenet_keras.training.run_folder import LOCK_FILE, RunFolder
+
+    if strategy == "multiworker":
+        yield
+        return
+    out = Path(out)
+    created = not out.exists()
+    folder = RunFolder(out)
+    folder.check_writable()
+    try:
+        with folder.claimed():
+            yield
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 EPILOG_PIPELINE = """examples:

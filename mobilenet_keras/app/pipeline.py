@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.training.run_folder import RunFolder
+from mobilenet_keras.training.run_folder import RunFolder, comparable_settings
 from tflite.representative import CALIBRATION_IMAGES
 
 # Exit status per verdict (the CLI's: 0 pass, 1 a file failed, 3 inconclusive).
@@ -176,8 +177,8 @@ def _finished_training(out: Path, config, images):
         run = folder.read_run()
     except ValueError:
         return None
-    same = json.loads(json.dumps({"config": asdict(config), "data": data_record(images)}, default=str))
-    if run.get("config") != same["config"] or run.get("data") != same["data"]:
+    now = comparable_settings({"config": asdict(config), "data": data_record(images)})
+    if comparable_settings({"config": run.get("config"), "data": run.get("data")}) != now:
         return None
     folder.invalidate()  # what the killed run made from the model: made again
     return load_model_file(out / "model.keras")
@@ -317,7 +318,11 @@ def run_pipeline(settings: PipelineSettings) -> int:
         check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
     folder = RunFolder(settings.out)
     folder.check_writable()
-    with folder.claimed():
+    # every worker of a multi-worker run is started with the same --out (on one host, or shared storage):
+    # training keeps the chief's folder and gives the others scratch folders of their own
+    held = folder.claimed() if settings.config.strategy != "multiworker" else contextlib.nullcontext()
+    with held:
+        check_out(settings.out, settings.force)  # again, held: another run may have finished meanwhile
         return _run_stages(settings, folder)
 
 

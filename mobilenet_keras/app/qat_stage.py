@@ -40,7 +40,7 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     """
     import tflite
     from mobilenet_keras.optimize import qat
-    from mobilenet_keras.files import write_bytes_atomic
+    from mobilenet_keras.files import check_room, weights_room, write_bytes_atomic
     from tflite.representative import CALIBRATION_IMAGES  # not at the top: the CLI imports this module for --help
 
     check_qat_settings(epochs, learning_rate, targets)
@@ -58,6 +58,7 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
                             teacher=model if targets == "float-model" else None)
     for folder in ("qat", "tflite"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    check_room(out / "qat" / "qat.weights.h5", weights_room(qat_model))  # h5py on a full disk can crash
     qat.save_weights(qat_model, out / "qat" / "qat.weights.h5")
     write_bytes_atomic(out / "qat" / "history.json", json.dumps(history, indent=2).encode())
     settings = {"epochs": epochs, "learning_rate": learning_rate, "targets": targets}
@@ -152,7 +153,7 @@ def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbos
     try:
         staging.mkdir(mode=0o777)
         rows = qat_files(model, images, staging, epochs=epochs, learning_rate=learning_rate, verbose=verbose,
-                         targets=targets)
+                         targets=targets, float32_size=_float32_size(run_dir))
         _take_place(run_dir, staging, rows, model, images)
     finally:
         _remove_tree(staging)
@@ -198,3 +199,9 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _float32_size(run_dir: Path) -> int | None:
+    """The size of the run's float32 file, which the other rows of its report compare with (None: estimated)."""
+    path = run_dir / "tflite" / "model_float32.tflite"
+    return path.stat().st_size if path.is_file() else None

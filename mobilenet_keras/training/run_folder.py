@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from mobilenet_keras.files import write_bytes_atomic
@@ -48,6 +49,29 @@ TRAIN_FOLDERS = ("logs",)
 #: The lock file of a run folder that a process is writing (`RunFolder.claimed`).
 LOCK_FILE = ".mobilenet-keras.lock"
 _CLAIMS: set[str] = set()
+def comparable_settings(settings: dict) -> dict:
+    """A run's {"config": ..., "data": ...} as a resume or a reuse compares them: JSON's types (tuples as
+    lists), a weights file by its absolute path (typed relative from elsewhere, it is the same file), and
+    without the distribution strategy (the same training on other devices)."""
+    settings = json.loads(json.dumps(settings, default=str))
+    config = settings.get("config")
+    if isinstance(config, dict):
+        config.pop("strategy", None)
+        weights = config.get("weights")
+        if isinstance(weights, str) and weights != "imagenet" and os.path.exists(weights):
+            config["weights"] = os.path.realpath(weights)
+    return settings
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=4)
+
+
 #: Keys every run.json has.
 RUN_KEYS = ("config", "data", "final")
 
@@ -116,16 +140,30 @@ class RunFolder:
         if key in _CLAIMS or fcntl is None:
             yield
             return
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        lock = self.path / LOCK_FILE
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file (a group-shared folder): flock works read-only too
+            fd = os.open(lock, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise ValueError(f"run folder {self.path} is in use by another process{f' (pid {holder})' if holder else ''}"
-                             ": let it finish (or stop it), or give another folder.") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+            whose = f" (pid {holder})" if holder else ""
+            raise ValueError(f"run folder {self.path} is in use by another process{whose}: let it finish (or stop "
+                             "it), or give another folder.") from None
+        except OSError as exc:  # a file system without flock (some network and cluster mounts): no lock there
+            os.close(fd)
+            _warn_once(f"run folder {self.path} can't be locked ({exc.strerror or exc}): nothing stops two "
+                       "processes writing it at once.")
+            yield
+            return
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass  # read-only, or no room: the pid is only for the message
         _CLAIMS.add(key)
         try:
             yield
@@ -204,7 +242,7 @@ class RunFolder:
         """Remove every file the package manages here (for --force): a fresh run, history.csv too."""
         removed = self.invalidate()
         names = (list(TRAIN_FILES) + list(TRAIN_FOLDERS) + list(RESUME_FILES) + list(RESUME_FOLDERS)
-                 + [BEST_WEIGHTS])
+                 + [BEST_WEIGHTS, RESUME_SETTINGS])
         removed += self._remove(names)
         self.remove_temp_files()
         return removed
@@ -226,27 +264,29 @@ class RunFolder:
         file = self.path / path
         return _json_object(file, f"{file} ({what})", "remove it and train again")
 
-    def clear_resume_state(self) -> None:
-        """Remove the resume state (after a run finished, or to start fresh)."""
-        self._remove(list(RESUME_FILES) + list(RESUME_FOLDERS) + [BEST_WEIGHTS, RESUME_SETTINGS])
+    def clear_resume_state(self, keep_settings: bool = False) -> None:
+        """Remove the resume state (after a run finished, or to start fresh; a new run keeps the settings it
+        has just recorded)."""
+        self._remove(list(RESUME_FILES) + list(RESUME_FOLDERS) + [BEST_WEIGHTS]
+                     + ([] if keep_settings else [RESUME_SETTINGS]))
 
     def check_resume_settings(self, settings: dict) -> None:
         """Record `settings` (the run's config and data) for a new run, or, for a resumed one, refuse
         settings other than those it started with: its epochs so far came from those."""
         file = self.path / RESUME_SETTINGS
-        settings = json.loads(json.dumps(settings, default=str))  # tuples as lists, as read back
+        settings = comparable_settings(settings)
         if not self.has_resume_state() or not file.exists():  # a new run (or state from before this file)
             write_bytes_atomic(file, json.dumps(settings, indent=2).encode())
             return
-        before = self.read_json(RESUME_SETTINGS, "the unfinished run's settings")
+        before = comparable_settings(self.read_json(RESUME_SETTINGS, "the unfinished run's settings"))
         changed = [f"{part} {key}: {before.get(part, {}).get(key)!r} then, {value!r} now"
                    for part in settings for key, value in settings[part].items()
                    if before.get(part, {}).get(key) != value]
         if changed:
             shown = "; ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             raise ValueError(f"{self.path} holds an unfinished run with other settings ({shown}): run its own "
-                             "command again to resume it, or pass --restart (restart=True) to discard it and start "
-                             "afresh.")
+                             "command again to resume it, or discard it and start afresh (train --restart, "
+                             "pipeline --force, train(..., restart=True)).")
 
     def _remove(self, names) -> list[str]:
         removed = []

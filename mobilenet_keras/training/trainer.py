@@ -250,13 +250,10 @@ def check_weights_load(config: TrainConfig) -> None:
     mismatched weights file is named before the data is read (minutes, for a large folder)."""
     if config.weights is None:
         return
-    import keras
-
     from mobilenet_keras.model import MobileNetV1
 
     MobileNetV1(input_shape=(config.image_size, config.image_size, 3), alpha=config.alpha, include_top=False,
                 weights=config.weights)
-    keras.backend.clear_session()
 
 
 def _build_from_spec(model, strategy, spec) -> None:
@@ -575,19 +572,18 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
 def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | None, restart: bool = False):
     import keras
 
-    from mobilenet_keras.files import atomic_path, follow_umask, write_bytes_atomic
+    from mobilenet_keras.files import atomic_path, check_room, follow_umask, weights_room, write_bytes_atomic
 
     out = folder.path
-    folder.invalidate()  # no verdict, and no file made from the old model, outlives it
-    # run.json says "a finished model is here": gone until this run writes its own, last (a kill while
-    # model.keras is replaced must not leave the new model beside the old run's record)
-    (out / "run.json").unlink(missing_ok=True)
-    folder.remove_temp_files()  # left by a write that was killed
-    if restart or not folder.has_resume_state():  # a new run: nothing of an old run's history, weights or logs
+    if restart:
         folder.clear_resume_state()
+    folder.check_resume_settings({"config": asdict(config), "data": data_record(data)})  # before anything goes
+    folder.invalidate()  # no verdict, and no file made from the old model, outlives it
+    folder.remove_temp_files()  # left by a write that was killed
+    if not folder.has_resume_state():  # a new run: nothing of an old run's history, weights or logs
+        folder.clear_resume_state(keep_settings=True)
         (out / HISTORY_FILE).unlink(missing_ok=True)
         folder.remove_logs()
-    folder.check_resume_settings({"config": asdict(config), "data": data_record(data)})
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -622,6 +618,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                        verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
+                check_room(out / "phase1.weights.h5", weights_room(logits))
                 with atomic_path(out / "phase1.weights.h5") as tmp:
                     logits.save_weights(str(tmp), overwrite=True)
                 write_bytes_atomic(phase1, json.dumps(merged).encode())
@@ -648,6 +645,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
         if config.precision != "float32":
             keras.mixed_precision.set_global_policy("float32")
 
+    # run.json says "a finished model is here": gone before model.keras is replaced, back (this run's) last
+    (out / "run.json").unlink(missing_ok=True)
     with atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     folder.write_labels(data.class_names, data.source)
