@@ -254,6 +254,25 @@ def remove_abandoned_staging(path: str | os.PathLike) -> None:
 _MINE: set[str] = set()
 
 
+@contextlib.contextmanager
+def scratch_folder():
+    """A new private folder in the system's temporary folder for one step's intermediate files (a SavedModel
+    on its way to TFLite, a file MediaPipe rewrites), removed after the step. Named by host and process, so
+    the next one removes what a killed process left (a SavedModel each)."""
+    import shutil
+    import socket
+
+    prefix = f"mobilenet-keras.{socket.gethostname()}."
+    remove_abandoned(tempfile.gettempdir(), prefix, rf"\.{RANDOM_PART}\.scratch")
+    where = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".scratch"))
+    remember_mine(where)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+        _MINE.discard(os.path.abspath(where))
+
+
 def remember_mine(path: str | os.PathLike) -> None:
     """Mark a temporary file or folder as this process's own, for `remove_abandoned` to leave alone."""
     _MINE.add(os.path.abspath(path))

@@ -423,3 +423,25 @@ def test_a_run_folder_in_use_is_refused_to_a_second_process(tmp_path):
     with RunFolder(out).claimed():
         with RunFolder(out).claimed():  # nested in one process: shared
             pass
+
+
+def test_a_conversion_killed_midway_leaves_a_scratch_folder_that_the_next_one_removes(tmp_path):
+    import tempfile
+
+    marker = tmp_path / "holding"
+    _killed_while_holding(f"""
+import time
+from pathlib import Path
+from mobilenet_keras.files import scratch_folder
+with scratch_folder() as tmp:
+    (tmp / "saved_model").mkdir()
+    Path({str(marker)!r}).write_text(str(tmp))
+    time.sleep(600)
+""", marker, tmp_path)
+    left = Path(marker.read_text())
+    assert left.is_dir() and left.parent == Path(tempfile.gettempdir())  # what the kill left
+    from mobilenet_keras.files import scratch_folder
+
+    with scratch_folder() as mine:
+        assert not left.exists() and mine.is_dir()
+    assert not mine.exists()

@@ -6,14 +6,13 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from mobilenet_keras.files import check_output_path, write_bytes_atomic
+from mobilenet_keras.files import check_output_path, scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 from tflite.adaround import rounded_or_bias_corrected as round_to_grid
 from tflite.bias_correction import bias_corrected
@@ -315,7 +314,7 @@ def _run_file(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
     """The outputs of a converted (not yet written) file on `images`, through LiteRT."""
     from tflite.runtime import TFLiteModel
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_folder() as tmp:
         path = Path(tmp, "candidate.tflite")
         path.write_bytes(flatbuffer)
         return TFLiteModel(path).predict(images)
@@ -442,7 +441,7 @@ def saved_model_converter(model, batch_size: int | None = 1):
     import tensorflow as tf
 
     input_shape = tuple(model.input_shape[1:])
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_folder() as tmp:
         saved = os.path.join(tmp, "saved_model")
         signature = [tf.TensorSpec((batch_size, *input_shape), tf.float32, name="images")]
         _export_saved_model(model, saved, signature)

@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.files import write_bytes_atomic
+from mobilenet_keras.files import scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 # MediaPipe's metadata describes normalization as (pixel - mean) / std.
@@ -157,7 +157,7 @@ def add_metadata(model_bytes: bytes, labels: list[str], name: str, version: str)
     """TFLite metadata written by MediaPipe's image-classifier writer (in the mediapipe environment): name,
     description, version, input normalization and image properties, and the labels as the output's
     TENSOR_AXIS_LABELS file."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_folder() as tmp:
         plain, out, labels_file = Path(tmp) / "plain.tflite", Path(tmp) / "out.tflite", Path(tmp) / "labels.txt"
         plain.write_bytes(model_bytes)
         labels_file.write_text("\n".join(labels) + "\n", encoding="utf-8")
@@ -184,7 +184,7 @@ def android_file(model, path: str | os.PathLike, calibration, labels: list[str],
     if uint8_file is not None:
         content = Path(uint8_file).read_bytes()
     else:
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_folder() as tmp:
             plain = tflite.convert(model, Path(tmp) / "model.tflite", "uint8", representative_data=calibration,
                                    denylist=denylist)
             content = plain.read_bytes()
