@@ -116,20 +116,25 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _temp_file(path: Path, tail: str) -> tuple[int, str]:
-    """mkstemp beside `path` under a name that says whose it is (`.NAME.PID.XXXXXXXX.tmp...`), after removing
-    the ones that killed writers of `path` left there."""
-    kept = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix  # atomic_path's tail; none for bytes
-    remove_abandoned(path.parent, f".{path.name}.", rf"\.{RANDOM_PART}\.tmp({re.escape(kept)})?")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{tail}", dir=path.parent)
-    _MINE.add(os.path.abspath(tmp))
+def _format_suffix(path: Path) -> str:
+    """The end of `path`'s name that Keras picks the format by (`.weights.h5`, `.keras`, ...)."""
+    return ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+
+
+def _temp_file(path: Path, keep_suffix: bool) -> tuple[int, str]:
+    """mkstemp beside `path` under a name that says whose it is (`.NAME.PID.XXXXXXXX.tmp...`, ending in
+    `path`'s format suffix when `keep_suffix`), after removing the ones that killed writers of `path` left."""
+    suffix = _format_suffix(path)
+    remove_abandoned(path.parent, f".{path.name}.", rf"\.{RANDOM_PART}\.tmp({re.escape(suffix)})?")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + (suffix if keep_suffix else ""),
+                               dir=path.parent)
+    remember_mine(tmp)
     return fd, tmp
 
 
 def _temp_name(path: Path) -> Path:
     """A fresh name beside `path` that keeps its suffix (Keras picks the format by the suffix)."""
-    tail = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    fd, tmp = _temp_file(path, tail)
+    fd, tmp = _temp_file(path, keep_suffix=True)
     os.close(fd)
     return Path(tmp)
 
@@ -204,7 +209,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     path = check_output_path(path)
     tmp = None
     try:
-        fd, tmp = _temp_file(path, "")
+        fd, tmp = _temp_file(path, keep_suffix=False)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), file_mode())
             f.write(data)
@@ -254,18 +259,36 @@ def remove_abandoned_staging(path: str | os.PathLike) -> None:
 _MINE: set[str] = set()
 
 
+def owned_temp_folder(parent: str | os.PathLike, suffix: str) -> Path:
+    """A new folder in `parent` named `mobilenet-keras.HOST.PID.XXXXXXXX{suffix}`, after removing the ones of
+    that suffix that killed processes of this host left there (the host in the name: on storage that machines
+    or containers share, other hosts' process ids mean nothing here)."""
+    import socket
+
+    prefix = f"mobilenet-keras.{socket.gethostname()}."
+    remove_abandoned(parent, prefix, rf"\.{RANDOM_PART}{re.escape(suffix)}")
+    where = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=suffix, dir=parent))
+    remember_mine(where)
+    return where
+
+
+def write_weights(model, path: str | os.PathLike) -> Path:
+    """`model.save_weights` to `path` (a `.weights.h5` or `.h5` file) through a temporary file, refused first
+    when the folder lacks room: h5py out of room in the middle of a file can crash the interpreter."""
+    check_room(path, weights_room(model))
+    with atomic_path(path) as tmp:
+        model.save_weights(str(tmp), overwrite=True)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def scratch_folder():
     """A new private folder in the system's temporary folder for one step's intermediate files (a SavedModel
     on its way to TFLite, a file MediaPipe rewrites), removed after the step. Named by host and process, so
     the next one removes what a killed process left (a SavedModel each)."""
     import shutil
-    import socket
 
-    prefix = f"mobilenet-keras.{socket.gethostname()}."
-    remove_abandoned(tempfile.gettempdir(), prefix, rf"\.{RANDOM_PART}\.scratch")
-    where = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".scratch"))
-    remember_mine(where)
+    where = owned_temp_folder(tempfile.gettempdir(), ".scratch")
     try:
         yield where
     finally:
@@ -300,7 +323,6 @@ def remove_abandoned(folder: str | os.PathLike, prefix: str, rest: str) -> None:
     PID no longer runs on this machine and the name is not this process's own. Best effort: what cannot
     be removed stays."""
     import glob
-    import re
 
     folder = Path(folder)
     pattern = re.compile(re.escape(prefix) + r"(\d+)" + rest)

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import sys
 import threading
 import traceback
@@ -235,6 +234,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.run_folder import held_run_folder
     from mobilenet_keras.training.trainer import check_weights_load, train
 
     try:
@@ -255,31 +255,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(f"wrote {out / 'model.keras'}", file=sys.stderr)
     return 0
-
-
-@contextlib.contextmanager
-def held_run_folder(out, strategy: str):
-    """The run folder `out`, created if needed and held by this process (`RunFolder.claimed`); a folder this
-    created goes again when the command fails before writing anything there. Not held for a multi-worker
-    run: its workers share --out, and training gives all but the chief scratch folders of their own."""
-    from pathlib import Path
-
-    from mobilenet_keras.training.run_folder import LOCK_FILE, RunFolder
-
-    if strategy == "multiworker":
-        yield
-        return
-    out = Path(out)
-    created = not out.exists()
-    folder = RunFolder(out)
-    folder.check_writable()
-    try:
-        with folder.claimed():
-            yield
-    except BaseException:
-        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 EPILOG_PIPELINE = """examples:
@@ -564,7 +539,8 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
     from pathlib import Path
 
     import tflite
-    from mobilenet_keras.app.pipeline import VERDICT_EXIT, file_line, float_layers_hint, verdict_of
+    from mobilenet_keras.app.pipeline import VERDICT_EXIT, file_line, float_layers_hint
+    from mobilenet_keras.app.report import row_verdict
     from mobilenet_keras.deploy.android import android_file, write_labels_beside
     from mobilenet_keras.files import remove_abandoned_staging, staging_path
 
@@ -582,7 +558,7 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
             stage(f"verifying {target.name} on {len(validation)} {where}")
             row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
                                 allow_float_ops=float_layers is not None).to_dict()
-            verdict = verdict_of(row)
+            verdict = row_verdict(row)
         failed = target.with_name(f"{target.stem}.failed{target.suffix}")
         kept = failed if verdict == "FAIL" else target
         os.replace(staged, kept)

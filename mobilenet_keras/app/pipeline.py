@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -11,26 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.training.run_folder import RunFolder, comparable_settings
+from mobilenet_keras.training.run_folder import RunFolder, comparable_settings, held_run_folder
 from tflite.representative import CALIBRATION_IMAGES
 
 # Exit status per verdict (the CLI's: 0 pass, 1 a file failed, 3 inconclusive).
 VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
 
 
-def verdict_of(row: dict) -> str:
-    """PASS, FAIL or INCONCLUSIVE for one verification row (`VerificationReport.to_dict()`)."""
-    from mobilenet_keras.app.report import row_verdict
-
-    return row_verdict(row)
-
-
 def file_line(row: dict) -> str:
     """One line per verified file for the terminal: verdict, agreement, SQNR and what computes in float or
     int16 inside."""
-    from mobilenet_keras.app.report import op_counts_cell, shown_name
+    from mobilenet_keras.app.report import op_counts_cell, row_verdict, shown_name
 
-    return (f"{verdict_of(row)} {shown_name(row)}: top-1 agreement {row['top1_agreement']:.2%}, "
+    return (f"{row_verdict(row)} {shown_name(row)}: top-1 agreement {row['top1_agreement']:.2%}, "
             f"SQNR {row['sqnr_db']:.1f} dB, float / int16 ops {op_counts_cell(row)}")
 
 
@@ -316,12 +308,7 @@ def run_pipeline(settings: PipelineSettings) -> int:
     check_out(settings.out, settings.force)
     if any(tflite.get_mode(m).takes_qat_model for m in settings.modes):
         check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
-    folder = RunFolder(settings.out)
-    folder.check_writable()
-    # every worker of a multi-worker run is started with the same --out (on one host, or shared storage):
-    # training keeps the chief's folder and gives the others scratch folders of their own
-    held = folder.claimed() if settings.config.strategy != "multiworker" else contextlib.nullcontext()
-    with held:
+    with held_run_folder(settings.out, settings.config.strategy) as folder:
         check_out(settings.out, settings.force)  # again, held: another run may have finished meanwhile
         return _run_stages(settings, folder)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     """
     import tflite
     from mobilenet_keras.optimize import qat
-    from mobilenet_keras.files import check_room, weights_room, write_bytes_atomic
+    from mobilenet_keras.files import write_bytes_atomic
     from tflite.representative import CALIBRATION_IMAGES  # not at the top: the CLI imports this module for --help
 
     check_qat_settings(epochs, learning_rate, targets)
@@ -58,7 +59,6 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
                             teacher=model if targets == "float-model" else None)
     for folder in ("qat", "tflite"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    check_room(out / "qat" / "qat.weights.h5", weights_room(qat_model))  # h5py on a full disk can crash
     qat.save_weights(qat_model, out / "qat" / "qat.weights.h5")
     write_bytes_atomic(out / "qat" / "history.json", json.dumps(history, indent=2).encode())
     settings = {"epochs": epochs, "learning_rate": learning_rate, "targets": targets}
@@ -156,7 +156,7 @@ def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbos
                          targets=targets, float32_size=_float32_size(run_dir))
         _take_place(run_dir, staging, rows, model, images)
     finally:
-        _remove_tree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
     for row in rows:
         stage(f"{row['verdict']} {Path(row['file']).name}: agrees with the QAT Keras model on "
               f"{row['qat_keras_agreement']:.2%}, with the float model on {row['float_model_agreement']:.2%}")
@@ -193,12 +193,6 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -
     write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
     if isinstance(summary, dict) and isinstance(summary.get("files"), list):
         report.replace_rows(summary, rows, run_dir, model, images)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _float32_size(run_dir: Path) -> int | None:

@@ -269,13 +269,12 @@ def save_weights(qat_model, path: str | os.PathLike) -> Path:
     A whole-model `.keras` save does not reload under tfmot's quantize_scope (variables of the
     wrappers do not line up); `load` rebuilds the QAT model from the float model and reads these.
     """
+    from mobilenet_keras.files import write_weights
+
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"{path}: QAT weights are saved as a '.weights.h5' file.")
-    temporary = path.with_name(path.name[: -len(".weights.h5")] + ".tmp.weights.h5")
-    qat_model.save_weights(str(temporary))
-    os.replace(temporary, path)
-    return path
+    return write_weights(qat_model, path)
 
 
 def load(model, path: str | os.PathLike):

@@ -247,27 +247,16 @@ def _cache_folder(cache_dir: str | os.PathLike | None) -> Path:
     the images, so files left by another load (other data, other settings) would be read as this one's.
     Folders that killed processes left there go first (they can hold a whole dataset)."""
     import atexit
-    import re
     import shutil
-    import socket
     import tempfile
 
-    from mobilenet_keras.files import RANDOM_PART, remember_mine, remove_abandoned
+    from mobilenet_keras.files import owned_temp_folder
 
     parent = Path(tempfile.gettempdir() if cache_dir is None else cache_dir)
     parent.mkdir(parents=True, exist_ok=True)
-    # the host in the name: a cache_dir on shared storage holds other machines' (and containers') folders,
-    # whose process ids mean nothing here
-    prefix = f"{CACHE_PREFIX}{socket.gethostname()}."
-    remove_abandoned(parent, prefix, rf"\.{RANDOM_PART}{re.escape(CACHE_SUFFIX)}")
-    where = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=CACHE_SUFFIX, dir=parent))
-    remember_mine(where)
+    where = owned_temp_folder(parent, ".data-cache")
     atexit.register(shutil.rmtree, where, ignore_errors=True)
     return where
-
-
-# A load's cache folder: CACHE_PREFIX + host + "." + process id + "." + random + CACHE_SUFFIX
-CACHE_PREFIX, CACHE_SUFFIX = "mobilenet-keras.", ".data-cache"
 
 
 def memory_budget() -> int:

@@ -49,6 +49,8 @@ TRAIN_FOLDERS = ("logs",)
 #: The lock file of a run folder that a process is writing (`RunFolder.claimed`).
 LOCK_FILE = ".mobilenet-keras.lock"
 _CLAIMS: set[str] = set()
+
+
 def comparable_settings(settings: dict) -> dict:
     """A run's {"config": ..., "data": ...} as a resume or a reuse compares them: JSON's types (tuples as
     lists), a weights file by its absolute path (typed relative from elsewhere, it is the same file), and
@@ -328,6 +330,28 @@ def data_settings(run: dict) -> dict:
         settings["crop_scale"] = tuple(float(v) for v in augmentation["random_crop_sides"])
         settings["flip"] = bool(augmentation["horizontal_flip"])
     return settings
+
+
+@contextlib.contextmanager
+def held_run_folder(out: str | os.PathLike, strategy: str = "default"):
+    """The run folder `out`, created if needed (`RunFolder.check_writable`) and held by this process
+    (`RunFolder.claimed`); a folder this created goes again when the work fails before writing anything
+    there. Not held for a multi-worker run: its workers share `out`, and training gives all but the chief
+    scratch folders of their own. Yields the `RunFolder`."""
+    out = Path(out)
+    created = not out.exists()
+    folder = RunFolder(out)
+    folder.check_writable()
+    if strategy == "multiworker":
+        yield folder
+        return
+    try:
+        with folder.claimed():
+            yield folder
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def data_is_gone(source) -> bool:

@@ -416,12 +416,10 @@ def _backup_callback_class():
             super().on_epoch_end(epoch, logs)
 
         def _save_model(self):
-            from mobilenet_keras.files import atomic_path, check_room, make_folder, weights_room, write_bytes_atomic
+            from mobilenet_keras.files import make_folder, write_bytes_atomic, write_weights
 
             make_folder(self.backup_dir)
-            check_room(self._weights_path, weights_room(self.model))
-            with atomic_path(self._weights_path) as tmp:
-                self.model.save_weights(filepath=str(tmp), overwrite=True)
+            write_weights(self.model, self._weights_path)
             write_bytes_atomic(self._training_metadata_path, json.dumps(
                 {"epoch": self._current_epoch, "batch": self._last_batch_seen, "history": self.history}).encode())
 
@@ -436,7 +434,7 @@ def _backup_callback_class():
             self.best = None
 
         def on_epoch_end(self, epoch, logs=None):
-            from mobilenet_keras.files import atomic_path, check_room, weights_room
+            from mobilenet_keras.files import write_weights
 
             current = (logs or {}).get(self.monitor)
             if current is None or not np.isfinite(current):
@@ -446,9 +444,7 @@ def _backup_callback_class():
             candidates = earlier + ([self.threshold] if self.threshold is not None else [])
             best = max(candidates) if candidates else None
             if best is None or current > best or not self.path.exists():
-                check_room(self.path, weights_room(self.model))
-                with atomic_path(self.path) as tmp:
-                    self.model.save_weights(str(tmp), overwrite=True)
+                write_weights(self.model, self.path)
 
     AtomicBackupAndRestore.BestCheckpoint = AtomicBestCheckpoint
     _BACKUP_CLASS = AtomicBackupAndRestore
@@ -572,7 +568,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
 def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | None, restart: bool = False):
     import keras
 
-    from mobilenet_keras.files import atomic_path, check_room, follow_umask, weights_room, write_bytes_atomic
+    from mobilenet_keras.files import atomic_path, follow_umask, write_bytes_atomic, write_weights
 
     out = folder.path
     if restart:
@@ -618,9 +614,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                        verbose=verbose, callbacks=own + [throughput] + list(callbacks or []))
             merged = own[1].whole_history()  # every epoch, those before a resume too
             if config.fine_tune_epochs:
-                check_room(out / "phase1.weights.h5", weights_room(logits))
-                with atomic_path(out / "phase1.weights.h5") as tmp:
-                    logits.save_weights(str(tmp), overwrite=True)
+                write_weights(logits, out / "phase1.weights.h5")
                 write_bytes_atomic(phase1, json.dumps(merged).encode())
         if config.fine_tune_epochs:
             with strategy.scope():
