@@ -101,13 +101,20 @@ def disk_full_error(path, exc: BaseException | None = None) -> ValueError:
     return ValueError(f"disk full writing {path}; free some space (or choose another folder) and run again.")
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Resolve `path` and check that a file can be written there, with a message that says how to fix it."""
+def check_file_name(path: str | os.PathLike, example: str = "model.tflite") -> Path:
+    """`path` as a Path, refused when it names a folder (an existing one, or one ending in a slash)."""
     if str(path).endswith(("/", os.sep)):  # Path() drops the slash: "out/new/" would become a file "new"
-        raise ValueError(f"output path {path} names a folder; give a file name such as {Path(path) / 'model.tflite'}.")
+        raise ValueError(f"output path {path} names a folder; give a file name such as {Path(path) / example}.")
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"output path {path} is a folder; give a file name such as {path / 'model.tflite'}.")
+        raise ValueError(f"output path {path} is a folder; give a file name such as {path / example}.")
+    return path
+
+
+def check_output_path(path: str | os.PathLike, example: str | None = None) -> Path:
+    """Resolve `path` and check that a file can be written there, with a message that says how to fix it
+    (`example`: a file name to suggest; by default `model` with `path`'s suffix, or model.tflite)."""
+    path = check_file_name(path, example or f"model{Path(str(path).rstrip('/' + os.sep)).suffix or '.tflite'}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"output folder {folder} does not exist; create it first.")
@@ -235,6 +242,31 @@ def make_folder(path: str | os.PathLike) -> Path:
             raise disk_full_error(path, exc) from None
         raise
     return path
+
+
+_RENAME_EXCHANGE = 2  # renameat2's flag (Linux 3.15+): swap two names in one step
+
+
+def exchange_folders(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing folders' names in one step (Linux's renameat2 RENAME_EXCHANGE), so that a kill leaves
+    each name holding one whole folder; False where the system or file system can't, with nothing changed."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not glibc 2.28+ (macOS, musl without it)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_cwd = -100
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def staging_path(path: str | os.PathLike) -> Path:

@@ -172,3 +172,102 @@ def test_a_killed_export_leaves_no_staging_folder_and_folders_follow_the_umask(t
     modes = {p.relative_to(version): p.stat().st_mode & 0o777 for p in [version, *version.rglob("*")]}
     assert modes[Path("variables")] == 0o775 and modes[Path("saved_model.pb")] == 0o664, modes
     assert all(mode == (0o775 if (version / p).is_dir() else 0o664) for p, mode in modes.items()), modes
+
+
+def test_force_replaces_an_earlier_saved_model_and_nothing_else(model, saved, tmp_path, monkeypatch):
+    """--force used to rmtree whatever the path held: a run folder, the current folder (`.`), a parent."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"weights")
+    for target, problem in ((run, "not a SavedModel"), (run / "model.keras", "is a file"),
+                            (tmp_path, "not a SavedModel")):
+        with pytest.raises(ValueError, match=problem):
+            export_saved_model(model, target, force=True)
+    link = tmp_path / "link"
+    link.symlink_to(saved, target_is_directory=True)
+    with pytest.raises(ValueError, match="is a link"):
+        export_saved_model(model, link, force=True)
+    monkeypatch.chdir(run)
+    with pytest.raises(ValueError, match="not a SavedModel"):
+        export_saved_model(model, ".", force=True)
+    monkeypatch.chdir(saved / "variables")
+    with pytest.raises(ValueError, match="holds the current folder"):
+        export_saved_model(model, "..", force=True)
+    assert (run / "model.keras").read_bytes() == b"weights" and (saved / "saved_model.pb").is_file()
+
+
+def _export_script(tmp_path, model_file: Path, target: Path, force: bool) -> str:
+    return ("import keras\n"
+            "from mobilenet_keras.deploy.saved_model import export_saved_model\n"
+            f"model = keras.models.load_model({str(model_file)!r})\n"
+            f"export_saved_model(model, {str(target)!r}, force={force})\n")
+
+
+def test_a_server_watching_the_folder_always_finds_a_whole_version(tmp_path):
+    """--force replaces the version folder by swapping names in one step: it used to delete the old folder,
+    then rename the new one in, so a server (or a kill) could find the version half deleted or missing."""
+    import time
+
+    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
+    small.save(tmp_path / "small.keras")
+    version = tmp_path / "serving" / "m" / "1"
+    export_saved_model(small, version)
+    first = (version / "saved_model.pb").stat().st_ino
+    writer = subprocess.Popen([sys.executable, "-c", _export_script(tmp_path, tmp_path / "small.keras", version,
+                                                                     True)])
+    looks, missing, deadline = 0, 0, time.time() + 300
+    while writer.poll() is None and time.time() < deadline:
+        looks += 1
+        missing += not (version / "saved_model.pb").exists() or not (version / "variables").is_dir()
+    assert writer.wait() == 0
+    assert looks > 1000 and missing == 0, (looks, missing)
+    assert (version / "saved_model.pb").stat().st_ino != first  # the new version is in place
+    assert sorted(p.name for p in version.parent.iterdir()) == ["1"]  # and the old one is gone
+
+
+def test_a_folder_filled_during_the_export_is_left_alone(tmp_path):
+    """Without --force, what appeared in the folder while the SavedModel was written is not deleted (the
+    final rename used to rmtree whatever was there): the export fails and the file stays."""
+    import time
+
+    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
+    small.save(tmp_path / "small.keras")
+    version = tmp_path / "serving" / "1"
+    version.mkdir(parents=True)  # an empty folder is accepted
+    writer = subprocess.Popen([sys.executable, "-c", _export_script(tmp_path, tmp_path / "small.keras", version,
+                                                                     False)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(version.parent.glob(".1.*.staging")) and writer.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    (version / "keep.txt").write_text("another export's file")
+    _, stderr = writer.communicate(timeout=300)
+    assert (version / "keep.txt").read_text() == "another export's file"
+    if writer.returncode == 0:
+        pytest.skip("the export finished before the folder could be filled")
+    assert "ValueError" in stderr and "nothing there was replaced" in stderr, stderr[-1500:]
+    assert not list(version.parent.glob(".1.*"))  # its staging folder went
+
+
+def test_the_pixel_signature_refuses_images_of_another_shape(saved):
+    """A rank-3 batch aborted the serving process inside oneDNN (no Python error); an image of another size
+    was answered. In a process of its own, as a crash would take the test run down with it."""
+    code = ("import tensorflow as tf\n"
+            f"serve = tf.saved_model.load({str(saved)!r}).signatures['serving_default']\n"
+            f"for shape in ([{SIZE}, {SIZE}, 3], [1, {SIZE + 1}, {SIZE}, 3]):\n"
+            "    try:\n"
+            "        serve(images=tf.zeros(shape))\n"
+            "        print('ANSWERED', shape)\n"
+            "    except tf.errors.InvalidArgumentError as error:\n"
+            "        print('REFUSED', 'is not compatible with expected shape' in error.message)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["REFUSED", "True", "REFUSED", "True"], result.stdout
+
+
+def test_predict_names_a_saved_model_that_export_did_not_write(model, tmp_path):
+    from mobilenet_keras.app.predict import print_top_classes
+
+    photo = sorted(p for p in require(IMAGES).iterdir() if p.suffix.lower() in {".png", ".jpg"})[0]
+    model.export(str(tmp_path / "plain"), verbose=False)  # Keras's own export: no serving_bytes
+    with pytest.raises(ValueError, match="no serving_bytes signature"):
+        print_top_classes(tmp_path / "plain", [photo])

@@ -44,3 +44,42 @@ def test_onnx_export_refuses_an_any_size_model(tmp_path):
     with pytest.raises(ValueError, match="fixed size"):
         export_onnx(MobileNetV1(alpha=0.25, include_top=False), tmp_path / "x.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_onnx_export_leaves_nothing_beside_the_file_and_the_next_one_cleans_up(tmp_path):
+    """Its intermediate SavedModel went to a `tmpXXXXXXXX` folder beside the .onnx file, where a kill left it
+    (a whole SavedModel each time); it goes to a scratch folder of the package's, removed by the next export.
+    Missing parent folders are created, as for the SavedModel and the Android file."""
+    pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mobilenet_keras import MobileNetV1
+
+    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None).save(tmp_path / "small.keras")
+    scratch, target = tmp_path / "tmp", tmp_path / "out" / "m.onnx"
+    scratch.mkdir()
+    target.parent.mkdir()
+    script = ("import keras, sys\n"
+              "from mobilenet_keras.deploy.onnx_file import export_onnx\n"
+              f"export_onnx(keras.models.load_model({str(tmp_path / 'small.keras')!r}), sys.argv[1])\n")
+    environment = {**os.environ, "TMPDIR": str(scratch)}
+    victim = subprocess.Popen([sys.executable, "-c", script, str(target)], env=environment)
+    deadline, left = time.time() + 300, []
+    while not left and victim.poll() is None and time.time() < deadline:
+        left = list(tmp_path.rglob("saved_model.pb"))  # the intermediate SavedModel, wherever it goes
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    if not left:
+        pytest.skip("the export finished before its scratch SavedModel could be seen; nothing to kill")
+    assert not target.exists() and not [p for p in target.parent.iterdir() if p.is_dir()]
+    elsewhere = tmp_path / "new" / "onnx" / "m.onnx"  # in folders that don't exist yet
+    done = subprocess.run([sys.executable, "-c", script, str(elsewhere)], env=environment, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [p.name for p in elsewhere.parent.iterdir()] == ["m.onnx"]
+    assert not [p for p in scratch.iterdir() if p.name.startswith("mobilenet-keras.")]

@@ -354,3 +354,52 @@ def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_p
     from tflite.flatbuffer import float_tensors_inside, read_model
 
     assert float_tensors_inside(read_model(kept)) == []  # fully integer unless --float-layers says otherwise
+
+
+def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(tiny_run, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """`--saved-model RUN --force` replaced the run folder with the SavedModel, `--saved-model . --force`
+    emptied the current folder; `--android out/` wrote a file named `out`, `--android FOLDER` failed after
+    converting and verifying. Each is one line and status 2 now, with nothing touched."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    (tmp_path / "existing").mkdir()
+    for args, problem in (
+            (["--saved-model", str(run), "--force"], "is not a SavedModel"),
+            (["--saved-model", ".", "--force"], "is not a SavedModel"),
+            (["--saved-model", str(tmp_path), "--force"], "is not a SavedModel"),
+            (["--saved-model", "notes.txt"], "is a file"),
+            (["--android", "out/"], "names a folder"),
+            (["--android", str(tmp_path / "existing")], "is a folder"),
+            (["--onnx", "out/"], "out/model.onnx")):
+        assert cli.main(["export", str(run), *args]) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and problem in lines[0] and "loading" not in lines[0], (args, lines)
+    assert sorted(p.name for p in run.iterdir()) == before and (work / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+
+
+def test_export_reads_labels_as_editors_write_them_and_says_when_there_are_none(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from mobilenet_keras.deploy.saved_model import LABELS_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "labels.txt").write_bytes("\ufeffcat\ndog\nbird\n\n".encode())  # a BOM, and an editor's extra line
+    assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "named")]) == 0
+    assert (tmp_path / "named" / LABELS_FILE).read_text().splitlines() == ["cat", "dog", "bird"]
+    (run / "labels.txt").write_text("cat\n\ndog\nbird\n")  # a blank line between names shifts them: refused
+    assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "shifted")]) == 2
+    assert f"{run / 'labels.txt'} has 4 names for a model with 3 classes" in capsys.readouterr().err
+    (run / "labels.txt").unlink()
+    assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "numbers")]) == 0
+    assert "has no labels.txt: the exports give class numbers" in capsys.readouterr().err
+    assert not (tmp_path / "numbers" / LABELS_FILE).exists()

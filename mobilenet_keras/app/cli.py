@@ -430,6 +430,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if float_layers is not None and not args.android:
         raise UsageError("--float-layers applies to the Android file: add --android FILE.tflite.")
+    from mobilenet_keras.deploy.saved_model import check_saved_model_path
+    from mobilenet_keras.files import check_file_name
+
+    try:  # before anything is read or written: a refusal at the end would leave the other exports behind
+        if args.saved_model:
+            check_saved_model_path(args.saved_model, args.force)
+        for path, example in ((args.android, "model.tflite"), (args.onnx, "model.onnx")):
+            if path:
+                check_file_name(path, example)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for what, path in (("--saved-model", args.saved_model), ("--android", args.android), ("--onnx", args.onnx)):
         if path:
             check_destination(path, what)
@@ -461,6 +472,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from mobilenet_keras.model import load_model_file
 
         model = load_model_file(run_dir / "model.keras")
+        classes = model.output_shape[-1]
+        if labels is None:
+            import warnings
+
+            warnings.warn(f"{run_dir} has no labels.txt: the exports give class numbers, not names (add one "
+                          "class name per line, in output order, to export with names).", stacklevel=2)
+        elif len(labels) != classes:
+            raise UsageError(f"{run_dir / 'labels.txt'} has {len(labels)} names for a model with {classes} classes; "
+                             "give it one class name per line, in output order.")
         # Read before anything is written: an unreadable calibration folder leaves no export behind.
         android_images = _android_images(args, model, images, labels, stage) if args.android else None
         if args.saved_model:
@@ -668,7 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_cmd_predict)
 
     bench = command("bench", help="latency table of .tflite files",
-                    description="Median latency per image of each .tflite file at batch 1.", epilog=EPILOG_BENCH)
+                    description="Median latency per image of each .tflite file, run at the file's own batch size.",
+                    epilog=EPILOG_BENCH)
     bench.add_argument("files", nargs="+", help=".tflite files")
     bench.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     bench.add_argument("--runs", type=int, default=50, help="timed runs per file (default 50)")
@@ -797,8 +818,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{where}: error: disk full ({_one_line(exc)[:160]}); free some space (or choose another "
                       "folder) and run again.", file=sys.stderr)
                 return EXIT_USAGE
-            print(f"{where}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-                  f"(rerun with --debug for the traceback)", file=sys.stderr)
+            hint = "" if args.debug else " (rerun with --debug for the traceback)"
+            print(f"{where}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
             return EXIT_INTERNAL
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.images import load_image
+from mobilenet_keras.labels import parse_labels, read_labels
 from mobilenet_keras.preprocessing import preprocess_input
 
 
@@ -17,7 +18,7 @@ def _labels_from_metadata(path: Path) -> list[str] | None:
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
                 if name.endswith(".txt"):
-                    return archive.read(name).decode().splitlines()
+                    return parse_labels(archive.read(name).decode("utf-8", errors="replace"))
     except zipfile.BadZipFile:
         return None
     return None
@@ -27,7 +28,7 @@ def _find_labels(model_path: Path, given: str | None) -> tuple[list[str] | None,
     """(class names, where they come from): `given`, the file's metadata, the SavedModel's own copy, or a
     labels.txt beside the model or one folder up (a run folder's labels.txt for its tflite/ files)."""
     if given:
-        return Path(given).read_text().splitlines(), given
+        return read_labels(given), given
     if model_path.suffix == ".tflite":
         found = _labels_from_metadata(model_path)
         if found:
@@ -36,11 +37,11 @@ def _find_labels(model_path: Path, given: str | None) -> tuple[list[str] | None,
         from mobilenet_keras.deploy.saved_model import LABELS_FILE
 
         if (model_path / LABELS_FILE).is_file():
-            return (model_path / LABELS_FILE).read_text().splitlines(), str(model_path / LABELS_FILE)
+            return read_labels(model_path / LABELS_FILE), str(model_path / LABELS_FILE)
     here = model_path if model_path.is_dir() else model_path.parent
     for folder in (here, here.parent):
         if (folder / "labels.txt").exists():
-            return (folder / "labels.txt").read_text().splitlines(), str(folder / "labels.txt")
+            return read_labels(folder / "labels.txt"), str(folder / "labels.txt")
     return None, None
 
 
@@ -71,6 +72,10 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(model_path))
+        if "serving_bytes" not in loaded.signatures:
+            raise ValueError(f"{model_path} is not a SavedModel written by mobilenet-keras export: it has no "
+                             f"serving_bytes signature (it has {', '.join(sorted(loaded.signatures)) or 'none'}); "
+                             "predict with the model.keras it came from, or export that again.")
         encoded = tf.constant([p.read_bytes() for p in images])
         return loaded.signatures["serving_bytes"](image_bytes=encoded)["probabilities"].numpy()
     raise ValueError(f"{model_path} is not a .tflite file, a .keras file or a SavedModel folder.")

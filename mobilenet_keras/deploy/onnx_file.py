@@ -10,10 +10,9 @@ the graph TensorFlow serves; the output is `probabilities` for a classifier, `fe
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from mobilenet_keras.files import check_output_path
+from mobilenet_keras.files import atomic_path, check_file_name, make_folder, scratch_folder
 
 OPSET = 17
 
@@ -33,26 +32,26 @@ def export_onnx(model, path: str | os.PathLike, opset: int = OPSET, batch_size: 
 
     Args:
         model: a Keras 3 model with a fixed input size.
-        path: the `.onnx` file to write.
+        path: the `.onnx` file to write (missing parent folders are created).
         opset: the ONNX opset (17 by default; onnxruntime 1.32 runs up to 23).
         batch_size: a fixed batch, or None for a dynamic one.
     """
     import tensorflow as tf
 
     tf2onnx = _require()
-    path = check_output_path(path)
+    path = check_file_name(path, "model.onnx")
+    make_folder(path.parent)  # as for the SavedModel and the Android file
     input_shape = tuple(model.input_shape[1:])
     if any(side is None for side in input_shape):
         raise ValueError(f"the model takes images of any size {input_shape}; ONNX export needs a fixed size.")
     spec = tf.TensorSpec((batch_size, *input_shape), tf.float32, name="images")
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    # The intermediate SavedModel goes to a scratch folder that the next export removes if a kill left it.
+    with scratch_folder() as tmp, atomic_path(path) as partial:
         model.export(os.path.join(tmp, "saved_model"), format="tf_saved_model", verbose=False, input_signature=[spec])
         served = tf.saved_model.load(os.path.join(tmp, "saved_model"))
         output = "probabilities" if any(layer.name == "predictions" for layer in model.layers) else "features"
         function = tf.function(lambda images: {output: served.serve(images)})
-        partial = Path(tmp) / "model.onnx"
         tf2onnx.convert.from_function(function, input_signature=(spec,), opset=opset, output_path=str(partial))
-        os.replace(partial, path)
     return path
 
 

@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from mobilenet_keras.files import folder_mode, follow_umask, remove_abandoned_staging, write_bytes_atomic
+from mobilenet_keras.files import (exchange_folders, folder_mode, follow_umask, remove_abandoned_staging,
+                                   write_bytes_atomic)
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 #: The class names inside the SavedModel folder, one per line in output order (TF Serving's
 #: `assets.extra` holds files for tools, not the graph).
 LABELS_FILE = "assets.extra/labels.txt"
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """A folder with a SavedModel's graph file in it."""
+    return any(Path(path, name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
+
+
+def check_saved_model_path(path: str | os.PathLike, force: bool = False) -> None:
+    """Refuse, with what to do instead, a `path` the SavedModel can't take: a file, a link, a folder with
+    something in it (with `force`: anything but an earlier SavedModel, or a folder holding the current one).
+    `--force` must never delete a run folder, a data folder or the folder a user typed `.` for."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a link; give the folder itself or a new folder (the SavedModel goes in a "
+                         "folder of its own, not through a link).")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; give a folder path for the SavedModel (such as serving/mobilenet/1).")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"{path.parent} is a file; give a folder path for the SavedModel.")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not force:
+        raise ValueError(f"{path} exists and is not empty; choose another folder (the next version number) or "
+                         "replace it: --force on the command line, force=True from Python.")
+    if not is_saved_model(path):
+        raise ValueError(f"{path} is not a SavedModel (there is no saved_model.pb in it); --force replaces only an "
+                         "earlier SavedModel: choose a new folder.")
+    here, target = Path.cwd().resolve(), path.resolve()
+    if target == here or target in here.parents:
+        raise ValueError(f"{path} holds the current folder; run the export from another folder.")
 
 
 def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None = None, top_k: int = 5,
@@ -33,19 +65,17 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     The folder is written beside `path` under a temporary name and renamed; missing parent folders
     are created (TF Serving's `serving/mobilenet/1`); an existing non-empty folder is refused unless
-    `force=True`.
+    `force=True`, which replaces an earlier SavedModel (and nothing else: see `check_saved_model_path`)
+    by swapping the two folders' names in one step where the file system can (Linux), so that a server
+    watching the folder, or a kill, finds one whole version or the other.
     """
     import keras
     import tensorflow as tf
 
     from mobilenet_keras.images import decode_and_resize
 
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
-        raise ValueError(f"{path} exists and is not empty; choose another folder (the next version number) or "
-                         "replace it: --force on the command line, force=True from Python.")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ValueError(f"{path.parent} is a file; give a folder path for the SavedModel.")
+    check_saved_model_path(path, force)
+    shown, path = Path(path), Path(os.path.abspath(path))  # "." and "x/.." have no name to stage beside
     height, width, channels = model.input_shape[1:]
     if height is None or width is None:
         raise ValueError("the model takes images of any size; build it with a fixed input_shape to export.")
@@ -70,7 +100,9 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
     def serving_default(images):
-        return predict(images)
+        # Checked when called, not only when traced: a loaded signature lets an image of another size or
+        # rank through to the convolutions, and a rank-3 batch aborts the process inside oneDNN.
+        return predict(tf.ensure_shape(images, [None, height, width, channels]))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serving_bytes(image_bytes):
@@ -97,10 +129,35 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
             extra.parent.mkdir(mode=folder_mode(), exist_ok=True)
             write_bytes_atomic(extra, "".join(f"{name}\n" for name in labels).encode())
         follow_umask(staging)  # TensorFlow's own folders (variables/, assets/) and files
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        _take_place(staging, path, shown, force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return path
+    return shown
+
+
+def _take_place(staging: Path, path: Path, shown: Path, force: bool) -> None:
+    """Put the written folder at `path`; an earlier SavedModel there (`force`) ends up at the staging name,
+    removed afterwards (or by the next export, after a kill)."""
+    filled = f"{shown} was filled while the SavedModel was written (another export?); nothing there was replaced. " \
+             "Choose another folder, or --force to replace a SavedModel."
+    if not force and path.is_dir() and any(path.iterdir()):
+        raise ValueError(filled)
+    check_saved_model_path(path, force)  # again: the folder may have changed while the SavedModel was written
+    if path.is_dir() and any(path.iterdir()):
+        if not exchange_folders(staging, path):
+            # No atomic swap here: the old version is moved aside first, so a kill between the two renames
+            # leaves it whole beside the folder (.NAME.PID.XXXXXXXX.replaced), not deleted.
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".replaced",
+                                          dir=path.parent))
+            os.rename(path, aside)
+            os.rename(staging, path)
+            staging = aside
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    try:  # onto nothing or an empty folder; refused by the system if something took the place meanwhile
+        os.rename(staging, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise ValueError(filled) from None
+        raise

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from mobilenet_keras.files import write_bytes_atomic
+from mobilenet_keras.labels import read_labels
 
 try:
     import fcntl
@@ -185,10 +186,7 @@ class RunFolder:
         file = self.path / "labels.txt"
         if not file.is_file():
             return None
-        try:
-            return file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{file} can't be read ({exc}); train again.") from None
+        return read_labels(file)
 
     # -- run.json -------------------------------------------------------------------------------------
 
