@@ -403,3 +403,25 @@ def test_export_reads_labels_as_editors_write_them_and_says_when_there_are_none(
     assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "numbers")]) == 0
     assert "has no labels.txt: the exports give class numbers" in capsys.readouterr().err
     assert not (tmp_path / "numbers" / LABELS_FILE).exists()
+
+
+def test_export_android_names_a_run_json_that_does_not_match_the_model(digits_pipeline_run, tmp_path, capsys):
+    """It said "representative images have shape (64, 64, 3)..." without blaming run.json, after making the
+    app's folder."""
+    import json
+    import shutil
+
+    finished, _ = digits_pipeline_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "labels.txt", "run.json"):
+        shutil.copy(finished / name, run / name)
+    record = json.loads((run / "run.json").read_text())
+    size = int(record["data"].get("image_size") or record["config"]["image_size"])
+    record["data"]["image_size"] = record["config"]["image_size"] = size + 32
+    (run / "run.json").write_text(json.dumps(record))
+    target = tmp_path / "app" / "model.tflite"
+    assert cli.main(["export", str(run), "--android", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"run.json says the run trained at {size + 32} px, but its model.keras takes {size}x{size}" in err, err
+    assert not target.parent.exists()
