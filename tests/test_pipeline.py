@@ -259,6 +259,17 @@ def test_a_run_whose_data_splits_otherwise_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds the classes a, b, but the run was trained on cat, dog"):
         check_same_split(images, {"data": {"classes": ["cat", "dog"], "train_images": 16, "validation_images": 4}},
                          tmp_path)
+    # other images under the same classes and counts (the helper's case: another photo set of the same shape)
+    recorded = {"classes": ["a", "b"], "train_images": 16, "validation_images": 4, "fingerprint": images.fingerprint}
+    check_same_split(datasets.image_folder(tmp_path, image_size=8, validation_split=0.2), {"data": recorded}, tmp_path)
+    Image.new("RGB", (9, 9), (0, 0, 255)).save(tmp_path / "b" / "3.png")  # one photo replaced by another
+    with pytest.raises(ValueError, match="holds other files than the run trained on"):
+        check_same_split(datasets.image_folder(tmp_path, image_size=8, validation_split=0.2), {"data": recorded},
+                         tmp_path)
+    with pytest.raises(ValueError, match="holds other files than the run trained on"):  # the same files, split otherwise
+        check_same_split(datasets.image_folder(tmp_path, image_size=8, validation_split=0.2, seed=5),
+                         {"data": {**recorded, "fingerprint": datasets.image_folder(
+                             tmp_path, image_size=8, validation_split=0.2).fingerprint}}, tmp_path)
 
 
 @pytest.mark.parametrize("argv", [["qat", "runs/x", "--targets", "teacher"],

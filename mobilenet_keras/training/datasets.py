@@ -46,6 +46,8 @@ class ImageData:
     augmentation: dict | None = None
     #: The fraction held out for validation (run.json records it, so that later commands split the same way).
     validation_split: float | None = None
+    #: `files_fingerprint` of the training and the validation files, in split order (None: the embedded digits).
+    fingerprint: str | None = None
 
     def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All validation images and integer labels as numpy arrays (for verification and reports)."""
@@ -306,6 +308,20 @@ def keras_split(paths: list, labels: list, validation_split: float, seed: int):
     return (paths[:cut], labels[:cut]), (paths[cut:], labels[cut:])
 
 
+def files_fingerprint(root: str | os.PathLike, *groups) -> str:
+    """A digest of each file's path (relative to `root`) and size, group by group, in order: what run.json
+    records so that a later command knows whether a data folder still holds the run's images, split the same
+    way (counts and class names alone pass another set of images of the same shape)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for number, paths in enumerate(groups):
+        digest.update(f"group {number}\n".encode())
+        for path in paths:
+            digest.update(f"{os.path.relpath(path, root)}\t{os.stat(path).st_size}\n".encode("utf-8", "replace"))
+    return digest.hexdigest()[:32]
+
+
 def check_split(num_images: int, num_classes: int, validation_split: float, source) -> tuple[int, int]:
     """(training, validation) image counts, or a ValueError that says how many images the split needs."""
     import math
@@ -408,7 +424,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     # absolute: run.json records it, and `export` and `qat` read it again from wherever they are started
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      num_train, num_validation, str(Path(path).resolve()), augmentation(augment, flip, crop_scale),
-                     validation_split)
+                     validation_split, files_fingerprint(path, train_paths, val_paths))
 
 
 def digits(image_size: int = 64, batch_size: int = 32, validation_split: float = 0.2, seed: int = 0,

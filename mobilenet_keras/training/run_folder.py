@@ -279,9 +279,10 @@ class RunFolder:
             write_bytes_atomic(file, json.dumps(settings, indent=2).encode())
             return
         before = comparable_settings(self.read_json(RESUME_SETTINGS, "the unfinished run's settings"))
+        # A key the unfinished run's file lacks was recorded by a later version of the package: not a change.
         changed = [f"{part} {key}: {before.get(part, {}).get(key)!r} then, {value!r} now"
                    for part in settings for key, value in settings[part].items()
-                   if before.get(part, {}).get(key) != value]
+                   if key in before.get(part, {}) and before[part][key] != value]
         if changed:
             shown = "; ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             raise ValueError(f"{self.path} holds an unfinished run with other settings ({shown}): run its own "
@@ -378,6 +379,11 @@ def check_same_split(images, run: dict, source) -> None:
         raise ValueError(f"{source} now splits into {now[0]} training and {now[1]} validation images; the run had "
                          f"{then[0]} and {then[1]} (its data changed since, or run.json predates the recorded "
                          "validation split): pass the images the run was trained on, or train again.")
+    recorded = data.get("fingerprint")  # absent from runs before it was recorded
+    if recorded and getattr(images, "fingerprint", None) and recorded != images.fingerprint:
+        raise ValueError(f"{source} holds other files than the run trained on (file names or sizes changed since, "
+                         "with the same classes and counts): its held-out images may be ones the model trained on; "
+                         "pass the images the run was trained on, or train again.")
 
 
 def _json_object(file: Path, label: str, remedy: str) -> dict:

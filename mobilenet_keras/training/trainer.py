@@ -671,7 +671,7 @@ def data_record(data) -> dict:
     """What run.json (and a resume's check) records of the data a run trained on."""
     return {"source": data.source, "classes": data.class_names, "train_images": data.num_train,
             "validation_images": data.num_validation, "validation_split": data.validation_split,
-            "image_size": data.image_size, "augmentation": data.augmentation}
+            "image_size": data.image_size, "augmentation": data.augmentation, "fingerprint": data.fingerprint}
 
 
 def _versions() -> dict:
