@@ -351,6 +351,9 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
     shutil.copytree(digits_pipeline_run[0], run)
     for name in ("report.json", "report.md"):  # as a kill after the training stage leaves it
         (run / name).unlink()
+    # and a SavedModel folder half deleted (as the export before the one-rename swap could leave it): the run's
+    # own folder is written afresh, though `force` replaces only a whole SavedModel
+    (run / "saved_model" / "saved_model.pb").unlink()
     model_bytes = (run / "model.keras").read_bytes()
     result = cli("pipeline", "--out", str(run), "--modes", "float32,int8", "--quiet")
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]
@@ -360,3 +363,4 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
     assert [Path(row["file"]).name for row in report["files"]] == ["model_float32.tflite", "model_int8.tflite",
                                                                     "model.tflite"]  # the last: the Android file
     assert not (run / "tflite" / "model_uint8.tflite").exists()  # the killed run's files went with it
+    assert (run / "saved_model" / "saved_model.pb").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -217,11 +218,15 @@ def convert_and_verify_stage(model, images, settings: PipelineSettings, stage: S
 def export_stage(model, images, settings: PipelineSettings, stage: Stages) -> dict[str, str]:
     """The SavedModel and the Android file; returns their paths relative to the run folder."""
     from mobilenet_keras.deploy.android import android_file
-    from mobilenet_keras.deploy.saved_model import export_saved_model
+    from mobilenet_keras.deploy.saved_model import export_saved_model, is_saved_model
 
     out = settings.out
     stage("exporting the SavedModel and the Android file")
-    saved = export_saved_model(model, out / "saved_model", labels=images.class_names, force=True)
+    target = out / "saved_model"
+    if target.is_dir() and not target.is_symlink() and any(target.iterdir()) and not is_saved_model(target):
+        # The run folder's own, damaged (no saved_model.pb): `force` replaces only a SavedModel, so it goes first.
+        shutil.rmtree(target)
+    saved = export_saved_model(model, target, labels=images.class_names, force=True)
     uint8_file = out / "tflite" / "model_uint8.tflite" if "uint8" in settings.modes else None
     android = android_file(model, out / "android" / "model.tflite", images.calibration_arrays(CALIBRATION_IMAGES),
                            images.class_names, uint8_file=uint8_file, denylist=settings.float_layers)
