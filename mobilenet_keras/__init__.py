@@ -12,9 +12,9 @@ from typing import Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "Complexity": "mobilenet_keras.complexity",
-    "complexity": "mobilenet_keras.complexity",
-    "count_complexity": "mobilenet_keras.complexity",
+    "Complexity": "mobilenet_keras.model_cost",
+    "complexity": "mobilenet_keras.model_cost",
+    "count_complexity": "mobilenet_keras.model_cost",
     "feature_extractor": "mobilenet_keras.features",
     "feature_layer_names": "mobilenet_keras.features",
     "MobileNetV1": "mobilenet_keras.model",

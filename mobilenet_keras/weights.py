@@ -68,6 +68,8 @@ def load_weights(model, path: str | os.PathLike) -> None:
         file_shapes = _legacy_h5_shapes(path)
     except OSError as exc:
         raise ValueError(f"{path} is not a readable HDF5 weights file ({exc}).") from None
+    except (KeyError, RuntimeError) as exc:  # h5py's errors for a damaged object inside a readable file
+        raise ValueError(f"{path} is damaged ({str(exc).strip(chr(39))}); download or save it again.") from None
 
     missing = []
     for layer in model.layers:
@@ -78,11 +80,14 @@ def load_weights(model, path: str | os.PathLike) -> None:
             missing.append(layer.name)
             continue
         if file_shapes[layer.name] != model_shapes:
-            raise ValueError(
-                f"{path} does not fit this model: layer {layer.name!r} has weights of shapes {model_shapes} "
-                f"but the file holds {file_shapes[layer.name]}. The file was made for {_width_of(file_shapes)}; "
-                "build the model with that alpha (and depth_multiplier 1), or use a file made for this one."
-            )
+            if file_shapes.get("conv1") and file_shapes["conv1"][0][-1] == model.get_layer("conv1").filters:
+                remedy = (f"The file has this model's width ({_width_of(file_shapes)}): build the model with the "
+                          "file's depth_multiplier and input channels (3), or use a file made for this one.")
+            else:
+                remedy = (f"The file was made for {_width_of(file_shapes)}; build the model with that alpha (and "
+                          "depth_multiplier 1), or use a file made for this one.")
+            raise ValueError(f"{path} does not fit this model: layer {layer.name!r} has weights of shapes "
+                             f"{model_shapes} but the file holds {file_shapes[layer.name]}. {remedy}")
     backbone_missing = [n for n in missing if n not in HEAD_LAYERS]
     if backbone_missing:
         raise ValueError(

@@ -161,3 +161,18 @@ def test_no_tf_ops_nor_lambda_layers():
 def test_preprocess_input_range():
     x = np.array([0.0, 127.5, 255.0])
     np.testing.assert_allclose(preprocess_input(x), [-1.0, 0.0, 1.0])
+
+
+def test_complexity_is_the_function_in_any_import_order():
+    """`from mobilenet_keras import count_complexity, complexity` gave the submodule `complexity` (a package's
+    attribute of a submodule's name is the submodule once it is imported): calling it failed."""
+    import subprocess
+    import sys
+
+    code = ("from mobilenet_keras import count_complexity, complexity\n"
+            "import mobilenet_keras\n"
+            "print(callable(complexity), callable(mobilenet_keras.complexity),\n"
+            "      complexity(alpha=0.25).multiply_adds > 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True", "True"], result.stdout

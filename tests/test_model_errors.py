@@ -161,3 +161,53 @@ def test_a_weights_file_of_the_same_settings_loads(head_and_backbone_files):
     model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False,
                         weights=str(head_and_backbone_files / "backbone.weights.h5"))
     assert model.output_shape == (None, 1, 1, 256)
+
+
+DAMAGED_H5_WORKER = r"""
+import sys, warnings
+from mobilenet_keras import MobileNetV1
+
+warnings.simplefilter("ignore")
+for path in sys.argv[1:]:
+    try:
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=path)
+        outcome = "ok"
+    except ValueError as exc:
+        outcome = "ValueError " + str(exc).replace(chr(10), " ")
+    except Exception as exc:  # anything else is a finding
+        outcome = f"OTHER {type(exc).__name__}: {exc}"
+    print(path, outcome, flush=True)
+"""
+
+
+def test_a_damaged_weights_file_is_a_one_line_value_error(weights_025, tmp_path):
+    """Bytes overwritten inside the real 0.25 file escaped as h5py's KeyError ("bad object header version
+    number"); HDF5 holds no checksums, so damage inside the weight data itself loads. In a subprocess: a crash
+    in h5py must fail this test, not end pytest."""
+    import subprocess
+    import sys
+
+    content = weights_025.read_bytes()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(16):
+        damaged = bytearray(content)
+        if i % 4 == 3:
+            damaged = damaged[:int(rng.integers(1, len(content)))]
+        else:
+            start = int(rng.integers(0, len(content) - 20_000))
+            damaged[start:start + 20_000] = rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+        path = tmp_path / f"{i:02d}.h5"
+        path.write_bytes(bytes(damaged))
+        paths.append(str(path))
+    damaged = bytearray(content)  # the helper's case: 20 kB overwritten in the middle
+    damaged[len(content) // 2:len(content) // 2 + 20_000] = b"\xff" * 20_000
+    (tmp_path / "middle.h5").write_bytes(bytes(damaged))
+    paths.append(str(tmp_path / "middle.h5"))
+    result = subprocess.run([sys.executable, "-c", DAMAGED_H5_WORKER, *paths], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert sorted(outcomes) == sorted(paths), result.stdout
+    assert not [o for o in outcomes.values() if o.startswith("OTHER")], outcomes
+    assert any(o.startswith("ValueError") for o in outcomes.values()), outcomes

@@ -266,7 +266,8 @@ def test_a_run_whose_data_splits_otherwise_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds other files than the run trained on"):
         check_same_split(datasets.image_folder(tmp_path, image_size=8, validation_split=0.2), {"data": recorded},
                          tmp_path)
-    with pytest.raises(ValueError, match="holds other files than the run trained on"):  # the same files, split otherwise
+    # the same files, split otherwise
+    with pytest.raises(ValueError, match="holds other files than the run trained on"):
         check_same_split(datasets.image_folder(tmp_path, image_size=8, validation_split=0.2, seed=5),
                          {"data": {**recorded, "fingerprint": datasets.image_folder(
                              tmp_path, image_size=8, validation_split=0.2).fingerprint}}, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -66,6 +67,82 @@ def test_twin_refuses_a_model_that_is_not_mobilenet():
     other = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv1")(inputs))
     with pytest.raises(ValueError, match="not a MobileNet V1"):
         tf_keras_twin(other)
+
+
+def test_twin_refuses_a_model_with_layers_the_table_does_not_build():
+    """The twin is rebuilt from the block table: a Rescaling in front or a softmax after a logits model was left
+    out without a word, and pruning trained on 0..255 pixels (the red team's run: 29% agreement after)."""
+    import keras
+
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
+
+    inputs = keras.Input((64, 64, 3))
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inputs)
+    with pytest.raises(ValueError, match=r"layers that MobileNetV1 does not build: rescale \(Rescaling\)"):
+        tf_keras_twin(MobileNetV1(input_tensor=scaled, alpha=0.25, classes=3))
+    logits = MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, classes=3, classifier_activation=None)
+    wrapped = keras.Model(logits.input, keras.layers.Activation("softmax", name="softmax_out")(logits.output))
+    with pytest.raises(ValueError, match=r"softmax_out \(Activation\)"):
+        tf_keras_twin(wrapped)
+    assert tf_keras_twin(logits) is not None  # a logits model as MobileNetV1 builds it is fine
+
+
+def test_pruning_and_clustering_name_bad_data_and_arguments_in_one_line():
+    """Unbatched data, class numbers, labels of another class count and a model without a classifier failed
+    pages deep inside tf_keras's traced training step; numpy integers were refused as cluster counts."""
+    import tensorflow as tf
+
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.optimize import compress
+
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3)
+    images = np.zeros((8, 32, 32, 3), np.float32)
+    one_hot = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
+    for data, words in (
+            (tf.data.Dataset.from_tensor_slices((images, one_hot)), "unbatched? add .batch(32)"),
+            (tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 3)).batch(4), "class numbers? one-hot"),
+            (tf.data.Dataset.from_tensor_slices((images, np.eye(5, dtype=np.float32)[np.arange(8) % 5])).batch(4),
+             "one-hot labels [batch, 3]"),
+            (tf.data.Dataset.from_tensor_slices(images).batch(4), "must give batches of (images")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            compress.prune(model, data, sparsity=0.5, verbose=0)
+    backbone = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, pooling="avg")
+    good = tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4)
+    with pytest.raises(ValueError, match="fine-tunes a classifier"):
+        compress.cluster(backbone, good, clusters=8, verbose=0)
+    for value in ("0.5", None, True):
+        with pytest.raises(ValueError, match="sparsity must be a number between 0 and 1"):
+            compress.prune(model, good, sparsity=value, verbose=0)
+    clustered = compress.cluster(model, good, clusters=np.int64(4), epochs=1, verbose=0)  # numpy ints are ints
+    assert len(np.unique(clustered.get_layer("conv_pw_3").get_weights()[0])) <= 4
+
+
+def test_a_logits_model_trains_on_a_loss_for_logits():
+    """`classifier_activation=None` gives logits; tf_keras's loss read them as probabilities (the red team saw a
+    pruning run "converge" on a meaningless loss)."""
+    import tf_keras
+
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.optimize.qat import ends_in_softmax, fit_tf_keras
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
+
+    for activation, softmax in ((None, False), ("softmax", True)):
+        twin = tf_keras_twin(MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3,
+                                         classifier_activation=activation))
+        assert ends_in_softmax(twin) is softmax
+        images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+        labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+        fit_tf_keras(twin, tf_keras_data(images, labels), None, 1, 1e-5, label_smoothing=0.0, verbose=0)
+        assert twin.loss.get_config()["from_logits"] is not softmax
+        expected = tf_keras.losses.CategoricalCrossentropy(from_logits=not softmax)(labels, twin(images)).numpy()
+        assert abs(twin.evaluate(images, labels, verbose=0)[0] - expected) < 1e-4
+
+
+def tf_keras_data(images, labels):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
 
 
 def test_folded_twin_computes_the_same_function():

@@ -19,6 +19,7 @@ rounding=False)`.
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 from pathlib import Path
 
@@ -41,12 +42,17 @@ def sparsity(model, names: list[str] | None = None) -> float:
     return float(sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels))
 
 
-def _steps(dataset) -> int:
+def _steps(model, dataset, what: str) -> int:
+    """Training steps per epoch of `dataset`, checked to be (images, one-hot labels) batches for `model`."""
     import tensorflow as tf
 
+    from mobilenet_keras.optimize.batches import check_batches, check_classifier
+
+    classes = check_classifier(model, what)
     count = int(tf.data.experimental.cardinality(dataset)) if isinstance(dataset, tf.data.Dataset) else -1
     if count < 1:
         raise ValueError("the training data must be a finite, batched tf.data.Dataset (e.g. ImageData.train).")
+    check_batches(dataset, model.input_shape[1:], classes, what)
     return count
 
 
@@ -73,14 +79,15 @@ def prune(model, train, *, sparsity: float = 0.5, epochs: int = DEFAULT_EPOCHS,
     Returns:
         A Keras 3 model of the same architecture with the pruned weights.
     """
-    if not 0 < sparsity < 1:
-        raise ValueError(f"sparsity must be between 0 and 1 (e.g. 0.5); got {sparsity!r}.")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 < sparsity < 1:
+        raise ValueError(f"sparsity must be a number between 0 and 1 (e.g. 0.5); got {sparsity!r}.")
+    sparsity = float(sparsity)
     from mobilenet_keras.optimize.qat import fit_tf_keras
     from mobilenet_keras.optimize.tfmot_loader import load_tfmot
     from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
+    end = max(_steps(model, train, "prune") * epochs - 1, 1)
     twin = tf_keras_twin(model)
-    end = max(_steps(train) * epochs - 1, 1)
     targets = set(specs.pointwise_names())
     with load_tfmot() as (tfmot, _):
         import tf_keras
@@ -107,14 +114,15 @@ def cluster(model, train, *, clusters: int = 16, epochs: int = DEFAULT_EPOCHS,
     Centroids start by k-means++ and train with the weights (tfmot's `cluster_weights`). Returns a
     Keras 3 model of the same architecture with the clustered weights.
     """
-    if not isinstance(clusters, int) or not 2 <= clusters <= 256:
+    if isinstance(clusters, bool) or not isinstance(clusters, numbers.Integral) or not 2 <= clusters <= 256:
         raise ValueError(f"clusters must be an integer from 2 to 256 (e.g. 16); got {clusters!r}.")
+    clusters = int(clusters)
     from mobilenet_keras.optimize.qat import fit_tf_keras
     from mobilenet_keras.optimize.tfmot_loader import load_tfmot
     from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
+    _steps(model, train, "cluster")
     twin = tf_keras_twin(model)
-    _steps(train)
     targets = set(specs.pointwise_names())
     with load_tfmot() as (tfmot, _):
         import tf_keras

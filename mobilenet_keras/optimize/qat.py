@@ -187,14 +187,24 @@ def _preserving(qat_model, preserve: str, names: list[str]):
     return Preserve()
 
 
+def ends_in_softmax(model) -> bool:
+    """Whether `model`'s last layer (inside tfmot's wrapper, if any) applies a softmax."""
+    last = model.layers[-1]
+    last = getattr(last, "layer", last)
+    return getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
+
+
 def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, label_smoothing: float = 0.1,
                  callbacks=None, verbose: int = 1, metric: str = "accuracy") -> dict:
     """Fine-tune a tfmot-wrapped tf_keras model (softmax output, one-hot labels) with Adam; the history as a dict.
     `metric`: the name of the top-1 figure (`agreement` when the targets are a teacher's answers)."""
     import tf_keras
 
+    # A classifier built with classifier_activation=None gives logits: read as probabilities, they train on a
+    # meaningless loss without a word.
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
-                  loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  loss=tf_keras.losses.CategoricalCrossentropy(from_logits=not ends_in_softmax(model),
+                                                               label_smoothing=label_smoothing),
                   metrics=[tf_keras.metrics.CategoricalAccuracy(name=metric)])
     history = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, callbacks=callbacks or [])
     return {k: [float(x) for x in v] for k, v in history.history.items()}
@@ -227,8 +237,13 @@ def fine_tune(qat_model, train, validation=None, epochs: int = DEFAULT_EPOCHS,
         train = _teacher_labels(train, teacher)
         validation = _teacher_labels(validation, teacher, "validation") if validation is not None else None
         label_smoothing = 0.0
-    elif label_smoothing is None:
-        label_smoothing = 0.1
+    else:
+        from mobilenet_keras.optimize.batches import check_batches
+
+        for name, data in (("train", train), ("validation", validation)):
+            if data is not None:
+                check_batches(data, qat_model.input_shape[1:], qat_model.output_shape[-1], "fine_tune", name)
+        label_smoothing = 0.1 if label_smoothing is None else label_smoothing
     callbacks = list(callbacks or [])
     if preserve is not None:
         callbacks.append(_preserving(qat_model, preserve, specs.pointwise_names()))

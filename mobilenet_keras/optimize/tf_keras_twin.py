@@ -104,4 +104,33 @@ def tf_keras_twin(model):
             # outputs); unfused, it computes the same expression and the twin's outputs are identical.
             layer.fused = False
     transfer_weights(model, twin)
+    _check_same_network(model, twin)
     return twin
+
+
+def _check_same_network(model, twin) -> None:
+    """ValueError unless `twin` computes what `model` does: the twin is rebuilt from the block table, so a layer
+    a user added (a Rescaling in front, a softmax after a logits model) would be left out without a word, and
+    pruning, clustering or QAT would train another network."""
+    from collections import Counter
+
+    import numpy as np
+
+    def kinds(network):
+        return Counter(type(layer).__name__ for layer in network.layers)
+
+    extra = kinds(model) - kinds(twin)
+    if extra:
+        twin_names = {layer.name for layer in twin.layers}
+        named = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
+                 if type(layer).__name__ in extra and layer.name not in twin_names] or sorted(extra)
+        raise ValueError(f"{model.name} has layers that MobileNetV1 does not build: {', '.join(named[:5])}. "
+                         "tensorflow-model-optimization works on a tf_keras copy rebuilt from MobileNetV1's table, "
+                         "which would leave them out; give it the MobileNetV1 model alone (scale images in the input "
+                         "pipeline, add layers after this step).")
+    shape = (2, *(side or 64 for side in model.input_shape[1:]))
+    images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    expected, got = np.asarray(model(images, training=False)), np.asarray(twin(images, training=False))
+    if expected.shape != got.shape or np.abs(expected - got).max() > 1e-4 * max(1.0, float(np.abs(expected).max())):
+        raise ValueError(f"the tf_keras copy of {model.name} rebuilt from MobileNetV1's table does not compute what "
+                         "it does (its layers are connected otherwise); give it a model built by MobileNetV1.")
