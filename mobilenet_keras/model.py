@@ -294,6 +294,12 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        with open(path, "rb") as f:
+            hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+        if hdf5:  # a whole .h5 model of Keras 2 or a weights file: not damaged, another format
+            raise ValueError(f"{path} is an HDF5 file (a weights file or a Keras 2 .h5 model), not a .keras archive: "
+                             "build the model with MobileNetV1(..., weights=PATH) for a weights file, or save the "
+                             "model as .keras (model.save('model.keras')).") from None
         raise ValueError(f"{path} is damaged ({type(exc).__name__}: not a complete .keras archive); "
                          "save or train the model again.") from None
     if '"class_name": "Lambda"' in json.dumps(config):

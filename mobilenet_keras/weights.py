@@ -59,7 +59,8 @@ def load_weights(model, path: str | os.PathLike) -> None:
             # its message goes on for lines (the variable's values among them): the first says what differs;
             # the warnings it gave on the way ("Skipping nested container ...") are about the same mismatch
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".:")
-            raise ValueError(f"{path} does not fit this model ({model.name}): {first}. {remedy}") from None
+            raise ValueError(f"{path} does not fit this model ({model.name}): {_first_difference(model, path) or first}"
+                             f". {remedy}") from None
         for warning in caught:  # a load that worked keeps what Keras had to say
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return
@@ -135,6 +136,50 @@ def transfer_weights(source, target) -> None:
             raise ValueError(f"layer {inner.name!r}: shapes {[v.shape for v in values]} in {source.name} but "
                              f"{expected} in {target.name}.")
         counterpart.set_weights(values)
+
+
+def _snake_case(name: str) -> str:
+    """A layer class's name as Keras 3 names its group in a weights file (Keras's own rule: `DepthwiseConv2D`
+    -> `depthwise_conv2d`, `ReLU` -> `re_lu`)."""
+    import re
+
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _first_difference(model, path: str) -> str | None:
+    """"layer L has weights of shapes A but the file holds B" for the first layer of `model` whose weights
+    differ from a Keras 3 `.weights.h5` or `.keras` file's, or None when that can't be told. The file names
+    its groups by layer class and order (`conv2d`, `conv2d_1`, ...), not by the layers' own names."""
+    import io
+    import zipfile
+
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                source = io.BytesIO(archive.read("model.weights.h5"))
+        else:
+            source = path
+        with h5py.File(source, "r") as f:
+            groups = f["layers"]
+            seen: dict[str, int] = {}
+            for layer in model.layers:
+                base = _snake_case(type(layer).__name__)
+                count = seen.get(base, 0)
+                seen[base] = count + 1
+                if not layer.weights:
+                    continue
+                key = base if count == 0 else f"{base}_{count}"
+                expected = [tuple(w.shape) for w in layer.weights]
+                if key not in groups or "vars" not in groups[key]:
+                    return f"the file has no weights for layer {layer.name!r}"
+                variables = groups[key]["vars"]
+                held = [tuple(variables[str(i)].shape) for i in range(len(variables))]
+                if held != expected:
+                    return f"layer {layer.name!r} has weights of shapes {expected} but the file holds {held}"
+    except Exception:  # noqa: BLE001 - another layout: Keras's own message stands
+        return None
+    return None
 
 
 def _layers_with_weights(path: str) -> int | None:

@@ -113,6 +113,9 @@ def test_a_damaged_or_lambda_keras_file_is_named_in_one_line(tmp_path):
         load_model_file(tmp_path / "lambda.keras")
     small.save(tmp_path / "fine.keras")
     assert load_model_file(tmp_path / "fine.keras").count_params() == small.count_params()
+    small.save_weights(tmp_path / "model.weights.h5")  # a sound file of another format is not "damaged"
+    with pytest.raises(ValueError, match="is an HDF5 file .* not a .keras archive"):
+        load_model_file(tmp_path / "model.weights.h5")
 
 
 def test_bias_correction_copies_a_model_with_a_lambda_layer():
@@ -142,8 +145,12 @@ def head_and_backbone_files(tmp_path_factory):
 
 @pytest.mark.parametrize("file,kwargs,words", [
     ("head", dict(include_top=False), "holds the weights of 55 layers, this model (mobilenet_0.25_32) has 54"),
-    ("head", dict(classes=5), "conv_preds"),
-    ("backbone", dict(classes=10), "conv_preds"),
+    ("head", dict(classes=5), "layer 'conv_preds' has weights of shapes [(1, 1, 256, 5), (5,)] but the file holds "
+                              "[(1, 1, 256, 10), (10,)]"),
+    ("backbone", dict(classes=10), "the file has no weights for layer 'conv_preds'"),
+    ("head", dict(classes=10, alpha=0.5), "layer 'conv1' has weights of shapes [(3, 3, 3, 16)] but the file holds "
+                                          "[(3, 3, 3, 8)]"),
+    ("head", dict(classes=10, depth_multiplier=2), "layer 'conv_dw_1' has weights of shapes [(3, 3, 8, 2)] but"),
 ])
 # nothing on the side: Keras's own warnings on the way are about the same mismatch
 @pytest.mark.filterwarnings("error::UserWarning")
@@ -151,8 +158,8 @@ def test_a_weights_file_of_other_settings_is_one_line_naming_what_differs(head_a
     # Keras would load a file with a classifier into a model without one, skipping the head with a warning that
     # reads as if nothing had loaded; and its shape errors run over many lines, the variable's values among them
     with pytest.raises(ValueError) as info:
-        MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, weights=str(head_and_backbone_files / f"{file}.weights.h5"),
-                    **kwargs)
+        MobileNetV1(input_shape=(32, 32, 3), weights=str(head_and_backbone_files / f"{file}.weights.h5"),
+                    **{"alpha": 0.25, **kwargs})
     message = str(info.value)
     assert words in message and "\n" not in message and "include_top and classes" in message, message
 
