@@ -251,12 +251,12 @@ def exchange_folders(first: str | os.PathLike, second: str | os.PathLike) -> boo
     """Swap two existing folders' names in one step (Linux's renameat2 RENAME_EXCHANGE), so that a kill leaves
     each name holding one whole folder; False where the system or file system can't, with nothing changed."""
     import ctypes
-    import ctypes.util
 
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):  # not glibc 2.28+ (macOS, musl without it)
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # the C library the interpreter runs on
+    except (OSError, AttributeError):  # a C library without it (glibc before 2.28, some musl builds)
         return False
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     renameat2.restype = ctypes.c_int
@@ -264,7 +264,8 @@ def exchange_folders(first: str | os.PathLike, second: str | os.PathLike) -> boo
     if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+    # not in this kernel, not on this file system, or refused by a sandbox's system-call filter
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
         return False
     raise OSError(code, os.strerror(code), str(second))
 

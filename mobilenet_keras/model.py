@@ -294,8 +294,11 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        with open(path, "rb") as f:
-            hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+        try:
+            with open(path, "rb") as f:
+                hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+        except OSError:
+            hdf5 = False
         if hdf5:  # a whole .h5 model of Keras 2 or a weights file: not damaged, another format
             raise ValueError(f"{path} is an HDF5 file (a weights file or a Keras 2 .h5 model), not a .keras archive: "
                              "build the model with MobileNetV1(..., weights=PATH) for a weights file, or save the "

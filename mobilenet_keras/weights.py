@@ -81,12 +81,19 @@ def load_weights(model, path: str | os.PathLike) -> None:
             missing.append(layer.name)
             continue
         if file_shapes[layer.name] != model_shapes:
-            if file_shapes.get("conv1") and file_shapes["conv1"][0][-1] == model.get_layer("conv1").filters:
-                remedy = (f"The file has this model's width ({_width_of(file_shapes)}): build the model with the "
-                          "file's depth_multiplier and input channels (3), or use a file made for this one.")
+            held = file_shapes[layer.name]
+            if file_shapes.get("conv1") and file_shapes["conv1"][0][-1] != model.get_layer("conv1").filters:
+                remedy = (f"The file was made for {_width_of(file_shapes)}; build the model with that alpha, or use "
+                          "a file made for this one.")
+            elif layer.name == "conv_preds":
+                remedy = (f"The file's classifier has {held[0][-1]} classes: build the model with classes="
+                          f"{held[0][-1]}, or include_top=False to load its backbone alone.")
+            elif layer.name == "conv1":
+                remedy = (f"The file takes {held[0][2]}-channel images: build the model with input_shape=(H, W, "
+                          f"{held[0][2]}), or use a file made for this one.")
             else:
-                remedy = (f"The file was made for {_width_of(file_shapes)}; build the model with that alpha (and "
-                          "depth_multiplier 1), or use a file made for this one.")
+                remedy = (f"The file has this model's width ({_width_of(file_shapes)}): build the model with the "
+                          "file's depth_multiplier, or use a file made for this one.")
             raise ValueError(f"{path} does not fit this model: layer {layer.name!r} has weights of shapes "
                              f"{model_shapes} but the file holds {file_shapes[layer.name]}. {remedy}")
     backbone_missing = [n for n in missing if n not in HEAD_LAYERS]
@@ -104,7 +111,7 @@ def load_weights(model, path: str | os.PathLike) -> None:
     model.load_weights(path, by_name=True)
 
 
-def _unwrapped(layer):
+def unwrapped(layer):
     """The float layer inside tfmot's wrappers (quantize, prune), or `layer` itself."""
     while hasattr(layer, "layer") and not hasattr(layer, "layers"):
         layer = layer.layer
@@ -122,9 +129,9 @@ def transfer_weights(source, target) -> None:
     Raises:
         ValueError: a layer of `source` has no counterpart in `target`, or its weights' shapes differ.
     """
-    target_layers = {_unwrapped(layer).name: _unwrapped(layer) for layer in target.layers}
+    target_layers = {unwrapped(layer).name: unwrapped(layer) for layer in target.layers}
     for layer in source.layers:
-        inner = _unwrapped(layer)
+        inner = unwrapped(layer)
         if not inner.weights or type(inner).__name__ == "QuantizeLayer":
             continue
         counterpart = target_layers.get(inner.name)

@@ -188,7 +188,7 @@ def test_force_replaces_an_earlier_saved_model_and_nothing_else(model, saved, tm
     with pytest.raises(ValueError, match="is a link"):
         export_saved_model(model, link, force=True)
     monkeypatch.chdir(run)
-    with pytest.raises(ValueError, match="not a SavedModel"):
+    with pytest.raises(ValueError, match="is or holds the current folder"):
         export_saved_model(model, ".", force=True)
     monkeypatch.chdir(saved / "variables")
     with pytest.raises(ValueError, match="holds the current folder"):
@@ -271,3 +271,38 @@ def test_predict_names_a_saved_model_that_export_did_not_write(model, tmp_path):
     model.export(str(tmp_path / "plain"), verbose=False)  # Keras's own export: no serving_bytes
     with pytest.raises(ValueError, match="no serving_bytes signature"):
         print_top_classes(tmp_path / "plain", [photo])
+
+
+def test_without_an_atomic_exchange_the_old_version_is_set_aside_never_lost(model, tmp_path, monkeypatch):
+    """Where renameat2's exchange is missing (another system or file system) the old version is renamed aside
+    before the new one goes in: what a kill between the two renames leaves (the old version under
+    .NAME.PID.XXXXXXXX.replaced, the version folder missing) is kept until a version is in place again."""
+    import subprocess as sp
+
+    from mobilenet_keras.deploy import saved_model
+
+    version = tmp_path / "serving" / "1"
+    export_saved_model(model, version)
+    monkeypatch.setattr(saved_model, "exchange_folders", lambda first, second: False)
+    export_saved_model(model, version, force=True)
+    assert (version / "saved_model.pb").is_file()
+    assert sorted(p.name for p in version.parent.iterdir()) == ["1"]
+    gone = sp.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs: a killed exporter's
+    aside = version.parent / f".1.{gone.pid}.0123abcd.replaced"
+    version.rename(aside)  # as the kill left it: only the set-aside copy exists
+    export_saved_model(model, tmp_path / "serving" / "2")  # another version's export leaves it alone
+    export_saved_model(model, version)  # and so does this one's while no version was in place before it
+    assert (aside / "saved_model.pb").is_file()
+    export_saved_model(model, version, force=True)  # with a version in place, the old copy is an old one: swept
+    assert sorted(p.name for p in version.parent.iterdir()) == ["1", "2"]
+
+
+def test_the_current_folder_is_refused_even_empty(model, tmp_path, monkeypatch):
+    """The rename would put the SavedModel in place of the shell's own folder (its files then out of sight)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for target in (".", str(here)):
+        with pytest.raises(ValueError, match="is or holds the current folder"):
+            export_saved_model(model, target)

@@ -527,3 +527,37 @@ def test_compression_arguments_are_checked():
         compress.prune(None, None, sparsity=1.5)
     with pytest.raises(ValueError, match="clusters"):
         compress.cluster(None, None, clusters=1)
+
+
+def test_the_checks_leave_fit_what_they_cannot_tell_and_accept_what_fit_takes():
+    """Data whose shapes tf.data can't tell (a py_function), sample weights and integer one-hot labels are what
+    tf_keras's fit takes: not refused. A model computing in bfloat16 has a twin (its outputs differ by
+    bfloat16's rounding, not by a missing layer); a sigmoid output is named, not trained as logits."""
+    import keras
+    import tensorflow as tf
+
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.optimize.batches import check_batches
+    from mobilenet_keras.optimize.qat import ends_in_softmax, folded_twin
+    from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
+
+    images = np.zeros((8, 32, 32, 3), np.float32)
+    labels = np.eye(3, dtype=np.int32)[np.arange(8) % 3]
+    unknown = tf.data.Dataset.from_tensors(0).map(
+        lambda _: tf.py_function(lambda: (images, labels.astype(np.float32)), [], (tf.float32, tf.float32)))
+    assert unknown.element_spec[0].shape.rank is None
+    for data in (unknown, tf.data.Dataset.from_tensor_slices((images, labels, np.ones(8))).batch(4)):
+        check_batches(data, (32, 32, 3), 3, "prune")
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    assert tf_keras_twin(mixed) is not None
+    with pytest.raises(ValueError, match="ends in sigmoid"):
+        ends_in_softmax(MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, classifier_activation="sigmoid"))
+    inputs = keras.Input((32, 32, 3))  # QAT's folded twin is checked too
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inputs)
+    with pytest.raises(ValueError, match=r"rescale \(Rescaling\)"):
+        folded_twin(MobileNetV1(input_tensor=scaled, alpha=0.25, classes=3))

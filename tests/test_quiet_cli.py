@@ -373,8 +373,8 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
     (tmp_path / "existing").mkdir()
     for args, problem in (
             (["--saved-model", str(run), "--force"], "is not a SavedModel"),
-            (["--saved-model", ".", "--force"], "is not a SavedModel"),
-            (["--saved-model", str(tmp_path), "--force"], "is not a SavedModel"),
+            (["--saved-model", ".", "--force"], "is or holds the current folder"),
+            (["--saved-model", str(tmp_path), "--force"], "is or holds the current folder"),
             (["--saved-model", "notes.txt"], "is a file"),
             (["--android", "out/"], "names a folder"),
             (["--android", str(tmp_path / "existing")], "is a folder"),

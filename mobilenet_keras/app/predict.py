@@ -68,7 +68,9 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
                              "width, 3) and its weights (model.set_weights), or call it from Python.")
         pixels = np.stack([load_image(p, model.input_shape[1:3]) for p in images])
         return model.predict(preprocess_input(pixels), verbose=0)
-    if model_path.is_dir() and (model_path / "saved_model.pb").exists():
+    from mobilenet_keras.deploy.saved_model import is_saved_model
+
+    if model_path.is_dir() and is_saved_model(model_path):
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(model_path))

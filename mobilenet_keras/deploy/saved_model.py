@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mobilenet_keras.files import (exchange_folders, folder_mode, follow_umask, remove_abandoned_staging,
-                                   write_bytes_atomic)
+from mobilenet_keras.files import (exchange_folders, folder_mode, follow_umask, remember_mine, remove_abandoned,
+                                   remove_abandoned_staging, write_bytes_atomic)
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 #: The class names inside the SavedModel folder, one per line in output order (TF Serving's
@@ -34,7 +34,13 @@ def check_saved_model_path(path: str | os.PathLike, force: bool = False) -> None
         raise ValueError(f"{path} is a file; give a folder path for the SavedModel (such as serving/mobilenet/1).")
     if path.parent.exists() and not path.parent.is_dir():
         raise ValueError(f"{path.parent} is a file; give a folder path for the SavedModel.")
-    if not path.is_dir() or not any(path.iterdir()):
+    if not path.is_dir():
+        return
+    here, target = Path.cwd().resolve(), path.resolve()
+    if target == here or target in here.parents:  # even empty: the rename would replace the shell's folder
+        raise ValueError(f"{path} is or holds the current folder; give another folder, or run the export from "
+                         "another folder.")
+    if not any(path.iterdir()):
         return
     if not force:
         raise ValueError(f"{path} exists and is not empty; choose another folder (the next version number) or "
@@ -42,9 +48,6 @@ def check_saved_model_path(path: str | os.PathLike, force: bool = False) -> None
     if not is_saved_model(path):
         raise ValueError(f"{path} is not a SavedModel (there is no saved_model.pb in it); --force replaces only an "
                          "earlier SavedModel: choose a new folder.")
-    here, target = Path.cwd().resolve(), path.resolve()
-    if target == here or target in here.parents:
-        raise ValueError(f"{path} holds the current folder; run the export from another folder.")
 
 
 def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None = None, top_k: int = 5,
@@ -75,7 +78,8 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     from mobilenet_keras.images import decode_and_resize
 
     check_saved_model_path(path, force)
-    shown, path = Path(path), Path(os.path.abspath(path))  # "." and "x/.." have no name to stage beside
+    # Resolved as the checks resolved it ("x/.." through a linked x), and "." and ".." get a name to stage beside.
+    shown, path = Path(path), Path(os.path.realpath(path))
     height, width, channels = model.input_shape[1:]
     if height is None or width is None:
         raise ValueError("the model takes images of any size; build it with a fixed input_shape to export.")
@@ -120,6 +124,8 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     except OSError as exc:
         raise ValueError(f"can't create the folder {path.parent} ({exc.strerror or exc}).") from None
     remove_abandoned_staging(path)
+    if is_saved_model(path):  # a version is in place: what a killed swap set aside is an old one
+        remove_abandoned(path.parent, f".{path.name}.", r"\.[0-9a-f]{8}\.replaced")
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".staging", dir=path.parent))
     staging.chmod(folder_mode())  # mkdtemp makes 0700; TF Serving may run as another user
     try:
@@ -140,16 +146,17 @@ def _take_place(staging: Path, path: Path, shown: Path, force: bool) -> None:
     """Put the written folder at `path`; an earlier SavedModel there (`force`) ends up at the staging name,
     removed afterwards (or by the next export, after a kill)."""
     filled = f"{shown} was filled while the SavedModel was written (another export?); nothing there was replaced. " \
-             "Choose another folder, or --force to replace a SavedModel."
+             "Choose another folder, or --force to replace a SavedModel there."
     if not force and path.is_dir() and any(path.iterdir()):
         raise ValueError(filled)
     check_saved_model_path(path, force)  # again: the folder may have changed while the SavedModel was written
     if path.is_dir() and any(path.iterdir()):
         if not exchange_folders(staging, path):
-            # No atomic swap here: the old version is moved aside first, so a kill between the two renames
-            # leaves it whole beside the folder (.NAME.PID.XXXXXXXX.replaced), not deleted.
-            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".replaced",
-                                          dir=path.parent))
+            # No atomic swap here (another system or file system): the old version is moved aside first, so a
+            # kill between the two renames leaves it whole beside the folder (.NAME.PID.XXXXXXXX.replaced; the
+            # next export removes it once a version is in place), never deleted with no new one there.
+            aside = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.replaced"
+            remember_mine(aside)
             os.rename(path, aside)
             os.rename(staging, path)
             staging = aside

@@ -23,13 +23,16 @@ def check_batches(dataset, input_shape, classes: int, what: str, name: str = "tr
     spec = dataset.element_spec
     expected = (f"batches of (images [batch, {', '.join(str(s) for s in input_shape)}], one-hot labels "
                 f"[batch, {classes}])")
-    if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
+    # (images, labels) or (images, labels, sample weights), as fit takes them
+    if not (isinstance(spec, tuple) and len(spec) in (2, 3) and all(isinstance(s, tf.TensorSpec) for s in spec)):
         raise ValueError(f"{what}: `{name}` must give {expected}; it gives {spec}.")
-    images, labels = spec
-    if images.shape.rank != 4 or not images.shape[1:].is_compatible_with(tf.TensorShape(list(input_shape))):
+    images, labels = spec[:2]
+    # A shape tf.data can't tell (a py_function without set_shape) is left to fit.
+    if images.shape.rank is not None and (
+            images.shape.rank != 4 or not images.shape[1:].is_compatible_with(tf.TensorShape(list(input_shape)))):
         batched = " (unbatched? add .batch(32))" if images.shape.rank == 3 else ""
         raise ValueError(f"{what}: `{name}` must give {expected}; its images have shape {images.shape}{batched}.")
-    if labels.shape.rank != 2 or labels.shape[-1] not in (None, classes) or not labels.dtype.is_floating:
+    if labels.shape.rank is not None and (labels.shape.rank != 2 or labels.shape[-1] not in (None, classes)):
         hint = " (class numbers? one-hot them: tf.one_hot(labels, classes))" if labels.shape.rank == 1 else ""
         raise ValueError(f"{what}: `{name}` must give {expected}; its labels are {labels.dtype.name} of shape "
                          f"{labels.shape}{hint}.")

@@ -44,9 +44,10 @@ def folded_twin(model):
 
     from mobilenet_keras.folding import folded_weights
     from mobilenet_keras.model import build_network
-    from mobilenet_keras.optimize.tf_keras_twin import architecture_of
+    from mobilenet_keras.optimize.tf_keras_twin import architecture_of, check_only_mobilenet_layers
 
     twin = build_network(tf_keras, fold_batchnorm=True, **architecture_of(model))
+    check_only_mobilenet_layers(model, twin, folded=True)
     for name, values in folded_weights(model).items():
         twin.get_layer(name).set_weights(values)
     if any(layer.name == "conv_preds" for layer in model.layers):
@@ -188,10 +189,15 @@ def _preserving(qat_model, preserve: str, names: list[str]):
 
 
 def ends_in_softmax(model) -> bool:
-    """Whether `model`'s last layer (inside tfmot's wrapper, if any) applies a softmax."""
-    last = model.layers[-1]
-    last = getattr(last, "layer", last)
-    return getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
+    """True when `model`'s last layer (inside tfmot's wrappers, if any) applies a softmax, False when it gives
+    logits (no activation); a ValueError for another activation, which no classification loss here reads."""
+    from mobilenet_keras.weights import unwrapped
+
+    activation = getattr(getattr(unwrapped(model.layers[-1]), "activation", None), "__name__", "linear")
+    if activation in ("softmax", "linear"):
+        return activation == "softmax"
+    raise ValueError(f"{model.name} ends in {activation}; fine-tuning here trains a softmax classifier or one that "
+                     "gives logits (classifier_activation='softmax' or None).")
 
 
 def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, label_smoothing: float = 0.1,

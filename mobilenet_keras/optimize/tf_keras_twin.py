@@ -94,7 +94,8 @@ def tf_keras_twin(model):
     from mobilenet_keras.model import build_network
     from mobilenet_keras.weights import transfer_weights
 
-    twin = build_network(tf_keras, **architecture_of(model))
+    arguments = architecture_of(model)
+    twin = build_network(tf_keras, **arguments)
     for layer in twin.layers:
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             source = model.get_layer(layer.name)
@@ -104,33 +105,46 @@ def tf_keras_twin(model):
             # outputs); unfused, it computes the same expression and the twin's outputs are identical.
             layer.fused = False
     transfer_weights(model, twin)
-    _check_same_network(model, twin)
+    _check_same_outputs(model, twin)
     return twin
 
 
-def _check_same_network(model, twin) -> None:
-    """ValueError unless `twin` computes what `model` does: the twin is rebuilt from the block table, so a layer
-    a user added (a Rescaling in front, a softmax after a logits model) would be left out without a word, and
-    pruning, clustering or QAT would train another network."""
+def check_only_mobilenet_layers(model, rebuilt, folded: bool = False) -> None:
+    """ValueError naming the layers of `model` that `rebuilt` (its copy built from the block table) lacks: a
+    layer a user added (a Rescaling in front, a softmax after a logits model) would be left out without a word,
+    and pruning, clustering or QAT would train another network. `folded`: `rebuilt` has its BatchNorms folded
+    into the convolutions (QAT's), so those are not missing."""
     from collections import Counter
 
-    import numpy as np
-
     def kinds(network):
-        return Counter(type(layer).__name__ for layer in network.layers)
+        return Counter(type(layer).__name__ for layer in network.layers
+                       if not (folded and "BatchNormalization" in type(layer).__name__))
 
-    extra = kinds(model) - kinds(twin)
+    extra = kinds(model) - kinds(rebuilt)
     if extra:
-        twin_names = {layer.name for layer in twin.layers}
+        rebuilt_names = {layer.name for layer in rebuilt.layers}
         named = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
-                 if type(layer).__name__ in extra and layer.name not in twin_names] or sorted(extra)
+                 if type(layer).__name__ in extra and layer.name not in rebuilt_names] or sorted(extra)
         raise ValueError(f"{model.name} has layers that MobileNetV1 does not build: {', '.join(named[:5])}. "
                          "tensorflow-model-optimization works on a tf_keras copy rebuilt from MobileNetV1's table, "
                          "which would leave them out; give it the MobileNetV1 model alone (scale images in the input "
                          "pipeline, add layers after this step).")
+
+
+def _check_same_outputs(model, twin) -> None:
+    """ValueError unless `twin` gives `model`'s outputs on random images (to float32's precision, or to the
+    model's own compute precision when it was built under a mixed precision policy)."""
+    import numpy as np
+
+    check_only_mobilenet_layers(model, twin)
     shape = (2, *(side or 64 for side in model.input_shape[1:]))
     images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-    expected, got = np.asarray(model(images, training=False)), np.asarray(twin(images, training=False))
-    if expected.shape != got.shape or np.abs(expected - got).max() > 1e-4 * max(1.0, float(np.abs(expected).max())):
-        raise ValueError(f"the tf_keras copy of {model.name} rebuilt from MobileNetV1's table does not compute what "
-                         "it does (its layers are connected otherwise); give it a model built by MobileNetV1.")
+    expected = np.asarray(model(images, training=False), np.float32)
+    got = np.asarray(twin(images, training=False), np.float32)
+    compute = str(getattr(getattr(model, "dtype_policy", None), "compute_dtype", "float32"))
+    tolerance = 1e-4 if compute == "float32" else 5e-2  # bfloat16 keeps 8 bits of mantissa
+    difference = float(np.abs(expected - got).max()) if expected.shape == got.shape else float("inf")
+    if difference > tolerance * max(1.0, float(np.abs(expected).max())):
+        raise ValueError(f"the tf_keras copy of {model.name} rebuilt from MobileNetV1's table gives other outputs "
+                         f"({difference:.3g} apart, computing in {compute}): its layers are connected otherwise; "
+                         "give it a model built by MobileNetV1.")

@@ -318,7 +318,8 @@ def files_fingerprint(root: str | os.PathLike, *groups) -> str:
     for number, paths in enumerate(groups):
         digest.update(f"group {number}\n".encode())
         for path in paths:
-            digest.update(f"{os.path.relpath(path, root)}\t{os.stat(path).st_size}\n".encode("utf-8", "replace"))
+            name = Path(os.path.relpath(path, root)).as_posix()  # the same on Windows and POSIX
+            digest.update(f"{name}\t{os.stat(path).st_size}\n".encode("utf-8", "replace"))
     return digest.hexdigest()[:32]
 
 
