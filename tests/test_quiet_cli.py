@@ -206,7 +206,7 @@ def test_a_failed_android_file_never_replaces_the_one_in_place(tmp_path, capsys)
     (target.parent / "labels.txt").write_text("the good file's classes\n")
     status = cli.main(["export", str(run), "--android", str(target), "--calibration", str(folder), "--quiet"])
     err = capsys.readouterr().err
-    assert status == 1 and "FAIL assets/model.failed.tflite" in err, err[-2000:]
+    assert status == 1 and f"FAIL {target.parent / 'model.failed.tflite'}: " in err, err[-2000:]
     assert target.read_bytes() == b"the good file" and "(the file there is unchanged)" in err
     assert (target.parent / "labels.txt").read_text() == "the good file's classes\n"  # its labels too
     assert (target.parent / "model.failed.tflite").is_file()
@@ -348,7 +348,7 @@ def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_p
     # only a file that did not fail takes the asked-for place; a failed one is set aside
     kept = target.with_name("model.failed.tflite") if result.returncode == 1 else target
     assert kept.is_file() and not (target if result.returncode == 1 else kept.with_name("model.failed.tflite")).exists()
-    assert kept.name in verdict[0], verdict
+    assert f" {kept}: top-1 agreement" in verdict[0], verdict  # the whole path, not app's short name
     assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []  # no staging file left
     assert "calibrating on 200 of the run's training images" in result.stderr
     from tflite.flatbuffer import float_tensors_inside, read_model

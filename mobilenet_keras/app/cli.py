@@ -600,7 +600,7 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
         return EXIT_INCONCLUSIVE
     row["file"] = str(kept)
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
-    print(file_line(row) + (f" ({reason})" if reason else ""), file=sys.stderr)
+    print(file_line(row, name=str(kept)) + (f" ({reason})" if reason else ""), file=sys.stderr)  # the path typed
     if verdict == "FAIL":
         print(f"{target} was not written{' (the file there is unchanged)' if target.exists() else ''}: the "
               f"converted file failed its check and is kept as {kept.name} for a look.", file=sys.stderr)

@@ -18,12 +18,12 @@ from tflite.representative import CALIBRATION_IMAGES
 VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
 
 
-def file_line(row: dict) -> str:
+def file_line(row: dict, name: str | None = None) -> str:
     """One line per verified file for the terminal: verdict, agreement, SQNR and what computes in float or
-    int16 inside."""
+    int16 inside. `name`: how to name the file (default: as the run folder's reports do)."""
     from mobilenet_keras.app.report import op_counts_cell, row_verdict, shown_name
 
-    return (f"{row_verdict(row)} {shown_name(row)}: top-1 agreement {row['top1_agreement']:.2%}, "
+    return (f"{row_verdict(row)} {name or shown_name(row)}: top-1 agreement {row['top1_agreement']:.2%}, "
             f"SQNR {row['sqnr_db']:.1f} dB, float / int16 ops {op_counts_cell(row)}")
 
 
