@@ -143,8 +143,9 @@ def tensorflow_format_problem(path: str | os.PathLike) -> str | None:
     what = next((name for magic, name in OTHER_FORMATS if head.startswith(magic)), None)
     suffix = Path(path).suffix or "(no suffix)"
     if what:
-        return f"is a {what} file named {suffix}; TensorFlow reads only JPEG, PNG, GIF and BMP"
-    return "is not a JPEG, PNG, GIF or BMP file (the only formats TensorFlow reads)"
+        return (f"is a {what} file named {suffix}; only JPEG, PNG, GIF and BMP images are read (TensorFlow's "
+                "decoders; its WebP decoder misses alpha and animation): convert it, e.g. to PNG")
+    return "is not a JPEG, PNG, GIF or BMP file (the formats images are read in, with TensorFlow's decoders)"
 
 
 #: How every image of this package is resized: training, validation, calibration folders, verify,
