@@ -174,6 +174,12 @@ def build_network(
     every convolution carries a bias and no BatchNormalization follows it (the QAT twin trains in this
     form, so that its simulated weight quantization is the one the converted file uses).
     """
+    if input_tensor is not None:  # its shape is the input shape: checked, and named in the model's name, as one
+        given = tuple(input_tensor.shape)[1:]
+        if input_shape is not None and tuple(input_shape) != given:
+            raise ValueError(f"input_shape {tuple(input_shape)} differs from input_tensor's shape {given}; give one "
+                             "of them.")
+        input_shape = given
     input_shape = _validate(input_shape, alpha, depth_multiplier, include_top, weights, pooling,
                             classes, classifier_activation, output_stride, dropout)
     rows, cols, _ = input_shape

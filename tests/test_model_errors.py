@@ -218,3 +218,18 @@ def test_a_damaged_weights_file_is_a_one_line_value_error(weights_025, tmp_path)
     assert sorted(outcomes) == sorted(paths), result.stdout
     assert not [o for o in outcomes.values() if o.startswith("OTHER")], outcomes
     assert any(o.startswith("ValueError") for o in outcomes.values()), outcomes
+
+
+def test_an_input_tensor_is_checked_and_named_as_its_shape():
+    """An input_tensor skipped the size checks (16 px reached Keras's "output size would be zero or negative")
+    and a 64 px model was named mobilenet_0.25_224."""
+    import keras
+
+    with pytest.raises(ValueError, match="at least 32"):
+        MobileNetV1(input_tensor=keras.Input((16, 16, 3)), alpha=0.25, include_top=False)
+    with pytest.raises(ValueError, match=r"differs from input_tensor's shape \(64, 64, 3\)"):
+        MobileNetV1(input_tensor=keras.Input((64, 64, 3)), input_shape=(96, 96, 3), alpha=0.25)
+    model = MobileNetV1(input_tensor=keras.Input((64, 64, 3)), alpha=0.25, classes=3)
+    assert model.name == "mobilenet_0.25_64" and model.input_shape == (None, 64, 64, 3)
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1)(keras.Input((None, None, 3)))
+    assert MobileNetV1(input_tensor=scaled, alpha=0.25, include_top=False).output_shape == (None, None, None, 256)
