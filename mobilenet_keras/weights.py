@@ -95,7 +95,7 @@ def load_weights(model, path: str | os.PathLike) -> None:
                 remedy = (f"The file has this model's width ({_width_of(file_shapes)}): build the model with the "
                           "file's depth_multiplier, or use a file made for this one.")
             raise ValueError(f"{path} does not fit this model: layer {layer.name!r} has weights of shapes "
-                             f"{model_shapes} but the file holds {file_shapes[layer.name]}. {remedy}")
+                             f"{model_shapes} but the file holds {held}. {remedy}")
     backbone_missing = [n for n in missing if n not in HEAD_LAYERS]
     if backbone_missing:
         raise ValueError(

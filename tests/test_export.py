@@ -133,18 +133,24 @@ def test_missing_parent_folders_are_created(model, tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["1"]  # no staging folder left beside it
 
 
-def test_a_killed_export_leaves_no_staging_folder_and_folders_follow_the_umask(tmp_path):
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory) -> Path:
+    """A small model's .keras file, for the exports run in processes of their own (to kill or race them)."""
+    path = tmp_path_factory.mktemp("small") / "small.keras"
+    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None).save(path)
+    return path
+
+
+def test_a_killed_export_leaves_no_staging_folder_and_folders_follow_the_umask(tmp_path, small_file):
     """SIGKILL while the SavedModel is being written, then export again: the abandoned staging folder goes,
     and the finished folder is 0755 under umask 022 (readable by a TF Serving of another user)."""
     import signal
     import time
 
-    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
-    small.save(tmp_path / "small.keras")
     script = (
         "import os, sys, keras; os.umask(0o022)\n"
         "from mobilenet_keras.deploy.saved_model import export_saved_model\n"
-        f"model = keras.models.load_model({str(tmp_path / 'small.keras')!r})\n"
+        f"model = keras.models.load_model({str(small_file)!r})\n"
         f"export_saved_model(model, {str(tmp_path / 'serving' / 'm' / '1')!r}, force=True)\n"
     )
     victim = subprocess.Popen([sys.executable, "-c", script])
@@ -196,25 +202,22 @@ def test_force_replaces_an_earlier_saved_model_and_nothing_else(model, saved, tm
     assert (run / "model.keras").read_bytes() == b"weights" and (saved / "saved_model.pb").is_file()
 
 
-def _export_script(tmp_path, model_file: Path, target: Path, force: bool) -> str:
+def _export_script(model_file: Path, target: Path, force: bool) -> str:
     return ("import keras\n"
             "from mobilenet_keras.deploy.saved_model import export_saved_model\n"
             f"model = keras.models.load_model({str(model_file)!r})\n"
             f"export_saved_model(model, {str(target)!r}, force={force})\n")
 
 
-def test_a_server_watching_the_folder_always_finds_a_whole_version(tmp_path):
+def test_a_server_watching_the_folder_always_finds_a_whole_version(model, tmp_path, small_file):
     """--force replaces the version folder by swapping names in one step: it used to delete the old folder,
     then rename the new one in, so a server (or a kill) could find the version half deleted or missing."""
     import time
 
-    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
-    small.save(tmp_path / "small.keras")
     version = tmp_path / "serving" / "m" / "1"
-    export_saved_model(small, version)
+    export_saved_model(model, version)
     first = (version / "saved_model.pb").stat().st_ino
-    writer = subprocess.Popen([sys.executable, "-c", _export_script(tmp_path, tmp_path / "small.keras", version,
-                                                                     True)])
+    writer = subprocess.Popen([sys.executable, "-c", _export_script(small_file, version, True)])
     looks, missing, deadline = 0, 0, time.time() + 300
     while writer.poll() is None and time.time() < deadline:
         looks += 1
@@ -225,17 +228,15 @@ def test_a_server_watching_the_folder_always_finds_a_whole_version(tmp_path):
     assert sorted(p.name for p in version.parent.iterdir()) == ["1"]  # and the old one is gone
 
 
-def test_a_folder_filled_during_the_export_is_left_alone(tmp_path):
+def test_a_folder_filled_during_the_export_is_left_alone(tmp_path, small_file):
     """Without --force, what appeared in the folder while the SavedModel was written is not deleted (the
     final rename used to rmtree whatever was there): the export fails and the file stays."""
     import time
 
-    small = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
-    small.save(tmp_path / "small.keras")
     version = tmp_path / "serving" / "1"
     version.mkdir(parents=True)  # an empty folder is accepted
-    writer = subprocess.Popen([sys.executable, "-c", _export_script(tmp_path, tmp_path / "small.keras", version,
-                                                                     False)], stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", _export_script(small_file, version, False)],
+                              stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not list(version.parent.glob(".1.*.staging")) and writer.poll() is None and time.time() < deadline:
         time.sleep(0.01)

@@ -433,17 +433,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mobilenet_keras.deploy.saved_model import check_saved_model_path
     from mobilenet_keras.files import check_file_name
 
-    try:  # before anything is read or written: a refusal at the end would leave the other exports behind
-        if args.saved_model:
-            check_saved_model_path(args.saved_model, args.force)
-        for path, example in ((args.android, "model.tflite"), (args.onnx, "model.onnx")):
-            if path:
-                check_file_name(path, example)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    for what, path in (("--saved-model", args.saved_model), ("--android", args.android), ("--onnx", args.onnx)):
-        if path:
-            check_destination(path, what)
+    # Before anything is read or written: a refusal at the end would leave the other exports behind.
+    for what, path, file_example in (("--saved-model", args.saved_model, None),
+                                     ("--android", args.android, "model.tflite"), ("--onnx", args.onnx, "model.onnx")):
+        if not path:
+            continue
+        try:
+            if file_example is None:
+                check_saved_model_path(path, args.force)
+            else:
+                check_file_name(path, file_example)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        check_destination(path, what)
     folder = RunFolder(run_dir)
     stage = Stages()
     try:

@@ -94,8 +94,7 @@ def tf_keras_twin(model):
     from mobilenet_keras.model import build_network
     from mobilenet_keras.weights import transfer_weights
 
-    arguments = architecture_of(model)
-    twin = build_network(tf_keras, **arguments)
+    twin = build_network(tf_keras, **architecture_of(model))
     for layer in twin.layers:
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             source = model.get_layer(layer.name)
