@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-#: The formats TensorFlow's decoder (tf.io.decode_image, behind keras.utils.image_dataset_from_directory)
-#: reads, by their first bytes; PIL reads many more (TIFF, WebP, ...), so PIL opening a file is not enough.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+#: The formats TensorFlow's decoder (tf.io.decode_image) reads, by their first bytes (WebP is told apart from
+#: other RIFF files by `_is_webp`); PIL reads many more (TIFF, HEIC, ...), so PIL opening a file is not enough.
 TF_FORMATS = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
               (b"BM", "BMP"))
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP and still WebP"
 #: First bytes of formats people rename to .jpg/.png by mistake, to say what the file really is.
-OTHER_FORMATS = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP (or another RIFF file)"),
+OTHER_FORMATS = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "RIFF (not WebP: audio or video?)"),
                  (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"8BPS", "Photoshop"), (b"%PDF", "PDF"),
                  (b"\x00\x00\x01\x00", "ICO"), (b"<svg", "SVG"), (b"<?xml", "XML/SVG"))
 
@@ -69,7 +70,7 @@ def scan_folder(folder: str | os.PathLike) -> ImageFolder:
 
 
 #: Image formats people keep beside their JPEGs that TensorFlow's decoder does not read: left out, with a warning.
-UNREAD_SUFFIXES = (".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ico", ".svg")
+UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ico", ".svg")
 
 
 def _images_below(folder: Path, other: list | None = None) -> list[Path]:
@@ -128,24 +129,41 @@ def _warn(message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
+def _is_webp(head: bytes) -> bool:
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+
+
+def _is_animated_webp(head: bytes) -> bool:
+    """An extended WebP (VP8X chunk) whose flags byte has the animation bit: TensorFlow's decoder reads such a
+    file only by corrupting the heap (TF 2.21, a native decode aborts the process), so it is never handed one."""
+    return _is_webp(head) and head[12:16] == b"VP8X" and len(head) > 20 and bool(head[20] & 0x02)
+
+
+ANIMATED_WEBP = ("an animated WebP, which TensorFlow's WebP decoder can't read (it reads still WebP only); "
+                 "save one frame as PNG or JPEG")
+
+
 def tensorflow_format_problem(path: str | os.PathLike) -> str | None:
     """Why TensorFlow's image decoder can't read `path` judging by its first bytes, or None when it is
-    a JPEG, PNG, GIF or BMP."""
+    a JPEG, PNG, GIF, BMP or still WebP."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(32)
     except OSError as exc:
         return f"can't be opened ({exc.strerror or exc})"
     if not head:
         return "is empty (0 bytes)"
-    if any(head.startswith(magic) for magic, _ in TF_FORMATS):
+    if _is_animated_webp(head):
+        return f"is {ANIMATED_WEBP}"
+    if _is_webp(head) or any(head.startswith(magic) for magic, _ in TF_FORMATS):
         return None
     what = next((name for magic, name in OTHER_FORMATS if head.startswith(magic)), None)
     suffix = Path(path).suffix or "(no suffix)"
     if what:
-        return (f"is a {what} file named {suffix}; only JPEG, PNG, GIF and BMP images are read (TensorFlow's "
-                "decoders; its WebP decoder misses alpha and animation): convert it, e.g. to PNG")
-    return "is not a JPEG, PNG, GIF or BMP file (the formats images are read in, with TensorFlow's decoders)"
+        return (f"is a {what} file named {suffix}; only {FORMAT_NAMES} images are read (TensorFlow's decoders): "
+                "convert it, e.g. to PNG")
+    return (f"is not a {FORMAT_NAMES.replace(' and ', ' or ')} file (the formats images are read in, with "
+            "TensorFlow's decoders)")
 
 
 #: How every image of this package is resized: training, validation, calibration folders, verify,
@@ -155,13 +173,14 @@ ANTIALIAS = True
 
 
 def decode_image(encoded):
-    """Encoded JPEG, PNG, GIF or BMP bytes (a scalar string tensor) to a uint8 RGB tensor [height, width, 3],
-    with TensorFlow's decoders, in a graph or eagerly.
+    """Encoded JPEG, PNG, GIF, BMP or WebP bytes (a scalar string tensor) to a uint8 RGB tensor
+    [height, width, 3], with TensorFlow's decoders, in a graph or eagerly.
 
-    Grayscale is repeated over RGB, RGBA loses its alpha (not composited, as PIL's convert("RGB")),
-    palette PNG and GIF are expanded, CMYK JPEG is converted by libjpeg, a 16-bit PNG keeps the high byte
-    of each sample (value // 256), the first frame of an animated GIF is used. A palette (8 bits or fewer
-    per pixel) BMP is refused: TensorFlow's BMP decoder reads its palette indices as gray levels.
+    Grayscale is repeated over RGB, RGBA (PNG or WebP) loses its alpha (not composited, as PIL's
+    convert("RGB")), palette PNG and GIF are expanded, CMYK JPEG is converted by libjpeg, a 16-bit PNG keeps
+    the high byte of each sample (value // 256), the first frame of an animated GIF is used. A palette
+    (8 bits or fewer per pixel) BMP is refused: TensorFlow's BMP decoder reads its palette indices as gray
+    levels. An animated WebP is refused before it reaches the decoder (see `_is_animated_webp`).
     """
     import tensorflow as tf
 
@@ -173,8 +192,21 @@ def decode_image(encoded):
     bits = tf.cond(is_bmp, lambda: tf.cast(tf.io.decode_raw(header, tf.uint16)[0], tf.int32), lambda: tf.constant(24))
     check = tf.debugging.Assert(bits > 8, ["a palette BMP (8 bits or fewer per pixel), which TensorFlow's "
                                            "decoder misreads; convert it to PNG"])
-    with tf.control_dependencies([check]):
-        image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    # the same tests as _is_webp / _is_animated_webp, on a header zero-padded to 21 bytes
+    webp_head = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 21), b"\x00" * 21]), 0, 21)
+    is_webp = tf.logical_and(tf.equal(tf.strings.substr(webp_head, 0, 4), b"RIFF"),
+                             tf.equal(tf.strings.substr(webp_head, 8, 4), b"WEBP"))
+    flags = tf.io.decode_raw(tf.strings.substr(webp_head, 20, 1), tf.uint8)[0]
+    animated = tf.logical_and(tf.logical_and(is_webp, tf.equal(tf.strings.substr(webp_head, 12, 4), b"VP8X")),
+                              tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0))
+    not_animated = tf.debugging.Assert(tf.logical_not(animated), [ANIMATED_WEBP])
+    with tf.control_dependencies([check, not_animated]):
+        # TensorFlow's WebP decoder takes no channel count but the file's own (3, or 4 with alpha): decoded
+        # as it is, then the alpha dropped as for PNG
+        image = tf.cond(
+            is_webp,
+            lambda: tf.io.decode_image(encoded, channels=0, dtype=tf.uint8, expand_animations=False)[:, :, :3],
+            lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 
@@ -253,6 +285,8 @@ def decoder_reason(exc) -> str:
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # TensorFlow's name for the op that ran
     if "palette BMP" in text:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
+    if "animated WebP" in text:
+        return ANIMATED_WEBP
     return "TensorFlow's decoder: " + text[:200]
 
 

@@ -56,7 +56,7 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     - `serving_default`: `images`, float32 [batch, H, W, 3] with pixel values 0..255 (scaled to
       `INPUT_RANGE`, [-1, 1], inside the graph).
-    - `serving_bytes`: `image_bytes`, a batch of encoded JPEG, PNG, BMP or GIF strings, decoded and
+    - `serving_bytes`: `image_bytes`, a batch of encoded JPEG, PNG, BMP, GIF or still WebP strings, decoded and
       resized to H x W inside the graph by `mobilenet_keras.images.decode_and_resize` (the decoder and
       resize that training, calibration, verify and predict use, so a photo gets the same pixels and
       probabilities here as from model.keras and the float .tflite), then scaled: what TF Serving's
