@@ -290,9 +290,14 @@ def decoder_reason(exc) -> str:
     return "TensorFlow's decoder: " + text[:200]
 
 
-def decode_files(paths, size: tuple[int, int] | None = None) -> tuple[list[np.ndarray], list[int]]:
+def decode_files(paths, size: tuple[int, int] | None = None,
+                 keep_bytes: int | None = None) -> tuple[list[np.ndarray] | None, list[int]]:
     """Decode many files at once (a parallel tf.data pass, no Python per image): the uint8 images at
-    their own size (or resized to `size`) in order, and the indices of the files that failed."""
+    their own size (or resized to `size`) in order, and the indices of the files that failed.
+
+    `keep_bytes`: once the decoded images pass this many bytes they are let go and None is returned in
+    their place, the rest still decoded to find the files that fail: a check of a folder too large for
+    memory holds one image at a time (0: check only)."""
     import tensorflow as tf
 
     paths = [str(p) for p in paths]
@@ -307,11 +312,19 @@ def decode_files(paths, size: tuple[int, int] | None = None) -> tuple[list[np.nd
 
     dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
     dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-    images: list = [None] * len(paths)
+    images: list | None = [None] * len(paths)
+    decoded = np.zeros(len(paths), bool)
+    held = 0
     for index, image in dataset.as_numpy_iterator():
-        images[int(index)] = image
-    bad = [i for i, image in enumerate(images) if image is None]
-    return [image for image in images if image is not None], bad
+        decoded[int(index)] = True
+        if images is not None:
+            held += image.nbytes
+            if keep_bytes is not None and held > keep_bytes:
+                images = None
+            else:
+                images[int(index)] = image
+    bad = [int(i) for i in np.flatnonzero(~decoded)]
+    return (None if images is None else [image for image in images if image is not None]), bad
 
 
 def load_images(paths, size: tuple[int, int]) -> tuple[np.ndarray, list[Path]]:

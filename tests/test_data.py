@@ -162,6 +162,28 @@ def test_decoded_images_that_dont_fit_in_memory_go_to_a_cache_file(tmp_path):
     assert tuple(x.shape[1:]) == (32, 32, 3)
 
 
+def test_a_folder_larger_than_the_memory_budget_is_checked_without_being_held_whole(tmp_path):
+    # 80 flat 4,000 x 3,000 PNGs: 3.5 MB on disk, 2.9 GB decoded. With a 50 MB budget they go to the cache
+    # file; the check before it decoded them all into one list first (peak 3.5 GB), now it lets each go.
+    for name in "ab":
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(40):
+            flat = Image.new("RGB", (4000, 3000), (i * 5, 100, 200 if name == "a" else 50))
+            flat.save(tmp_path / "d" / name / f"{i}.png")
+    decoded_mib = 80 * 4000 * 3000 * 3 // (1 << 20)
+    script = ("import resource, sys, warnings; warnings.simplefilter('ignore')\n"
+              "from mobilenet_keras.training import datasets\n"
+              "data = datasets.image_folder(sys.argv[1], image_size=32, memory_limit=50 << 20,\n"
+              "                             cache_dir=sys.argv[2])\n"
+              "assert data.num_train + data.num_validation == 80\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "d"), str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mib = int(done.stdout.split()[-1])
+    assert peak_mib < decoded_mib / 2, (peak_mib, decoded_mib)  # TensorFlow itself, a few images in flight
+
+
 def test_calibration_does_not_read_through_the_training_cache_file(tmp_path, capfd):
     # Reading a few images through a cache file that is not complete makes tf.data throw the part it wrote
     # away (and log that it did): calibration decodes its images itself, and gets the training images unaugmented.

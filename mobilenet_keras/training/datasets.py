@@ -383,14 +383,16 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
         if bad:  # the rest are decoded too, so that one message names every file to fix, not a round of them
             named = set(bad)
             rest = [p for p in folder.paths if str(p) not in named]
-            bad += [str(rest[i]) for i in decode_files(rest)[1]]
+            bad += [str(rest[i]) for i in decode_files(rest, keep_bytes=0)[1]]
             raise _bad_files_error(bad, first_reason)
     (train_paths, train_labels), (val_paths, val_labels) = keras_split(folder.paths, folder.labels,
                                                                        validation_split, seed)
     memory_limit = memory_budget() if memory_limit is None else memory_limit
     decoded = None
     if cache or check_files:
-        decoded, bad = decode_files(train_paths + val_paths)
+        # past the budget the images are let go as they come (checked, not kept): a folder larger than memory
+        # goes to the cache file without first being held whole
+        decoded, bad = decode_files(train_paths + val_paths, keep_bytes=memory_limit if cache else 0)
         if bad:
             names = [str((train_paths + val_paths)[i]) for i in bad]
             if check_files:
@@ -405,8 +407,8 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
             train_paths, val_paths = everything[:split], everything[split:]
             train_labels, val_labels = kept_labels[:split], kept_labels[split:]
             num_train, num_validation = len(train_paths), len(val_paths)
-        if not cache or sum(image.nbytes for image in decoded) > memory_limit:
-            decoded = None  # checked; now decoded again per epoch (cache=False) or into a cache file
+        if not cache:
+            decoded = None  # checked; now decoded again per epoch (cache=False), or into a cache file (None)
     plain = None
     if decoded is not None:
         train = _in_memory(decoded[:num_train], train_labels)
