@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -157,7 +162,35 @@ def test_creates_the_user_environment_on_first_need(no_mediapipe, monkeypatch, t
     assert found == str(android.user_venv() / "bin" / "python")
     assert messages == [f"creating MediaPipe's environment in {android.user_venv()} (once, ~30 s)"]
     assert android.ensure_mediapipe_python(progress=messages.append) == found and len(messages) == 1
-    assert not [p for p in android.user_venv().parent.iterdir() if p.name.startswith(".")]  # no staging left
+    assert [p.name for p in android.user_venv().parent.iterdir()] == ["venv-mediapipe"]  # no staging left
+
+
+def test_a_creation_killed_midway_leaves_no_environment_and_the_next_one_removes_its_files(no_mediapipe, monkeypatch,
+                                                                                        tmp_path):
+    home = tmp_path / "home"
+    hanging = _script(tmp_path / "hang" / "python3",
+                      f'#!/bin/sh\nmkdir -p "$3/lib"\ntouch {tmp_path}/started\nsleep 300\n')
+    script = ("import sys\nfrom mobilenet_keras.deploy import android\nandroid.venv_python = sys.argv[1]\n"
+              "android.SOURCE_VENV = android.Path(sys.argv[2])\nandroid.ensure_mediapipe_python()\n")
+    env = {**os.environ, "MOBILENET_KERAS_HOME": str(home)}
+    env.pop("MOBILENET_KERAS_MEDIAPIPE_PYTHON", None)
+    child = subprocess.Popen([sys.executable, "-c", script, str(hanging), str(tmp_path / "none")], env=env,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "started").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)  # the command, while its `python -m venv` runs
+        child.wait()
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # and the orphaned stand-in
+    left = list(home.iterdir())
+    assert len(left) == 1 and ".staging" in left[0].name and (left[0] / "lib").is_dir(), left
+    assert not (home / "venv-mediapipe").exists()  # never a half-made environment under the real name
+    android = no_mediapipe
+    monkeypatch.setattr(android, "venv_python", str(_script(tmp_path / "fake" / "python3", FAKE_VENV_PYTHON)))
+    assert android.ensure_mediapipe_python(progress=lambda text: None) == str(android.user_venv() / "bin" / "python")
+    assert [p.name for p in home.iterdir()] == ["venv-mediapipe"]
 
 
 def test_a_planted_venv_in_the_current_folder_is_never_run(no_mediapipe, monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.files import scratch_folder, write_bytes_atomic
+from mobilenet_keras.files import owned_temp_folder, scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 # MediaPipe's metadata describes normalization as (pixel - mean) / std.
@@ -97,7 +97,8 @@ def ensure_mediapipe_python(progress=None) -> str | None:
     (progress or (lambda text: print(text, file=sys.stderr, flush=True)))(message)
     try:
         venv.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{venv.name}.", dir=venv.parent))
+        # named by host and process: the next creation removes what a killed one left (hundreds of MB of pip's)
+        staging = owned_temp_folder(venv.parent, f".{venv.name}.staging")
     except OSError as exc:
         _warn_once(f"can't create {venv.parent} ({exc.strerror or exc})")
         return None
