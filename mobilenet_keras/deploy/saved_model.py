@@ -95,7 +95,12 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     archive.track(model)
 
     def predict(images):
-        probabilities = model(images * INPUT_SCALE + INPUT_OFFSET, training=False)
+        # An empty batch (a client's empty request) is answered with empty outputs: TensorFlow's CPU
+        # convolution passes a batch of 0 through with its input's shape, and the next layer fails on it.
+        def run():
+            return tf.cast(model(images * INPUT_SCALE + INPUT_OFFSET, training=False), tf.float32)
+
+        probabilities = tf.cond(tf.shape(images)[0] > 0, run, lambda: tf.zeros([0, classes], tf.float32))
         top = tf.math.top_k(probabilities, k=k)
         outputs = {"probabilities": probabilities, "top_k_indices": top.indices, "top_k_scores": top.values}
         if label_table is not None:
