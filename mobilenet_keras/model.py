@@ -115,6 +115,9 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
         raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
     if include_top and (not _is_integer(classes) or not 1 <= classes <= MAX_CLASSES):
         raise ValueError(f"classes must be an integer from 1 to {MAX_CLASSES}; got {classes!r}.")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be None, 'imagenet' or the path to a weights file (a str or Path); got "
+                         f"{type(weights).__name__} {weights!r}.")
     if weights is not None and weights != "imagenet" and not os.path.isfile(weights):
         raise ValueError(
             f"weights must be None, 'imagenet' or the path to a weights file; {str(weights)!r} is not a file."

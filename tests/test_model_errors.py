@@ -22,6 +22,8 @@ from mobilenet_keras import MobileNetV1
         ({"weights": "imagenet", "input_shape": (96, 96, 3)}, "square inputs of [128, 160, 192, 224]"),
         ({"weights": "imagenet", "depth_multiplier": 2}, "depth_multiplier=1"),
         ({"weights": "/no/such/file.h5"}, "is not a file"),
+        ({"weights": ["model.h5"]}, "(a str or Path); got list"),
+        ({"weights": b"model.h5"}, "(a str or Path); got bytes"),
         ({"input_shape": (64, 64)}, "(height, width, channels)"),
         ({"alpha": float("inf")}, "alpha must be a number > 0 and finite"),
         ({"alpha": float("nan")}, "alpha must be a number > 0 and finite"),
