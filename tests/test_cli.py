@@ -43,6 +43,34 @@ def test_bench_prints_a_table(capsys):
     assert "uint8" in out and "ms" in out.splitlines()[0]  # a latency column, whatever its name
 
 
+def test_bench_refuses_a_fifo_and_thread_counts_past_the_cap(tmp_path, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.tflite")  # reading it waited for a writer forever
+    assert main(["bench", str(tmp_path / "pipe.tflite")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    from tests.conftest import TFLITE_REFERENCE, require
+
+    model = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
+    assert main(["bench", str(model), "--threads", "100000"]) == 2  # it was a segfault in LiteRT's thread pool
+    assert "--threads from 1 to 256" in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_internal_error():
+    import subprocess
+    import sys
+
+    from tests.conftest import TFLITE_REFERENCE, require
+
+    model = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
+    bench = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "bench", str(model), "--runs", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bench.stdout.close()  # as `| head -0` would
+    err = bench.stderr.read().decode()
+    bench.stderr.close()
+    assert bench.wait(timeout=300) == 141 and "Error" not in err, err[-1000:]
+
+
 def test_predict_names_a_bad_image(tmp_path, capsys):
     from tests.conftest import TFLITE_REFERENCE, require
 

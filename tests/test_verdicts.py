@@ -163,6 +163,58 @@ def test_labels_must_be_class_numbers_of_the_model(model3, file3):
         verify(model3, file3, images, labels=numbers[:11], latency_runs=0)
 
 
+def test_labels_given_with_max_samples_are_cut_with_the_images(model3, file3):
+    images, numbers = _images(12), np.arange(12) % 3
+    cut = verify(model3, file3, images, labels=numbers, max_samples=9, latency_runs=0)
+    first = verify(model3, file3, images[:9], labels=numbers[:9], latency_runs=0)
+    assert cut.samples == 9 and cut.float_accuracy == first.float_accuracy  # it was "12 labels for 9 images"
+
+
+def _class_folders(root, names, per_class=4):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_folders_labels_are_the_models_classes_by_name_or_refused(model3, file3, tmp_path):
+    # one class folder of a 3-class model: its images were all label 0, whatever the folder's name
+    lone = _class_folders(tmp_path / "lone", ["dog"])
+    with pytest.raises(ValueError, match="1 class folder.*dog.*model has 3 classes.*class_names="):
+        verify(model3, file3, lone, latency_runs=0)
+    by_name = verify(model3, file3, lone, class_names=["cat", "bird", "dog"], latency_runs=0)
+    predicted = model3.predict(tflite.representative.collect(lone, (SIZE, SIZE, 3)), verbose=0).argmax(1)
+    assert by_name.float_accuracy == np.mean(predicted == 2)
+    with pytest.raises(ValueError, match="class folder.*dog.*not among the model's classes"):
+        verify(model3, file3, lone, class_names=["cat", "bird", "fish"], latency_runs=0)
+    with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
+        verify(model3, file3, lone, class_names=["cat", "dog"], latency_runs=0)
+    whole = _class_folders(tmp_path / "whole", ["a", "b", "c"])  # as many folders as classes: in order
+    in_order = verify(model3, file3, whole, latency_runs=0)
+    assert in_order.float_accuracy == np.mean(model3.predict(tflite.representative.collect(whole, (SIZE, SIZE, 3)),
+                                                             verbose=0).argmax(1) == np.repeat([0, 1, 2], 4))
+    with pytest.raises(ValueError, match="labels were given with a folder and max_samples"):
+        verify(model3, file3, whole, labels=np.repeat([0, 1, 2], 4), max_samples=6, latency_runs=0)
+
+
+def test_verify_judges_the_bytes_it_ran_even_if_the_file_changes(model3, file3, tmp_path):
+    import shutil
+
+    from tflite.runtime import TFLiteModel
+
+    with pytest.warns(UserWarning, match="calibrating on 16"):
+        int8 = tflite.convert(model3, tmp_path / "m.tflite", "int8", representative_data=_images(16))
+    loaded = TFLiteModel(int8)
+    shutil.copy(file3, int8)  # replaced by the float32 file after loading
+    report = verify(model3, loaded, _images(8), latency_runs=2)
+    assert report.mode == "int8" and report.float_ops == 0 and report.size_bytes == loaded.size_bytes
+    assert report.latency_ms > 0
+
+
 def test_thresholds_and_min_samples_are_checked(model3, file3):
     with pytest.raises(ValueError, match="min_top1_agreement is a fraction from 0 to 1 .* got 93"):
         verify(model3, file3, _images(4), thresholds={"min_top1_agreement": 93}, latency_runs=0)

@@ -83,18 +83,37 @@ def measure_side_by_side(calls: Sequence[Callable[[], object]], runs: int = 30, 
     return latencies
 
 
-def tflite_latency(path: str | os.PathLike, runs: int = 30, threads: int = 2, **warmup) -> Latency:
-    """Latency of a .tflite file at its own batch (1 for this package's files), on zero input."""
+#: Interpreter threads a latency is measured with at most: LiteRT's thread pool crashes the process (SIGSEGV)
+#: when it can't create the threads asked for (100,000), and past a thread per core none helps.
+MAX_THREADS = 256
+
+
+def check_count(name: str, value, low: int, high: int | None = None) -> None:
+    """A ValueError naming `name` unless `value` is an integer from `low` to `high` (no upper bound: None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ValueError(f"{name} must be an integer {bound}; got {value!r}.")
+
+
+def tflite_latency(path, runs: int = 30, threads: int = 2, **warmup) -> Latency:
+    """Latency of a .tflite file (a path, or a loaded `TFLiteModel`: the bytes it holds) at its own batch
+    (1 for this package's files), on zero input."""
     return tflite_latencies([path], runs, threads, **warmup)[0]
 
 
-def tflite_latencies(paths: Sequence[str | os.PathLike], runs: int = 30, threads: int = 2, **warmup) -> list[Latency]:
-    """Latencies of several .tflite files timed in turns (`measure_side_by_side`), each at its own batch."""
+def tflite_latencies(paths: Sequence, runs: int = 30, threads: int = 2, **warmup) -> list[Latency]:
+    """Latencies of several .tflite files (paths or loaded `TFLiteModel`s) timed in turns
+    (`measure_side_by_side`), each at its own batch."""
     from tflite.runtime import TFLiteModel
 
+    check_count("threads", threads, 1, MAX_THREADS)
+    check_count("runs", runs, 1)
     calls, per = [], []
     for path in paths:
-        timed = TFLiteModel(path, num_threads=threads)
+        loaded = isinstance(path, TFLiteModel)
+        timed = TFLiteModel(path.path if loaded else path, num_threads=threads,
+                            content=path.content if loaded else None)
         batch = max(timed.input_shape[0], 1)
         sample = np.zeros((batch, *timed.input_shape[1:]), timed.input_dtype)
         calls.append(lambda timed=timed, sample=sample: timed.predict_raw(sample))

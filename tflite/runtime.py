@@ -26,9 +26,14 @@ class TFLiteModel:
         input_quantization, output_quantization: `(scale, zero_point)`, or `None` for float tensors.
     """
 
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None, content: bytes | None = None):
+        """Load `path` (or `content`, the bytes already read from `path`: a second interpreter of the same file,
+        with other threads, sees what the first one saw even if the file changed since)."""
         self.path = Path(path)
-        content, self._model = _read_checked(self.path)
+        if content is None:
+            content, self._model = _read_checked(self.path)
+        else:
+            self._model = _verify_flatbuffer(self.path, content)
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -58,6 +63,16 @@ class TFLiteModel:
     @property
     def size_bytes(self) -> int:
         return len(self._content)
+
+    @property
+    def content(self) -> bytes:
+        """The file's bytes as they were read: what this interpreter runs."""
+        return self._content
+
+    @property
+    def flatbuffer(self):
+        """The file parsed into the flatbuffer object API (as `tflite.flatbuffer.read_model` gives it)."""
+        return self._model
 
     def op_names(self) -> list[str]:
         """The ops of the file's graph, in order: builtin names ('CONV_2D'), 'FLEX' or 'CUSTOM:name'."""
@@ -138,6 +153,8 @@ def _read_checked(path: Path):
         raise ValueError(f"{path} does not exist.")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a .tflite file.")
+    if not path.is_file():  # reading a FIFO waits for a writer forever
+        raise ValueError(f"{path} is not a regular file (a FIFO, socket or device); give a .tflite file.")
     content = path.read_bytes()
     if len(content) < _MIN_SIZE or content[4:8] != FLATBUFFER_IDENTIFIER:
         raise ValueError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier); "

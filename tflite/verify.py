@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.files import write_bytes_atomic
-from tflite.flatbuffer import op_counts, read_model
+from tflite.flatbuffer import op_counts
 from tflite.latency import NOT_MEASURED, Latency, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
 from tflite.representative import check_single_image_input, collect, distinct_images, warn_if_unit_range
@@ -348,6 +348,7 @@ def verify(
     latency_runs: int = 30,
     min_samples: int = MIN_VERDICT_IMAGES,
     allow_float_ops: bool = False,
+    class_names: list[str] | None = None,
     verbose: bool = False,
 ) -> VerificationReport:
     """Run the float model and the .tflite file on the same images and judge the file.
@@ -359,7 +360,8 @@ def verify(
         data: images in any form `tflite.representative.collect` takes (array, dataset, batches,
             folder); float arrays in the model's convention, uint8 arrays and folders as raw pixels.
         labels: true classes, for accuracy of both models (taken from a folder's class subfolders or a
-            labelled dataset when not given).
+            labelled dataset when not given). With `max_samples`, the labels of the images kept (the first
+            ones of an array or dataset).
         thresholds: a `Thresholds`, or a dict overriding some of the mode's defaults
             (`DEFAULT_THRESHOLDS`); unknown keys are a ValueError.
         mode: the mode whose thresholds apply; detected from the file's tensor types when not given.
@@ -373,6 +375,10 @@ def verify(
             inside (layers kept in float by a conversion's denylist, e.g. `denylist="auto"`): such a
             file does not run on integer-only accelerators. True accepts them; the report counts them
             either way.
+        class_names: the model's class names in the order of its outputs (a run's labels.txt), to read a
+            folder's labels by its subfolders' names. Without them a folder's subfolders, sorted by name,
+            are taken as the model's classes in order, and a folder with another number of them is refused
+            (its labels would be wrong).
         verbose: print a progress line while running large sets.
 
     Returns:
@@ -397,11 +403,22 @@ def verify(
     if classes > 0 and file_classes != classes:
         raise ValueError(f"the model gives {classes} classes but {model_file.path.name} gives {file_classes}; "
                          "verify a file against the model it was converted from.")
+    folder = isinstance(data, (str, os.PathLike))
+    if labels is not None and folder and max_samples is not None:
+        raise ValueError("labels were given with a folder and max_samples: the folder is sampled across its "
+                         "classes, so the labels can't follow; leave out labels (the subfolders give them) or "
+                         "max_samples.")
+    if class_names is not None and classes > 0 and len(class_names) != classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {classes} classes.")
     found_labels: list = []
     images = collect(data, tuple(float_model.input_shape[1:]), limit=max_samples, labels_out=found_labels,
                      cap=DEFAULT_MAX_SAMPLES)
     if labels is None and len(found_labels) == len(images):
         labels = found_labels
+        if folder:
+            labels = _model_classes(labels, Path(data), class_names, classes)
+    elif labels is not None and max_samples is not None and len(labels) > len(images):
+        labels = np.asarray(labels)[:len(images)]  # collect kept the first max_samples
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images; give one label per image.")
     keep = distinct_images(images)
@@ -423,11 +440,11 @@ def verify(
             warn_if_unit_range(images, "the images")
     expected = _predict_float(float_model, images)
     got = _predict_tflite(model_file, images, verbose)
-    latency = tflite_latency(model_file.path, latency_runs) if latency_runs else NOT_MEASURED
+    latency = tflite_latency(model_file, latency_runs) if latency_runs else NOT_MEASURED
     report = judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
                            float32_size_bytes=float32_size or float32_size_estimate(float_model), labels=labels,
                            thresholds=thresholds, latency=latency, min_samples=min_samples)
-    counts = op_counts(read_model(model_file.path))
+    counts = op_counts(model_file.flatbuffer)  # the bytes that were run, not the file as it is now
     report.float_ops, report.int16_ops = counts["float"], counts["int16"]
     if not allow_float_ops and mode in MODES and (MODES[mode].integer or MODES[mode].takes_qat_model) \
             and report.float_ops:
@@ -435,6 +452,26 @@ def verify(
                                "kept layers in float; such a file needs a CPU or GPU delegate: pass "
                                "allow_float_ops=True to accept it)")
     return report
+
+
+def _model_classes(labels: list, folder: Path, class_names: list[str] | None, classes: int) -> np.ndarray:
+    """A folder's labels (indices of its sorted subfolders) as the model's class numbers."""
+    from mobilenet_keras.images import scan_folder
+
+    names = scan_folder(folder).class_names
+    if class_names is None:
+        if classes > 0 and len(names) != classes:
+            raise ValueError(f"{folder} has {len(names)} class folder(s) ({', '.join(names[:5])}"
+                             f"{' ...' if len(names) > 5 else ''}) but the model has {classes} classes, so its labels "
+                             "can't be read from the folders' order: pass class_names=[the model's classes in "
+                             "order] (a run's labels.txt), or labels=.")
+        return np.asarray(labels)
+    position = {name: index for index, name in enumerate(class_names)}
+    unknown = [name for name in names if name not in position]
+    if unknown:
+        raise ValueError(f"class folder(s) {', '.join(unknown[:5])} of {folder} are not among the model's classes "
+                         f"({', '.join(map(str, class_names[:10]))}{' ...' if len(class_names) > 10 else ''}).")
+    return np.asarray([position[names[label]] for label in labels])
 
 
 def judge(report: VerificationReport, limits: Thresholds) -> list[str]:

@@ -26,6 +26,7 @@ EXIT_USAGE = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command that SIGPIPE ended (`... | head`)
 
 
 class UsageError(Exception):
@@ -350,14 +351,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tflite.latency import tflite_latencies
+    from tflite.latency import MAX_THREADS, tflite_latencies
     from tflite.runtime import TFLiteModel
 
-    if args.runs < 1 or args.threads < 1:
-        raise UsageError("--runs and --threads must be at least 1.")
+    if args.runs < 1 or not 1 <= args.threads <= MAX_THREADS:
+        raise UsageError(f"--runs must be at least 1 and --threads from 1 to {MAX_THREADS}.")
     try:
         models = [TFLiteModel(path) for path in args.files]
-        latencies = tflite_latencies(args.files, args.runs, args.threads)
+        latencies = tflite_latencies(models, args.runs, args.threads)  # the bytes read above, timed
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rows = [(path, model.mode, model.input_shape[0], model.size_bytes, latency)
@@ -801,7 +802,9 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = lambda message, *_, **__: print(f"{where}: warning: {_one_line(message)}",
                                                                    file=sys.stderr)
         try:
-            return args.func(args)
+            status = args.func(args)
+            sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+            return status
         except UsageError as exc:
             if args.debug:
                 traceback.print_exc()
@@ -810,6 +813,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{where}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # `bench ... | head -2`: the reader has what it wanted
+            # stdout points at nothing from here on, so that Python's flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             if args.debug:
                 traceback.print_exc()
