@@ -232,6 +232,35 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
+    """`data` as strict JSON (`write_bytes_atomic`): NaN and infinities become null (Python's json writes
+    them as bare NaN and Infinity, which JSON.parse, jq and most other readers refuse); numpy numbers are
+    written as numbers."""
+    import json
+
+    return write_bytes_atomic(path, json.dumps(_plain(data), indent=2, allow_nan=False).encode())
+
+
+def _plain(value):
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    return value
+
+
 def make_folder(path: str | os.PathLike) -> Path:
     """mkdir -p with the umask's mode (0755 under umask 022); a full disk is a one-line ValueError."""
     path = Path(path)

@@ -215,6 +215,23 @@ def test_verify_judges_the_bytes_it_ran_even_if_the_file_changes(model3, file3, 
     assert report.latency_ms > 0
 
 
+def test_report_json_is_strict_json_with_null_for_figures_that_are_not_numbers(tmp_path):
+    import json
+
+    expected = np.random.default_rng(0).random((12, 4)).astype(np.float32)
+    report = judge_outputs(expected, expected.copy(), file="x.tflite", mode="float32", size_bytes=100,
+                           float32_size_bytes=100)  # an exact match: SQNR inf; latency not measured: NaN
+    assert report.sqnr_db == float("inf")
+    text = report.to_json(tmp_path / "r.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")  # what JSON.parse and jq say about NaN and Infinity
+
+    written = json.loads(text, parse_constant=refuse)
+    assert written["sqnr_db"] is None and written["latency_ms"] is None and written["samples"] == 12
+    assert "| latency (per image at the file's batch, 2 threads) | not measured |" in report.to_markdown()
+
+
 def test_thresholds_and_min_samples_are_checked(model3, file3):
     with pytest.raises(ValueError, match="min_top1_agreement is a fraction from 0 to 1 .* got 93"):
         verify(model3, file3, _images(4), thresholds={"min_top1_agreement": 93}, latency_runs=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.files import write_bytes_atomic
+from mobilenet_keras.files import write_json_atomic
 from tflite.flatbuffer import op_counts
 from tflite.latency import NOT_MEASURED, Latency, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
@@ -125,7 +124,7 @@ class VerificationReport:
         return out
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        return write_bytes_atomic(path, json.dumps(self.to_dict(), indent=2).encode())
+        return write_json_atomic(path, self.to_dict())
 
     def to_markdown(self) -> str:
         verdict = self.verdict + (f": {self.verdict_reason}" if self.verdict_reason else "")
@@ -140,7 +139,9 @@ class VerificationReport:
             ("mean cosine", f"{self.mean_cosine:.5f}"),
             ("SQNR", f"{self.sqnr_db:.1f} dB"),
             ("size", f"{self.size_bytes / 1024:,.0f} KiB ({self.size_ratio:.2f}x of float32)"),
-            ("latency (batch 1, 2 threads)", f"median {self.latency_ms:.2f} ms, p90 {self.latency_p90_ms:.2f} ms"),
+            ("latency (per image at the file's batch, 2 threads)",
+             f"median {self.latency_ms:.2f} ms, p90 {self.latency_p90_ms:.2f} ms" if math.isfinite(self.latency_ms)
+             else "not measured"),
         ]
         if self.float_ops is not None:
             rows.append(("float / int16 ops", f"{self.float_ops} / {self.int16_ops or 0}"))

@@ -41,7 +41,7 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     """
     import tflite
     from mobilenet_keras.optimize import qat
-    from mobilenet_keras.files import write_bytes_atomic
+    from mobilenet_keras.files import write_json_atomic
     from tflite.representative import CALIBRATION_IMAGES  # not at the top: the CLI imports this module for --help
 
     check_qat_settings(epochs, learning_rate, targets)
@@ -60,7 +60,7 @@ def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, mo
     for folder in ("qat", "tflite"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     qat.save_weights(qat_model, out / "qat" / "qat.weights.h5")
-    write_bytes_atomic(out / "qat" / "history.json", json.dumps(history, indent=2).encode())
+    write_json_atomic(out / "qat" / "history.json", history)
     settings = {"epochs": epochs, "learning_rate": learning_rate, "targets": targets}
 
     rows = []
@@ -120,7 +120,6 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
 
 
 def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbose: bool, targets: str) -> int:
-    from mobilenet_keras.files import write_bytes_atomic
     from mobilenet_keras.training import datasets
     from mobilenet_keras.training.run_folder import check_same_split, data_is_gone, data_settings
 
@@ -174,7 +173,7 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -
     import os
 
     from mobilenet_keras.app import report
-    from mobilenet_keras.files import write_bytes_atomic
+    from mobilenet_keras.files import write_json_atomic
 
     summary = None
     if (run_dir / "report.json").is_file():
@@ -190,7 +189,7 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -
             os.replace(staged, run_dir / folder / staged.name)
     for row in rows:
         row["file"] = str(run_dir / "tflite" / Path(row["file"]).name)
-    write_bytes_atomic(run_dir / "qat" / "qat.json", json.dumps({"files": rows}, indent=2).encode())
+    write_json_atomic(run_dir / "qat" / "qat.json", {"files": rows})
     if isinstance(summary, dict) and isinstance(summary.get("files"), list):
         report.replace_rows(summary, rows, run_dir, model, images)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.files import write_bytes_atomic
+from mobilenet_keras.files import write_bytes_atomic, write_json_atomic
 from mobilenet_keras.plotting import pyplot, save_figure
 
 
@@ -255,7 +254,7 @@ def replace_rows(summary: dict, rows: list[dict], out: Path, model, images) -> N
 def write(summary: dict, out: Path) -> None:
     """report.md, then report.json last: a run folder with report.json is a finished run."""
     write_bytes_atomic(out / "report.md", markdown(summary).encode())
-    write_bytes_atomic(out / "report.json", json.dumps(summary, indent=2, default=float).encode())
+    write_json_atomic(out / "report.json", summary)
 
 
 def _qat_settings_line(settings: dict | None) -> str:

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.files import write_bytes_atomic
+from mobilenet_keras.files import write_bytes_atomic, write_json_atomic
 from mobilenet_keras.labels import read_labels
 
 try:
@@ -191,7 +191,7 @@ class RunFolder:
     # -- run.json -------------------------------------------------------------------------------------
 
     def write_run(self, run: dict) -> Path:
-        return write_bytes_atomic(self.path / "run.json", json.dumps(run, indent=2).encode())
+        return write_json_atomic(self.path / "run.json", run)
 
     def read_run(self) -> dict:
         """run.json as a dict; a one-line ValueError when it is missing or damaged."""
