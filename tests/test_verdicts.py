@@ -371,6 +371,22 @@ def test_report_md_renders_verdicts_and_intervals(model3, file3):
     assert text.startswith("# mobilenet-keras run: FAIL") and "| FAIL: top-1 agreement" in text
 
 
+def test_report_md_renders_again_from_report_json(tmp_path):
+    # `qat RUN_DIR` renders report.md again from report.json, where an infinite SQNR and an untimed latency
+    # are null
+    import json
+
+    from mobilenet_keras.app import report as report_md
+
+    expected = np.random.default_rng(0).random((200, 3)).astype(np.float32)
+    exact = judge_outputs(expected, expected.copy(), file="m.tflite", mode="float32", size_bytes=100,
+                          float32_size_bytes=100).to_dict()
+    report_md.write(_summary([exact]), tmp_path)
+    first = (tmp_path / "report.md").read_text()
+    again = report_md.markdown(json.loads((tmp_path / "report.json").read_text()))
+    assert again == first and "| inf dB |" in again and "| not measured |" in again
+
+
 def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies(model3, file3):
     from mobilenet_keras.app import report as report_md
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +172,25 @@ def _verdict_cell(row: dict) -> str:
     return "PASS"
 
 
+def _percent(value) -> str:
+    return f"{value:.2%}" if _finite(value) else "not a number (the training diverged)"
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def _latency(row: dict) -> str:
+    if not _finite(row.get("latency_ms")):  # NaN in memory, null in report.json: not timed
+        return "not measured"
     p90 = row.get("latency_p90_ms")
-    return f"{row['latency_ms']:.2f} ms" + (f" (p90 {p90:.2f})" if p90 is not None and p90 == p90 else "")
+    return f"{row['latency_ms']:.2f} ms" + (f" (p90 {p90:.2f})" if _finite(p90) else "")
+
+
+def _sqnr(row: dict) -> str:
+    # report.json holds null for an infinite SQNR (strict JSON): outputs equal to the float model's to the bit
+    value = row.get("sqnr_db")
+    return "inf dB" if value is None or value == math.inf else f"{value:.1f} dB"
 
 
 def markdown(summary: dict) -> str:
@@ -186,14 +203,14 @@ def markdown(summary: dict) -> str:
     lines += [f"Data: `{data['source']}`, {data['train_images']} training and {data['validation_images']} "
               f"validation images, {len(data['classes'])} classes, {data['image_size']} px. "
               f"Model: MobileNet V1 alpha {config['alpha']}, weights {config['weights'] or 'random init'}. "
-              f"Float validation accuracy {summary['run']['final']['val_accuracy']:.2%}.", ""]
+              f"Float validation accuracy {_percent(summary['run']['final']['val_accuracy'])}.", ""]
     lines += ["| file | mode | size | compression | top-1 agreement | accuracy | SQNR | float / int16 ops | latency "
               "| verdict |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary["files"]:
         lines.append(f"| `{shown_name(row)}` | {row['mode']} | {row['size_bytes'] / 1024:,.0f} KiB | "
                      f"{1 / row['size_ratio']:.1f}x | {_agreement(row)} | {_accuracy(row)} | "
-                     f"{row['sqnr_db']:.1f} dB | {op_counts_cell(row)} | {_latency(row)} | {_verdict_cell(row)} |")
+                     f"{_sqnr(row)} | {op_counts_cell(row)} | {_latency(row)} | {_verdict_cell(row)} |")
     lines += ["", f"Intervals are 95% Wilson score intervals; a verdict needs at least {MIN_VERDICT_IMAGES} "
               "validation images (fewer: INCONCLUSIVE unless a figure already fails). Float ops inside an "
               "integer file (a float prefix asked for with --float-layers) run on CPU and GPU delegates, not "
