@@ -356,6 +356,33 @@ def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_p
     assert float_tensors_inside(read_model(kept)) == []  # fully integer unless --float-layers says otherwise
 
 
+@pytest.mark.slow
+def test_export_android_over_the_runs_own_android_file_judges_the_run_again(digits_pipeline_run, tmp_path):
+    """report.md said `android/model.tflite` PASSed as model_uint8.tflite after an export had replaced it with
+    a file of float layers: now the new file's own row is the report's verdict on it."""
+    import hashlib
+    import json
+    import shutil
+
+    finished, _ = digits_pipeline_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    target = run / "android" / "model.tflite"
+    before = json.loads((run / "report.json").read_text())
+    assert before["android_verdict"]["verified_as"] == "model_uint8.tflite"
+    assert cli.main(["export", str(run), "--android", str(target), "--float-layers", "conv1", "--quiet"]) in (0, 3)
+    after = json.loads((run / "report.json").read_text())
+    rows = [row for row in after["files"] if row["file"].endswith("android/model.tflite")]
+    assert len(rows) == 1 and rows[0]["float_ops"] > 0 and rows[0]["size_bytes"] == target.stat().st_size
+    assert after["android_verdict"]["verified_as"] == "android/model.tflite"
+    assert [row["file"] for row in after["files"][:-1]] == [row["file"] for row in before["files"]]
+    markdown = (run / "report.md").read_text()
+    line = next(line for line in markdown.splitlines() if line.startswith("- `android`"))
+    assert "as model_uint8.tflite" not in line and "written and checked by `mobilenet-keras export --android`" in line
+    assert hashlib.sha256((run / "tflite" / "model_uint8.tflite").read_bytes()).hexdigest() == hashlib.sha256(
+        (finished / "tflite" / "model_uint8.tflite").read_bytes()).hexdigest()
+
+
 def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(tiny_run, tmp_path, capsys,
                                                                                  monkeypatch):
     """`--saved-model RUN --force` replaced the run folder with the SavedModel, `--saved-model . --force`
@@ -378,7 +405,11 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
             (["--saved-model", "notes.txt"], "is a file"),
             (["--android", "out/"], "names a folder"),
             (["--android", str(tmp_path / "existing")], "is a folder"),
-            (["--onnx", "out/"], "out/model.onnx")):
+            (["--onnx", "out/"], "out/model.onnx"),
+            # the report would judge other files than the ones there (the int8 row, a uint8 file)
+            (["--android", str(run / "tflite" / "model_int8.tflite")], "would write over the run's tflite/ folder"),
+            (["--onnx", str(run / "model.keras")], "would write over the run's model.keras"),
+            (["--onnx", str(run / "report.json")], "would write over the run's report.json")):
         assert cli.main(["export", str(run), *args]) == 2, args
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and problem in lines[0] and "loading" not in lines[0], (args, lines)

@@ -439,6 +439,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                      ("--android", args.android, "model.tflite"), ("--onnx", args.onnx, "model.onnx")):
         if not path:
             continue
+        own = RunFolder(run_dir).own_file(path) if file_example is not None else None
+        if own is not None:  # e.g. --android RUN/tflite/model_int8.tflite: the report would judge another file
+            elsewhere = run_dir / "android" / file_example if what == "--android" else run_dir / file_example
+            raise UsageError(f"{what} {path} would write over {own} (what the run made, and its report judges); "
+                             f"write elsewhere (e.g. {elsewhere}).")
         try:
             if file_example is None:
                 check_saved_model_path(path, args.force)
@@ -571,9 +576,16 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
     from mobilenet_keras.deploy.android import android_file, write_labels_beside
     from mobilenet_keras.files import remove_abandoned_staging, staging_path
 
+    from mobilenet_keras.app import report
+
     calibration, validation, truth, where = android_images
     target = Path(args.android)
     names = labels or [str(i) for i in range(model.output_shape[-1])]
+    run_dir = Path(args.run_dir)
+    summary = report.read_summary(run_dir)  # a pipeline's report: its verdict on the Android file follows it
+    android = (summary or {}).get("deployables", {}).get("android")
+    if not android or os.path.realpath(run_dir / android) != os.path.realpath(target):
+        summary = None
     stage(f"converting the Android file (uint8) {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(target)
@@ -588,6 +600,8 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
             verdict = row_verdict(row)
         failed = target.with_name(f"{target.stem}.failed{target.suffix}")
         kept = failed if verdict == "FAIL" else target
+        if kept == target and summary is not None:
+            report.withdraw(run_dir)  # first: a kill from here on leaves no verdict, never one on the old file
         os.replace(staged, kept)
         if kept == target:  # its labels beside it; an earlier attempt's failed file is not about this one
             write_labels_beside(target, names)
@@ -598,10 +612,19 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
     if row is None:
         from tflite.verify import MIN_VERDICT_IMAGES
 
+        if summary is not None:  # the report's verdict was on the file replaced, and there is none on this one
+            summary["deployables"].pop("android")
+            summary["files"] = [r for r in summary["files"] if report.shown_name(r) != android]
+            report.replace_rows(summary, [], run_dir, model, by="export --android")
+
         print(f"INCONCLUSIVE {target.name}: not verified ({args.calibration} has one image, used for calibration; "
               f"a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
         return EXIT_INCONCLUSIVE
     row["file"] = str(kept)
+    if kept == target and summary is not None:
+        stage("judging the run again in report.md with the new Android file")
+        report.replace_rows(summary, [{**row, "file": str(run_dir / android), "reference": "float model"}], run_dir,
+                            model, by="export --android")
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(file_line(row, name=str(kept)) + (f" ({reason})" if reason else ""), file=sys.stderr)  # the path typed
     if verdict == "FAIL":

@@ -5,7 +5,6 @@ save its weights, convert, and check each file twice
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import sys
@@ -153,7 +152,7 @@ def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbos
         staging.mkdir(mode=0o777)
         rows = qat_files(model, images, staging, epochs=epochs, learning_rate=learning_rate, verbose=verbose,
                          targets=targets, float32_size=_float32_size(run_dir))
-        _take_place(run_dir, staging, rows, model, images)
+        _take_place(run_dir, staging, rows, model)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for row in rows:
@@ -166,7 +165,7 @@ def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbos
     return 1 if "FAIL" in verdicts else 3 if "INCONCLUSIVE" in verdicts else 0
 
 
-def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -> None:
+def _take_place(run_dir: Path, staging: Path, rows: list[dict], model) -> None:
     """Move the staged QAT files into the run folder, and the verdicts with them: qat.json, and the rows of a
     pipeline report (report.md, report.json) that judged the QAT files these replace or that judge the run.
     The old verdicts go first, the new ones are written last: a kill in between leaves none, never a stale one."""
@@ -175,14 +174,9 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -
     from mobilenet_keras.app import report
     from mobilenet_keras.files import write_json_atomic
 
-    summary = None
-    if (run_dir / "report.json").is_file():
-        try:
-            summary = json.loads((run_dir / "report.json").read_text())
-        except (OSError, ValueError):
-            summary = None  # a damaged report: removed below, not rewritten
-    for verdict in ("report.json", "report.md", "qat/qat.json"):
-        (run_dir / verdict).unlink(missing_ok=True)
+    summary = report.read_summary(run_dir)  # None for a damaged report: removed below, not rewritten
+    report.withdraw(run_dir)
+    (run_dir / "qat" / "qat.json").unlink(missing_ok=True)
     for folder in ("qat", "tflite"):
         (run_dir / folder).mkdir(mode=0o777, exist_ok=True)
         for staged in sorted((staging / folder).iterdir()):
@@ -190,8 +184,8 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model, images) -
     for row in rows:
         row["file"] = str(run_dir / "tflite" / Path(row["file"]).name)
     write_json_atomic(run_dir / "qat" / "qat.json", {"files": rows})
-    if isinstance(summary, dict) and isinstance(summary.get("files"), list):
-        report.replace_rows(summary, rows, run_dir, model, images)
+    if summary is not None:
+        report.replace_rows(summary, rows, run_dir, model)
 
 
 def _float32_size(run_dir: Path) -> int | None:

@@ -119,9 +119,10 @@ def android_verdict(summary: dict) -> dict | None:
     """{"verdict": ..., "verified_as": file name} from the row that verified the Android file: its own row, or
     that of the uint8 file it is a copy of (with metadata); None when no row did."""
     android = summary.get("deployables", {}).get("android")
-    for row in summary.get("files", []) if android is not None else []:
-        if shown_name(row) == android or (row["mode"] == "uint8" and shown_name(row) == "model_uint8.tflite"):
-            return {"verdict": row_verdict(row), "verified_as": shown_name(row)}
+    rows = summary.get("files", []) if android is not None else []
+    own = [row for row in rows if shown_name(row) == android]  # an `export --android` after the pipeline
+    for row in own or [row for row in rows if row["mode"] == "uint8" and shown_name(row) == "model_uint8.tflite"]:
+        return {"verdict": row_verdict(row), "verified_as": shown_name(row)}
     return None
 
 
@@ -131,6 +132,9 @@ def _deployable_note(summary: dict, key: str) -> str:
         return ""
     android = summary["deployables"]["android"]
     whose = "" if checked["verified_as"] == android else f", as {checked['verified_as']} above"
+    by = next((row["checked_by"] for row in summary["files"] if shown_name(row) == android and row.get("checked_by")),
+              None)
+    whose += f", written and checked by {by}" if by else ""
     return f" ({checked['verdict']}{whose}{': do not ship it' if checked['verdict'] == 'FAIL' else ''})"
 
 
@@ -250,22 +254,46 @@ def plot_subject(model_name: str, source: str, num_images: int) -> str:
     return f"{model_name} on {source}: {num_images} validation images"
 
 
-def replace_rows(summary: dict, rows: list[dict], out: Path, model, images) -> None:
-    """Put `rows` (files checked after the pipeline, by `mobilenet-keras qat`) into a pipeline report in place
-    of the rows of the same files (after the others when it had none), judge the run again from its rows,
-    redraw the size plot and write report.md and report.json."""
+def replace_rows(summary: dict, rows: list[dict], out: Path, model, by: str = "qat") -> None:
+    """Put `rows` (files checked after the pipeline, by `mobilenet-keras qat` or `export --android`) into a
+    pipeline report in place of the rows of the same files (after the others when it had none), judge the run
+    again from its rows, redraw the size plot and write report.md and report.json."""
     import time
 
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if by != "qat":
+        rows = [{**row, "checked_by": f"`mobilenet-keras {by}` at {stamp}"} for row in rows]
     new = {shown_name(row): row for row in rows}
     files = [new.pop(shown_name(row), row) for row in summary["files"]]
     files += list(new.values())
-    summary.update(files=files, **judged(files), qat_rows_replaced=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    summary.update(files=files, **judged(files))
+    if by == "qat":
+        summary["qat_rows_replaced"] = stamp
     summary["android_verdict"] = android_verdict(summary)
     if "size_vs_accuracy.png" in summary.get("plots", []):
+        data = summary["run"]["data"]
         float_accuracy = next((r["float_accuracy"] for r in files if r.get("float_accuracy") is not None), None)
         size_accuracy(files, out / "size_vs_accuracy.png", float_accuracy=float_accuracy,
-                      subject=plot_subject(model.name, images.source, images.num_validation))
+                      subject=plot_subject(model.name, data["source"], data["validation_images"]))
     write(summary, out)
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """report.json of a pipeline run as a dict; None when there is none, or it is damaged."""
+    import json
+
+    try:
+        summary = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("files"), list) else None
+
+
+def withdraw(run_dir: Path) -> None:
+    """Remove the run's verdict (report.json first: without it the folder holds no finished report) before the
+    files it judges change; `write` puts the new one."""
+    for name in ("report.json", "report.md"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def write(summary: dict, out: Path) -> None:

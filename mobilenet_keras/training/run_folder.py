@@ -247,6 +247,19 @@ class RunFolder:
         self.remove_temp_files()
         return removed
 
+    def own_file(self, path: str | os.PathLike) -> str | None:
+        """What `path` is when it is one of the files this run folder keeps (its model, records, report, plots,
+        resume state, or anything in tflite/, qat/, saved_model/, backup/ or logs/), else None: an export
+        must not write over them. android/ is left to the exports (the Android file's own place)."""
+        here, path = Path(os.path.realpath(self.path)), Path(os.path.realpath(path))
+        if path.parent == here and path.name in (TRAIN_FILES + REPORT_FILES + DERIVED_PLOTS + RESUME_FILES
+                                                  + (BEST_WEIGHTS, RESUME_SETTINGS, LOCK_FILE)):
+            return f"the run's {path.name}"
+        for folder in ("tflite", "qat", "saved_model") + RESUME_FOLDERS + TRAIN_FOLDERS:
+            if path.is_relative_to(here / folder):
+                return f"the run's {folder}/ folder"
+        return None
+
     def remove_logs(self) -> None:
         """TensorBoard's event files of an earlier run (a new run's would show beside them as one)."""
         self._remove(list(TRAIN_FOLDERS))
