@@ -365,3 +365,27 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
                                                                     "model.tflite"]  # the last: the Android file
     assert not (run / "tflite" / "model_uint8.tflite").exists()  # the killed run's files went with it
     assert (run / "saved_model" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("uint8_row", [True, False])
+def test_an_android_file_that_failed_is_set_aside_as_export_does(tmp_path, uint8_row):
+    # the pipeline left a failed Android file at android/model.tflite ("do not ship it" in report.md only);
+    # `export --android` keeps such a file as model.failed.tflite
+    from mobilenet_keras.app import report
+    from mobilenet_keras.app.pipeline import set_aside_failed_android_file
+
+    (tmp_path / "android").mkdir()
+    (tmp_path / "android" / "model.tflite").write_bytes(b"converted")
+    deployables = {"android": "android/model.tflite", "keras": "model.keras"}
+    failed_row = {"mode": "uint8", "failures": ["top-1 agreement 90.00% < 97%"],
+                  "file": str(tmp_path / ("tflite/model_uint8.tflite" if uint8_row else "android/model.tflite"))}
+    rows = [{"mode": "float32", "passed": True, "file": str(tmp_path / "tflite" / "model_float32.tflite")}, failed_row]
+    set_aside_failed_android_file(rows, deployables, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "android").iterdir()) == ["model.failed.tflite"]
+    assert deployables["android"] == "android/model.failed.tflite"
+    summary = {"files": rows, "deployables": deployables}
+    assert report.android_verdict(summary)["verdict"] == "FAIL"  # the report still judges the file, where it is
+    passed = {"android": "android/model.tflite"}
+    (tmp_path / "android" / "model.tflite").write_bytes(b"converted")
+    set_aside_failed_android_file([dict(failed_row, failures=[], passed=True)], passed, tmp_path)
+    assert (tmp_path / "android" / "model.tflite").is_file() and passed["android"] == "android/model.tflite"

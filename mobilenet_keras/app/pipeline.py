@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -253,6 +254,23 @@ def android_check_stage(model, images, rows: list[dict], deployables: dict[str, 
     return [row]
 
 
+def set_aside_failed_android_file(rows: list[dict], deployables: dict[str, str], out: Path) -> None:
+    """An Android file that FAILed its check (its own row's verdict, or the uint8 file's it copies) is renamed
+    `android/model.failed.tflite`, as `export --android` keeps one: no file named model.tflite that failed."""
+    from mobilenet_keras.app import report
+
+    checked = report.android_verdict({"files": rows, "deployables": deployables})
+    if checked is None or checked["verdict"] != "FAIL":
+        return
+    path = out / deployables["android"]
+    failed = path.with_name(f"{path.stem}.failed{path.suffix}")
+    os.replace(path, failed)
+    deployables["android"] = str(failed.relative_to(out))
+    for row in rows:
+        if Path(row["file"]) == path:
+            row["file"] = str(failed)
+
+
 def report_stage(model, images, rows: list[dict], deployables: dict[str, str], settings: PipelineSettings,
                  stage: Stages) -> tuple[str, list[str], list[str]]:
     """Per-layer errors, plots, report.md and report.json (written last); returns (the overall verdict,
@@ -329,6 +347,7 @@ def _run_stages(settings: PipelineSettings, folder: RunFolder) -> int:
     rows = convert_and_verify_stage(model, images, settings, stage)
     deployables = export_stage(model, images, settings, stage)
     rows += android_check_stage(model, images, rows, deployables, settings, stage)
+    set_aside_failed_android_file(rows, deployables, settings.out)
     verdict, failures, inconclusive = report_stage(model, images, rows, deployables, settings, stage)
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)
