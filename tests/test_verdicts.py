@@ -242,6 +242,38 @@ def test_thresholds_and_min_samples_are_checked(model3, file3):
     assert report.verdict == "PASS"  # min_samples 0: no minimum
 
 
+@pytest.mark.parametrize("kwargs,words", [
+    ({"latency_runs": -1}, "latency_runs must be an integer of at least 0"),
+    ({"latency_runs": 2.5}, "latency_runs must be an integer"),
+    ({"max_samples": 0}, "max_samples must be an integer of at least 1"),
+    ({"float32_size": 0}, "float32_size must be an integer of at least 1"),
+    ({"float32_size": -5}, "float32_size must be an integer"),
+])
+def test_verify_arguments_are_checked_before_any_image_is_run(model3, file3, kwargs, words, monkeypatch):
+    import sys
+
+    verify_module = sys.modules["tflite.verify"]  # the module (`tflite.verify` is also the function)
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("ran the model before checking the arguments")
+
+    monkeypatch.setattr(verify_module, "_predict_float", no_inference)
+    with pytest.raises(ValueError, match=words):
+        verify(model3, file3, _images(4), **kwargs)
+
+
+def test_a_mode_unlike_the_files_is_warned_about_and_a_bad_input_range_named_before_calibrating(model3, file3):
+    with pytest.warns(UserWarning, match="mode 'int8' given, but m3.tflite looks like a float32 file"):
+        verify(model3, file3, _images(4), mode="int8", latency_runs=0)
+
+    def never_read():
+        raise AssertionError("read the calibration images before checking input_range")
+        yield
+
+    with pytest.raises(ValueError, match=r"input_range must be two numbers \(low, high\); got \(-1, 0, 1\)"):
+        tflite.convert(model3, "unused.tflite", "int8", representative_data=never_read(), input_range=(-1, 0, 1))
+
+
 def test_a_model_with_two_inputs_is_refused_by_convert_and_verify(model3, file3, tmp_path):
     import keras
 

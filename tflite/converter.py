@@ -146,6 +146,8 @@ def convert(
         if unknown:
             raise ValueError(f"denylist names layers the model does not have: {unknown}.")
 
+    if input_range is not None:
+        check_input_range(input_range)  # before the calibration images are read
     calibration = None
     if spec.calibrated and representative_data is None:
         raise ValueError(f"mode {mode!r} needs representative_data (about {num_calibration} typical images).")
@@ -255,6 +257,17 @@ def is_package_mobilenet(model) -> bool:
     return all(name in names for name in _MOBILENET_LAYERS)
 
 
+def check_input_range(input_range) -> tuple[float, float]:
+    """`input_range` as (low, high) floats, or a ValueError saying what it must be."""
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_range must be two numbers (low, high); got {input_range!r}.") from None
+    if not (low <= 0 <= high and low < high) or not np.isfinite([low, high]).all():
+        raise ValueError(f"input_range must be finite, hold 0 and have low < high; got {input_range}.")
+    return low, high
+
+
 def resolve_input_range(model, calibration: np.ndarray | None, input_range=None) -> tuple[float, float]:
     """The input range an integer file quantizes over (see `convert`), with a warning when the
     calibration images reach outside it (they would be clipped)."""
@@ -263,9 +276,7 @@ def resolve_input_range(model, calibration: np.ndarray | None, input_range=None)
             input_range = MOBILENET_INPUT_RANGE
         else:
             input_range = (min(float(calibration.min()), 0.0), max(float(calibration.max()), 0.0))
-    low, high = (float(v) for v in input_range)
-    if not (low <= 0 <= high and low < high) or not np.isfinite([low, high]).all():
-        raise ValueError(f"input_range must be finite, hold 0 and have low < high; got {input_range}.")
+    low, high = check_input_range(input_range)
     if calibration is not None:
         seen_low, seen_high = float(calibration.min()), float(calibration.max())
         slack = 1e-6 * (high - low)

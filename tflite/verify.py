@@ -13,7 +13,7 @@ import numpy as np
 
 from mobilenet_keras.files import write_json_atomic
 from tflite.flatbuffer import op_counts
-from tflite.latency import NOT_MEASURED, Latency, tflite_latency
+from tflite.latency import NOT_MEASURED, Latency, check_count, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
 from tflite.representative import check_single_image_input, collect, distinct_images, warn_if_unit_range
 from tflite.runtime import TFLiteModel
@@ -396,9 +396,18 @@ def verify(
         resolve_thresholds(mode or "float32", thresholds)  # unknown keys fail before any work
     if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 0:
         raise ValueError(f"min_samples must be a number of images (0 or more); got {min_samples!r}.")
+    # before any image is run: each was found only after the inference, or not at all
+    check_count("latency_runs", latency_runs, 0)
+    if max_samples is not None:
+        check_count("max_samples", max_samples, 1)
+    if float32_size is not None:
+        check_count("float32_size", float32_size, 1)
     check_single_image_input(float_model, "verify")
     classes = check_model_outputs(float_model)
     model_file = tflite_file if isinstance(tflite_file, TFLiteModel) else TFLiteModel(tflite_file)
+    if mode is not None and mode != model_file.mode and {mode, model_file.mode} not in _LOOK_ALIKE:
+        warnings.warn(f"mode {mode!r} given, but {model_file.path.name} looks like a {model_file.mode} file (by "
+                      f"its tensors): judged with {mode}'s thresholds.", stacklevel=2)
     mode = mode or model_file.mode
     file_classes = int(model_file.output_shape[-1])
     if classes > 0 and file_classes != classes:
@@ -473,6 +482,10 @@ def _model_classes(labels: list, folder: Path, class_names: list[str] | None, cl
         raise ValueError(f"class folder(s) {', '.join(unknown[:5])} of {folder} are not among the model's classes "
                          f"({', '.join(map(str, class_names[:10]))}{' ...' if len(class_names) > 10 else ''}).")
     return np.asarray([position[names[label]] for label in labels])
+
+
+# Modes a file's tensors can't tell apart (a QAT file is an int8 or uint8 file by its tensors).
+_LOOK_ALIKE = ({"qat", "int8"}, {"qat_uint8", "uint8"})
 
 
 def judge(report: VerificationReport, limits: Thresholds) -> list[str]:
