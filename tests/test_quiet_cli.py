@@ -78,6 +78,16 @@ def test_the_native_stderr_filter_drops_tensorflow_lines_only(capfd):
     assert capfd.readouterr().err == "our own line\n\r  calibrating 3/9"
 
 
+def test_the_native_stderr_filter_lets_the_reason_for_an_abort_through(capfd):
+    # an F line is the one TensorFlow writes before aborting the process: it was dropped with the chatter,
+    # leaving a stack trace without its reason
+    fatal = (b"F0000 00:00:1796604849.598742    5939 env.cc:84] Check failed: ret == 0 (11 vs. 0) Thread "
+             b"tf_data_iterator_resource creation via pthread_create() failed.\n")
+    with cli.NativeStderrFilter():
+        os.write(2, b"Improper call to JPEG library in state 201\n" + fatal)
+    assert capfd.readouterr().err == fatal.decode()
+
+
 def test_an_unexpected_exception_is_one_line_and_status_4(monkeypatch, capsys):
     def broken(args):
         raise RuntimeError("something\nunexpected")

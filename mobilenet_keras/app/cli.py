@@ -50,15 +50,17 @@ Keras prints one line per epoch instead of a progress bar.
 # What TensorFlow's native code writes to fd 2 on its own: absl log lines (I0000 00:00:17.. 5569 port.cc:153] ...),
 # TF's older format, absl's pre-init notice, the CPU-feature note's second line, the MLIR quantizer's
 # settings line, LiteRT's delegate notice and CUDA probing on a machine without a GPU.
+# F (fatal) lines are not chatter: they say why TensorFlow is about to abort the process, and pass.
 NATIVE_CHATTER = re.compile(
-    r"(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]"
-    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+    r"(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]"
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] "
+    r"|Improper call to JPEG library in state \d+"  # libjpeg's, on a truncated file the pre-check then names
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: "
     r"|fully_quantize: "
     r"|INFO: Created TensorFlow Lite \w+ delegate"
     r"|.*\bcuInit\b)")
-_CHATTER_START = re.compile(r"(?:[IWEF]\d|\d{4}-|WARNING: All|To enable|fully_q|INFO: )")
+_CHATTER_START = re.compile(r"(?:[IWE]\d|\d{4}-|WARNING: All|To enable|fully_q|INFO: |Improper)")
 # Python packages whose UserWarnings are about their own internals, not about what the user did.
 QUIET_PACKAGES = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "absl", "google.protobuf",
                   "tf2onnx", "h5py")
