@@ -456,3 +456,28 @@ def test_a_custom_layer_that_cannot_be_copied_is_named(tmp_path):
     assert not list(tmp_path.iterdir())
     path = tflite.convert(model, tmp_path / "b.tflite", "int8", representative_data=_images(60), bias_correction=False)
     assert tflite.TFLiteModel(path).mode == "int8"
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_precision_model_converts_through_a_float32_copy(policy, tmp_path):
+    # "Could not translate MLIR to FlatBuffer" (float16 / bfloat16 compute), exit 4 from pipeline and export
+    import keras
+
+    from mobilenet_keras import MobileNetV1
+
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = MobileNetV1(alpha=0.25, input_shape=(SIZE, SIZE, 3), classes=3, weights=None)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.get_layer("conv1").dtype_policy.name == policy
+    images = _images(12)
+    for mode in ("float32", "int8"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few calibration images: not what this test is about
+            path = tflite.convert(model, tmp_path / f"{mode}.tflite", mode, representative_data=images)
+        got = tflite.TFLiteModel(path).predict(images)
+        assert got.shape == (12, 3) and np.isfinite(got).all()
+    assert model.get_layer("conv1").dtype_policy.name == policy  # the model itself is left as it was
+    np.testing.assert_allclose(tflite.TFLiteModel(tmp_path / "float32.tflite").predict(images),
+                               model.predict(images, verbose=0), atol=0.02)  # the mixed model's own rounding

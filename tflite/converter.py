@@ -124,6 +124,7 @@ def convert(
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
     batch_size = None if batch_size is None else int(batch_size)
     check_single_image_input(model, "convert")
+    model = float32_model(model)
     input_shape = tuple(model.input_shape[1:])
     if any(side is None for side in input_shape):
         raise ValueError(
@@ -255,6 +256,39 @@ def is_package_mobilenet(model) -> bool:
     """True for a model built by `mobilenet_keras.MobileNetV1` (its layer names at the top level)."""
     names = {layer.name for layer in getattr(model, "layers", [])}
     return all(name in names for name in _MOBILENET_LAYERS)
+
+
+def float32_model(model):
+    """`model` itself, or for a mixed-precision Keras 3 model (trained under `mixed_float16` or `mixed_bfloat16`)
+    a float32 copy with the same weights: TFLite's converter can't translate float16 or bfloat16 compute
+    ("Could not translate MLIR to FlatBuffer"), and every mode starts from float32 weights anyway (mixed
+    precision keeps its variables in float32)."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return model  # tf_keras (QAT) models are converted as they are
+    policies = {str(getattr(getattr(layer, "dtype_policy", None), "name", "")) for layer in model.layers}
+    if not any(name.startswith("mixed_") for name in policies):
+        return model
+    try:
+        copy = model.__class__.from_config(_float32_policies(model.get_config()))
+        copy.set_weights(model.get_weights())
+    except Exception as exc:  # noqa: BLE001 - a custom class that can't be rebuilt from its config
+        raise ValueError(f"{model.name} computes in mixed precision and could not be rebuilt in float32 for the "
+                         f"converter ({type(exc).__name__}: {exc}); convert a float32 copy of it.") from None
+    return copy
+
+
+def _float32_policies(config):
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(inner, dict) \
+                and str(inner.get("name", "")).startswith("mixed_"):
+            return {**config, "config": {**inner, "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
 
 
 def check_input_range(input_range) -> tuple[float, float]:

@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 from tflite.names import keras_layers_in
-from tflite.converter import calibration_generator, saved_model_converter
+from tflite.converter import calibration_generator, float32_model, saved_model_converter
 from tflite.representative import CALIBRATION_IMAGES, collect
 
 
@@ -53,6 +53,7 @@ def layer_errors(model, representative_data, debug_data=None, num_calibration: i
     """
     import tensorflow as tf
 
+    model = float32_model(model)
     input_shape = tuple(model.input_shape[1:])
     calibration = collect(representative_data, input_shape, limit=num_calibration)
     debug = calibration[:num_debug] if debug_data is None else collect(debug_data, input_shape, limit=num_debug)
