@@ -120,3 +120,59 @@ def test_mirrored_uses_every_logical_cpu():
     assert result.returncode == 0, result.stderr[-3000:]
     _, replicas, cpus = next(line for line in result.stdout.splitlines() if line.startswith("REPLICAS")).split()
     assert replicas == cpus
+
+
+@pytest.mark.parametrize("config,words", [
+    (None, "TF_CONFIG is not set"),
+    ("not json", "TF_CONFIG is not JSON"),
+    ("{}", 'TF_CONFIG has no "cluster"'),
+    ('{"task": {"type": "worker", "index": 0}}', 'has no "cluster"'),  # it trained alone, as 1 replica
+    ('{"cluster": {"worker": ["localhost:1"]}}', 'has no "task"'),
+    ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}', 'list of "host:port"'),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', 'list of "host:port"'),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 5}}', "task index 5"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}', 'task type "chief"'),
+    ('{"cluster": {"ps": ["localhost:1"], "worker": ["localhost:2"]}, "task": {"type": "worker", "index": 0}}',
+     "cluster roles ps"),
+])
+def test_tf_config_is_checked_and_named_before_tensorflow_reads_it(config, words):
+    from mobilenet_keras.training.cluster import read_tf_config
+
+    with pytest.raises(ValueError, match="TF_CONFIG") as info:
+        read_tf_config({} if config is None else {"TF_CONFIG": config})
+    assert words in str(info.value) and '"task": {"type": "worker", "index": 0}' in str(info.value)
+
+
+def _waiting_worker(tmp_path, wait_s: int):
+    """Worker 0 of two, the other never started: TensorFlow waited for it forever, deaf to Ctrl-C."""
+    ports = _free_ports(2)
+    config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                         "task": {"type": "worker", "index": 0}})
+    return subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "train", "--quiet", "--data", "digits",
+                             "--image-size", "32", "--epochs", "1", "--strategy", "multiworker", "--out",
+                             str(tmp_path / "run")],
+                            env=_env(TF_CONFIG=config, MOBILENET_KERAS_WORKER_WAIT=str(wait_s)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), ports[1]
+
+
+def test_a_worker_that_never_starts_is_named_after_the_wait(tmp_path):
+    worker, missing = _waiting_worker(tmp_path, 8)
+    _, err = worker.communicate(timeout=TIMEOUT)
+    assert worker.returncode == 2, err[-2000:]
+    assert f"waiting for the other workers of TF_CONFIG (127.0.0.1:{missing})" in err
+    assert f"127.0.0.1:{missing} (TF_CONFIG) did not answer in 8 s" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_ends_the_wait_for_the_other_workers(tmp_path):
+    import signal
+    import time
+
+    worker, _ = _waiting_worker(tmp_path, 300)
+    deadline = time.time() + 120
+    line = ""
+    while "waiting for the other workers" not in line and time.time() < deadline:
+        line = worker.stderr.readline()
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130 and "interrupted" in err, (worker.returncode, line, err[-2000:])

@@ -173,8 +173,9 @@ def make_strategy(name: str):
         devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
     elif name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multiworker needs TF_CONFIG set on every worker (see the README).")
+        from mobilenet_keras.training.cluster import read_tf_config, wait_for_peers, worker_wait_s
+
+        wait_for_peers(read_tf_config(), worker_wait_s())  # TensorFlow's own wait can't be ended
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         _patch_keras_multiworker_reduce()
     else:
