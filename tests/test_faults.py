@@ -383,6 +383,12 @@ def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_af
     assert "Traceback" not in refused.stderr, error
     restarted = _cli("train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
+    # a finished run is not trained again in place by the same command (a kill midway left the old model and
+    # record beside the new run's state); --restart does it
+    again = _cli("train", *TRAIN, "--epochs", "2", "--out", run)
+    _assert_one_line_error(again, "holds a finished run", "--restart")
+    restarted = _cli("train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "Epoch 1/" in restarted.stderr or "epoch 1/" in restarted.stderr
     assert [row["epoch"] for row in _history(run)] == ["0", "1"]
     assert json.loads((run / "run.json").read_text())["config"]["epochs"] == 2

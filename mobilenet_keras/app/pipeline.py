@@ -147,8 +147,8 @@ def train_stage(settings: PipelineSettings, stage: Stages):
                            seed=config.seed, **settings.data_options)
     trained = _finished_training(settings.out, config, images)
     if trained is not None:
-        stage(f"reusing the model trained in {settings.out} with these settings and data (killed after training; "
-              "--force trains again)")
+        stage(f"reusing the model trained in {settings.out} with these settings and data (a finished training "
+              "run, or a pipeline killed after training; --force trains again)")
         return trained, images
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
