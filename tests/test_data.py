@@ -359,3 +359,24 @@ def test_images_left_out_are_named_in_a_warning(tmp_path):
     assert "new.tiff" in messages and "TensorFlow's decoder can't read" in messages
     assert "stray.png" in messages and "belong to no class" in messages
     assert len(found.paths) == 6
+
+
+@pytest.mark.parametrize("split", ["0.2", None, 0, 1, float("nan"), True])
+def test_a_bad_validation_split_is_named(tmp_path, split):
+    root = _folder(tmp_path / "d", {"a": 3, "b": 3})
+    for source in (root, "digits"):
+        with pytest.raises(ValueError, match="validation_split must be a number between 0 and 1"):
+            datasets.load(str(source), image_size=32, validation_split=split)
+
+
+def test_the_cli_takes_a_validation_split(tmp_path, capsys):
+    from mobilenet_keras.app.cli import build_parser, data_options
+
+    assert data_options(build_parser().parse_args(["train", "--validation-split", "0.5"])) == {"validation_split": 0.5}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--validation-split", "1.5"])
+    assert "--validation-split: must be a fraction between 0 and 1" in capsys.readouterr().err
+    root = _folder(tmp_path / "d", {"a": 2, "b": 2})  # the error that tells to raise the fraction: now it can be
+    with pytest.raises(ValueError, match="or a larger validation fraction"):
+        datasets.load(str(root), image_size=32)
+    assert datasets.load(str(root), image_size=32, validation_split=0.5).num_validation == 2

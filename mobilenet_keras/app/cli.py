@@ -777,7 +777,21 @@ def parse_crop_scale(text: str) -> tuple[float, float]:
 
 def data_options(args: argparse.Namespace) -> dict:
     """`datasets.load` options from the training arguments that are about the data, not the model."""
-    return {} if args.crop_scale is None else {"crop_scale": args.crop_scale}
+    options = {} if args.crop_scale is None else {"crop_scale": args.crop_scale}
+    if args.validation_split is not None:
+        options["validation_split"] = args.validation_split
+    return options
+
+
+def parse_fraction(text: str) -> float:
+    """A fraction strictly between 0 and 1, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.2); got {text!r}")
+    return value
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -813,6 +827,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-scale", type=parse_crop_scale, default=None, metavar="LOW,HIGH",
                         help="augmentation: each side of a training crop is a fraction of the image's drawn from "
                              "LOW..HIGH (default 0.85,1.0; 1,1 turns crops off)")
+    parser.add_argument("--validation-split", type=parse_fraction, default=None, metavar="FRACTION",
+                        help="the fraction of the images held out for validation, drawn with --seed (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the split, augmentation and weights")
     parser.add_argument("--out", default="runs/latest", help="run folder to write (default runs/latest)")
 

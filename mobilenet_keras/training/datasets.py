@@ -323,6 +323,13 @@ def files_fingerprint(root: str | os.PathLike, *groups) -> str:
     return digest.hexdigest()[:32]
 
 
+def check_validation_split(validation_split) -> None:
+    """A ValueError unless `validation_split` is a number strictly between 0 and 1."""
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.integer, np.floating)) \
+            or not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be a number between 0 and 1 (e.g. 0.2); got {validation_split!r}.")
+
+
 def check_split(num_images: int, num_classes: int, validation_split: float, source) -> tuple[int, int]:
     """(training, validation) image counts, or a ValueError that says how many images the split needs."""
     import math
@@ -334,7 +341,7 @@ def check_split(num_images: int, num_classes: int, validation_split: float, sour
         raise ValueError(f"the validation split of {source} is empty: {num_images} images x validation fraction "
                          f"{validation_split:g} = {validation_split * num_images:.2f}, rounded down to 0. Need at "
                          f"least {need} images in all (about {math.ceil(need / max(num_classes, 1))} per class for "
-                         f"{num_classes} classes), or a larger validation fraction.")
+                         f"{num_classes} classes), or a larger validation fraction (--validation-split).")
     return num_train, num_validation
 
 
@@ -372,8 +379,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     present = [name for name, count in zip(folder.class_names, counts) if count]
     if len(present) < 2:
         raise ValueError(f"{path} has images in only one class ({', '.join(present)}); a classifier needs two or more.")
-    if not 0 < validation_split < 1:
-        raise ValueError(f"validation_split must be between 0 and 1; got {validation_split}.")
+    check_validation_split(validation_split)
     from mobilenet_keras.training.run_folder import check_class_names
 
     check_class_names(folder.class_names, path)
@@ -438,6 +444,7 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     from sklearn.datasets import load_digits
 
     check_crop_scale(crop_scale)
+    check_validation_split(validation_split)
     bunch = load_digits()
     images = (bunch.images / 16.0 * 255.0).astype(np.float32)[..., None]
     images = tf.image.resize(np.repeat(images, 3, axis=-1), (image_size, image_size), method="bilinear")
