@@ -106,6 +106,10 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_summary", interrupted)
     assert cli.main(["summary"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["mobilenet-keras summary: interrupted"]
+    monkeypatch.setattr(cli, "_cmd_train", interrupted)  # a run that resumes says how
+    assert cli.main(["train"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mobilenet-keras train: interrupted (run the same command again to resume from the last finished epoch)"]
 
 
 def test_keras_prints_one_line_per_epoch_without_a_terminal(monkeypatch):
@@ -466,3 +470,16 @@ def test_export_android_names_a_run_json_that_does_not_match_the_model(digits_pi
     err = capsys.readouterr().err
     assert f"run.json says the run trained at {size + 32} px, but its model.keras takes {size}x{size}" in err, err
     assert not target.parent.exists()
+
+
+def test_quiet_training_says_when_fine_tuning_starts(tmp_path, capsys):
+    # `epoch 1/1` twice, nothing between: the second phase was not said
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # --fine-tune-epochs without --weights is warned about: not this test's
+        assert cli.main(["train", "--data", "digits", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs",
+                         "1", "--batch-size", "64", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("epoch", "fine-tuning"))]
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/1", "fine-tuning: 1 epoch(s) with the backbone "
+                                                      "unfrozen", "epoch 1/1"], lines

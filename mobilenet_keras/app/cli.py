@@ -178,12 +178,11 @@ def _is_tty(stream) -> bool:
 
 
 def epoch_callbacks(args: argparse.Namespace) -> list:
-    """With --quiet, a callback that prints one line per epoch (Keras's own output is off)."""
-    if not args.quiet:
-        return []
+    """A callback that says when fine-tuning starts or a run resumes, and with --quiet prints one line per
+    epoch (Keras's own output is off)."""
     from mobilenet_keras.app.pipeline import epoch_lines
 
-    return [epoch_lines()]
+    return [epoch_lines(each_epoch=args.quiet)]
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -225,6 +224,15 @@ def train_config(args: argparse.Namespace):
 
     if args.strategy == "multiworker":
         make_strategy(args.strategy)  # before any other TensorFlow work: collective ops start with the runtime
+    if args.weights is None and args.frozen_blocks:
+        warnings.warn("--frozen-blocks applies to fine-tuning pretrained --weights; without them it has no effect "
+                      "(nothing is frozen).", stacklevel=2)
+    if args.weights is None and args.fine_tune_epochs:
+        warnings.warn("--fine-tune-epochs without --weights: a second phase at a tenth of the learning rate on the "
+                      "model trained from scratch (nothing was frozen before it).", stacklevel=2)
+    if args.strategy == "mirrored" and make_strategy("mirrored").num_replicas_in_sync == 1:
+        warnings.warn("--strategy mirrored found one device (no GPU, one logical CPU device): it trains as 1 "
+                      "replica, as the default strategy does.", stacklevel=2)
     return default_config(args.data, weights=args.weights, image_size=args.image_size, epochs=args.epochs,
                           learning_rate=args.learning_rate, alpha=args.alpha,
                           fine_tune_epochs=args.fine_tune_epochs, frozen_blocks=args.frozen_blocks,
@@ -859,7 +867,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{where}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
-            print(f"{where}: interrupted", file=sys.stderr)
+            resumes = " (run the same command again to resume from the last finished epoch)" if args.command in (
+                "train", "pipeline") else ""
+            print(f"{where}: interrupted{resumes}", file=sys.stderr)
             return EXIT_INTERRUPTED
         except BrokenPipeError:  # `bench ... | head -2`: the reader has what it wanted
             # stdout points at nothing from here on, so that Python's flush at exit does not fail again

@@ -38,12 +38,33 @@ class Stages:
         print(f"[{time.time() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def epoch_lines():
-    """A Keras callback printing one line per epoch to stderr: the progress of a run whose bar is off (--quiet)."""
+def epoch_lines(each_epoch: bool = True):
+    """A Keras callback printing to stderr a line when fine-tuning starts (the second fit of a run) or a run
+    resumes part-way, and with `each_epoch` one line per epoch: the progress of a run whose bar is off
+    (--quiet). Both fits of a run get the same instance."""
     import keras
 
     class EpochLines(keras.callbacks.Callback):
+        fits = 0
+        first_epoch = None
+
+        def on_train_begin(self, logs=None):
+            self.fits += 1
+            self.first_epoch = None
+            if self.fits == 2:
+                print(f"fine-tuning: {self.params.get('epochs', '?')} epoch(s) with the backbone unfrozen",
+                      file=sys.stderr, flush=True)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+                if epoch > 0:
+                    print(f"resuming at epoch {epoch + 1}/{self.params.get('epochs', '?')} (the last finished epoch "
+                          "of the run killed part-way was kept)", file=sys.stderr, flush=True)
+
         def on_epoch_end(self, epoch, logs=None):
+            if not each_epoch:
+                return
             shown = ("loss", "accuracy", "agreement", "val_loss", "val_accuracy", "val_agreement")
             figures = "  ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items() if name in shown)
             print(f"epoch {epoch + 1}/{self.params.get('epochs', '?')}  {figures}", file=sys.stderr, flush=True)
