@@ -483,3 +483,10 @@ def test_quiet_training_says_when_fine_tuning_starts(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("epoch", "fine-tuning"))]
     assert [line.split("  ")[0] for line in lines] == ["epoch 1/1", "fine-tuning: 1 epoch(s) with the backbone "
                                                       "unfrozen", "epoch 1/1"], lines
+
+
+@pytest.mark.parametrize("command", ["train", "pipeline"])
+def test_a_weights_file_that_is_not_there_is_named_before_tensorflow_starts(command, capsys, tmp_path):
+    assert cli.main([command, "--weights", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "run")]) == 2
+    assert f"--weights {tmp_path / 'nope.h5'} is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -220,6 +220,12 @@ refused: --restart starts afresh).
 
 def train_config(args: argparse.Namespace):
     """The TrainConfig that the training options of `train` and `pipeline` ask for."""
+    import os
+
+    if args.weights not in (None, "imagenet") and not os.path.isfile(args.weights):
+        # here, before TensorFlow starts (seconds): the model builder would say it after
+        raise ValueError(f"--weights {args.weights} is not a file; give 'imagenet' or the path to a Keras .h5 "
+                         "backbone file.")
     from mobilenet_keras.training.trainer import default_config, make_strategy
 
     if args.strategy == "multiworker":
