@@ -89,7 +89,11 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     assert "quantization-aware training (1 epoch at 1e-05 on the float model's probabilities)" in result.stderr
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:8] == PNG, plot
-    assert (out / "android" / "model.tflite").exists() and (out / "saved_model" / "saved_model.pb").exists()
+    # the Android file is where report.json says: android/model.tflite, or model.failed.tflite when its check failed
+    android = "model.failed.tflite" if report["android_verdict"]["verdict"] == "FAIL" else "model.tflite"
+    assert report["deployables"]["android"] == f"android/{android}"
+    assert sorted(p.name for p in (out / "android").glob("*.tflite")) == [android]
+    assert (out / "saved_model" / "saved_model.pb").exists()
     # The exit status and the message follow the verdicts, whatever they are.
     assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[report["verdict"]]
     for failure in report["failures"]:
@@ -117,12 +121,13 @@ def test_the_android_file_is_verified_when_no_uint8_file_was(tmp_path):
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     files = [Path(row["file"]) for row in report["files"]]
-    assert [f.name for f in files] == ["model_float32.tflite", "model.tflite"]
     android = report["files"][1]
-    assert files[1] == out / "android" / "model.tflite" and android["mode"] == "uint8"
+    name = "model.failed.tflite" if android["failures"] else "model.tflite"  # a failed one is set aside
+    assert [f.name for f in files] == ["model_float32.tflite", name]
+    assert files[1] == out / "android" / name and files[1].is_file() and android["mode"] == "uint8"
     assert android["float_ops"] == 0 and 0 <= android["top1_agreement"] <= 1
     assert "verifying the Android file" in result.stderr and " android/model.tflite: top-1" in result.stderr
-    assert "| `android/model.tflite` | uint8 |" in (out / "report.md").read_text()  # named as the Android file
+    assert f"| `android/{name}` | uint8 |" in (out / "report.md").read_text()  # named as the Android file
     assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[report["verdict"]]
 
 
