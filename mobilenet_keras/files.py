@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
 import sys
@@ -232,18 +233,37 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+#: How `write_json_atomic` writes the floats JSON has no number for, as strings that JavaScript's Number() and
+#: Python's float() read back (Python's json writes them bare, which JSON.parse, jq and most readers refuse).
+NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+
 def write_json_atomic(path: str | os.PathLike, data) -> Path:
-    """`data` as strict JSON (`write_bytes_atomic`): NaN and infinities become null (Python's json writes
-    them as bare NaN and Infinity, which JSON.parse, jq and most other readers refuse); numpy numbers are
-    written as numbers."""
+    """`data` as strict JSON (`write_bytes_atomic`): NaN and infinities as the strings of `NONFINITE`; numpy
+    numbers as numbers. `read_json` gives the floats back."""
     import json
 
     return write_bytes_atomic(path, json.dumps(_plain(data), indent=2, allow_nan=False).encode())
 
 
-def _plain(value):
-    import math
+def read_json(path: str | os.PathLike):
+    """A file `write_json_atomic` wrote, with its non-finite figures as floats again."""
+    import json
 
+    return _restored(json.loads(Path(path).read_text()))
+
+
+def _restored(value):
+    # figures are the values of keys; strings in lists are names (a class may be called "NaN") and stay
+    if isinstance(value, dict):
+        return {key: NONFINITE.get(item, item) if isinstance(item, str) else _restored(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [item if isinstance(item, str) else _restored(item) for item in value]
+    return value
+
+
+def _plain(value):
     import numpy as np
 
     if isinstance(value, dict):
@@ -255,7 +275,9 @@ def _plain(value):
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
+        if math.isfinite(value):
+            return float(value)
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())
     return value

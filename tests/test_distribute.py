@@ -134,6 +134,7 @@ def test_mirrored_uses_every_logical_cpu():
     ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}', 'task type "chief"'),
     ('{"cluster": {"ps": ["localhost:1"], "worker": ["localhost:2"]}, "task": {"type": "worker", "index": 0}}',
      "cluster roles ps"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": ["worker"], "index": 0}}', 'task type ["worker"]'),
 ])
 def test_tf_config_is_checked_and_named_before_tensorflow_reads_it(config, words):
     from mobilenet_keras.training.cluster import read_tf_config
@@ -176,3 +177,31 @@ def test_ctrl_c_ends_the_wait_for_the_other_workers(tmp_path):
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 130 and "interrupted" in err, (worker.returncode, line, err[-2000:])
+
+
+def test_what_tensorflow_takes_in_tf_config_is_taken(monkeypatch):
+    from mobilenet_keras.training.cluster import peers, read_tf_config, worker_wait_s
+
+    config = read_tf_config({"TF_CONFIG": json.dumps({
+        "cluster": {"chief": ["[::1]:2000"], "worker": ["host-a:2001", "host-b:2002"]},
+        "task": {"type": "worker", "index": "1"}})})  # an index as a string, as TensorFlow's resolver reads it
+    assert config["task"]["index"] == 1 and peers(config) == ["[::1]:2000", "host-a:2001"]
+    for bad in ("nan", "-5", "soon"):
+        monkeypatch.setenv("MOBILENET_KERAS_WORKER_WAIT", bad)
+        with pytest.raises(ValueError, match="is not a number of seconds above 0"):
+            worker_wait_s()
+
+
+def test_a_peer_whose_name_does_not_resolve_yet_is_waited_for_then_named():
+    # on Kubernetes a worker's name resolves once its pod exists: not a reason to stop at once
+    import time
+
+    from mobilenet_keras.training.cluster import wait_for_peers
+
+    mine = _free_ports(1)[0]
+    config = {"cluster": {"worker": [f"127.0.0.1:{mine}", "worker-1.not-yet.invalid:2222"]},
+              "task": {"type": "worker", "index": 0}}
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"worker-1.not-yet.invalid:2222 \(its host name does not resolve\)"):
+        wait_for_peers(config, 2, say=lambda text: None)
+    assert time.monotonic() - start >= 2

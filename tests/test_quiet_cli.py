@@ -395,6 +395,22 @@ def test_export_android_over_the_runs_own_android_file_judges_the_run_again(digi
     assert "as model_uint8.tflite" not in line and "written and checked by `mobilenet-keras export --android`" in line
     assert hashlib.sha256((run / "tflite" / "model_uint8.tflite").read_bytes()).hexdigest() == hashlib.sha256(
         (finished / "tflite" / "model_uint8.tflite").read_bytes()).hexdigest()
+    # a pipeline whose Android file failed set it aside as model.failed.tflite; exported again to the Android
+    # place, the report follows the new file (it kept judging the failed one, gone)
+    summary = json.loads((run / "report.json").read_text())
+    target.rename(target.with_name("model.failed.tflite"))
+    summary["deployables"]["android"] = "android/model.failed.tflite"
+    for row in summary["files"]:
+        if row["file"].endswith("android/model.tflite"):
+            row.update(file=str(target.with_name("model.failed.tflite")), failures=["top-1 agreement 90% < 97%"])
+    (run / "report.json").write_text(json.dumps(summary))
+    assert cli.main(["export", str(run), "--android", str(target), "--quiet"]) in (0, 3)
+    after = json.loads((run / "report.json").read_text())
+    assert after["deployables"]["android"] == "android/model.tflite" and target.is_file()
+    assert not target.with_name("model.failed.tflite").exists()
+    assert [row["file"].rsplit("/", 2)[-2:] for row in after["files"]].count(["android", "model.tflite"]) == 1
+    assert not [row for row in after["files"] if "failed" in row["file"]] and after["android_verdict"]["verdict"] \
+        in ("PASS", "INCONCLUSIVE")
 
 
 def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(tiny_run, tmp_path, capsys,
@@ -423,7 +439,8 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
             # the report would judge other files than the ones there (the int8 row, a uint8 file)
             (["--android", str(run / "tflite" / "model_int8.tflite")], "would write over the run's tflite/ folder"),
             (["--onnx", str(run / "model.keras")], "would write over the run's model.keras"),
-            (["--onnx", str(run / "report.json")], "would write over the run's report.json")):
+            (["--onnx", str(run / "report.json")], "would write over the run's report.json"),
+            (["--android", str(run / "model.tflite")], "would write over the run's labels.txt")):
         assert cli.main(["export", str(run), *args]) == 2, args
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and problem in lines[0] and "loading" not in lines[0], (args, lines)

@@ -228,7 +228,10 @@ def test_report_json_is_strict_json_with_null_for_figures_that_are_not_numbers(t
         raise AssertionError(f"{constant} is not JSON")  # what JSON.parse and jq say about NaN and Infinity
 
     written = json.loads(text, parse_constant=refuse)
-    assert written["sqnr_db"] is None and written["latency_ms"] is None and written["samples"] == 12
+    assert written["sqnr_db"] == "Infinity" and written["latency_ms"] == "NaN" and written["samples"] == 12
+    from mobilenet_keras.files import read_json
+
+    assert read_json(tmp_path / "r.json")["sqnr_db"] == float("inf")  # read back as the figure it was
     assert "| latency (per image at the file's batch, 2 threads) | not measured |" in report.to_markdown()
 
 
@@ -404,19 +407,19 @@ def test_report_md_renders_verdicts_and_intervals(model3, file3):
 
 
 def test_report_md_renders_again_from_report_json(tmp_path):
-    # `qat RUN_DIR` renders report.md again from report.json, where an infinite SQNR and an untimed latency
-    # are null
-    import json
-
+    # `qat RUN_DIR` and `export --android` render report.md again from report.json, where an infinite SQNR, a
+    # file's -inf (it gave NaN) and an untimed latency are strings
     from mobilenet_keras.app import report as report_md
 
     expected = np.random.default_rng(0).random((200, 3)).astype(np.float32)
     exact = judge_outputs(expected, expected.copy(), file="m.tflite", mode="float32", size_bytes=100,
                           float32_size_bytes=100).to_dict()
-    report_md.write(_summary([exact]), tmp_path)
+    broken = judge_outputs(expected, np.full_like(expected, np.nan), file="b.tflite", mode="float32",
+                           size_bytes=100, float32_size_bytes=100).to_dict()
+    report_md.write(_summary([exact, broken], verdict="FAIL"), tmp_path)
     first = (tmp_path / "report.md").read_text()
-    again = report_md.markdown(json.loads((tmp_path / "report.json").read_text()))
-    assert again == first and "| inf dB |" in again and "| not measured |" in again
+    again = report_md.markdown(report_md.read_summary(tmp_path))
+    assert again == first and "| inf dB |" in again and "| -inf dB |" in again and "| not measured |" in again
 
 
 def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies(model3, file3):

@@ -220,8 +220,6 @@ refused: --restart starts afresh).
 
 def train_config(args: argparse.Namespace):
     """The TrainConfig that the training options of `train` and `pipeline` ask for."""
-    import os
-
     if args.weights not in (None, "imagenet") and not os.path.isfile(args.weights):
         # here, before TensorFlow starts (seconds): the model builder would say it after
         raise ValueError(f"--weights {args.weights} is not a file; give 'imagenet' or the path to a Keras .h5 "
@@ -463,6 +461,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not path:
             continue
         own = RunFolder(run_dir).own_file(path) if file_example is not None else None
+        if what == "--android" and Path(os.path.realpath(path)).parent == Path(os.path.realpath(run_dir)):
+            own = "the run's labels.txt (written beside the Android file)"
         if own is not None:  # e.g. --android RUN/tflite/model_int8.tflite: the report would judge another file
             elsewhere = run_dir / "android" / file_example if what == "--android" else run_dir / file_example
             raise UsageError(f"{what} {path} would write over {own} (what the run made, and its report judges); "
@@ -605,9 +605,12 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
     target = Path(args.android)
     names = labels or [str(i) for i in range(model.output_shape[-1])]
     run_dir = Path(args.run_dir)
+    failed = target.with_name(f"{target.stem}.failed{target.suffix}")
     summary = report.read_summary(run_dir)  # a pipeline's report: its verdict on the Android file follows it
-    android = (summary or {}).get("deployables", {}).get("android")
-    if not android or os.path.realpath(run_dir / android) != os.path.realpath(target):
+    android = ((summary or {}).get("deployables") or {}).get("android")
+    # the run's Android file, or the failed one the pipeline set aside (what a user exports again in its place)
+    if not isinstance(android, str) or os.path.realpath(run_dir / android) not in (
+            os.path.realpath(target), os.path.realpath(failed)):
         summary = None
     stage(f"converting the Android file (uint8) {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -621,9 +624,12 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
             row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
                                 allow_float_ops=float_layers is not None).to_dict()
             verdict = row_verdict(row)
-        failed = target.with_name(f"{target.stem}.failed{target.suffix}")
         kept = failed if verdict == "FAIL" else target
-        if kept == target and summary is not None:
+        # the report changes when its Android file does: a new one at its place, or the set-aside failed one
+        # replaced (a failed attempt beside a good file leaves the good file and its verdict)
+        if summary is not None and kept != target and os.path.realpath(kept) != os.path.realpath(run_dir / android):
+            summary = None
+        if summary is not None:
             report.withdraw(run_dir)  # first: a kill from here on leaves no verdict, never one on the old file
         os.replace(staged, kept)
         if kept == target:  # its labels beside it; an earlier attempt's failed file is not about this one
@@ -644,9 +650,13 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
               f"a verdict needs {MIN_VERDICT_IMAGES} more)", file=sys.stderr)
         return EXIT_INCONCLUSIVE
     row["file"] = str(kept)
-    if kept == target and summary is not None:
+    if summary is not None:
         stage("judging the run again in report.md with the new Android file")
-        report.replace_rows(summary, [{**row, "file": str(run_dir / android), "reference": "float model"}], run_dir,
+        now = str(Path(android).parent / kept.name)  # android/model.tflite, or model.failed.tflite
+        summary["deployables"]["android"] = now
+        # the set-aside file's row goes when the file does (kept here, it is replaced below)
+        summary["files"] = [r for r in summary["files"] if report.shown_name(r) != android or android == now]
+        report.replace_rows(summary, [{**row, "file": str(run_dir / now), "reference": "float model"}], run_dir,
                             model, by="export --android")
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(file_line(row, name=str(kept)) + (f" ({reason})" if reason else ""), file=sys.stderr)  # the path typed

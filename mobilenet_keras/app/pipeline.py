@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilenet_keras.files import read_json
 from mobilenet_keras.training.run_folder import RunFolder, comparable_settings, held_run_folder
 from tflite.representative import CALIBRATION_IMAGES
 
@@ -327,7 +327,7 @@ def report_stage(model, images, rows: list[dict], deployables: dict[str, str], s
 
     summary = {
         **report.judged(rows),
-        "run": json.loads((out / "run.json").read_text()),
+        "run": read_json(out / "run.json"),
         "files": rows,
         "worst_layers": worst,
         "plots": plots,

@@ -177,7 +177,7 @@ def _verdict_cell(row: dict) -> str:
 
 
 def _percent(value) -> str:
-    return f"{value:.2%}" if _finite(value) else "not a number (the training diverged)"
+    return f"{value:.2%}" if _finite(value) else "not a number (the training diverged)"  # NaN, or null before
 
 
 def _finite(value) -> bool:
@@ -192,9 +192,8 @@ def _latency(row: dict) -> str:
 
 
 def _sqnr(row: dict) -> str:
-    # report.json holds null for an infinite SQNR (strict JSON): outputs equal to the float model's to the bit
     value = row.get("sqnr_db")
-    return "inf dB" if value is None or value == math.inf else f"{value:.1f} dB"
+    return "-" if value is None else f"{value:.1f} dB"  # inf: the float model's outputs to the bit
 
 
 def markdown(summary: dict) -> str:
@@ -284,11 +283,12 @@ def replace_rows(summary: dict, rows: list[dict], out: Path, model, by: str = "q
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    """report.json of a pipeline run as a dict; None when there is none, or it is damaged."""
-    import json
+    """report.json of a pipeline run as a dict (its non-finite figures as floats); None when there is none, or
+    it is damaged."""
+    from mobilenet_keras.files import read_json
 
     try:
-        summary = json.loads((run_dir / "report.json").read_text())
+        summary = read_json(run_dir / "report.json")
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) and isinstance(summary.get("files"), list) else None

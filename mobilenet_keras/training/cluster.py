@@ -48,8 +48,11 @@ def read_tf_config(environ=None) -> dict:
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise wrong('has no "task": {"type": "worker", "index": N} saying which of the cluster this process is')
     kind, index = task["type"], task["index"]
-    if kind not in cluster or kind not in _ROLES:
-        raise wrong(f'has task type {json.dumps(kind)}; give one of the cluster\'s roles ({", ".join(cluster)})')
+    if not isinstance(kind, str) or kind not in cluster or kind not in _ROLES:
+        roles = ", ".join(role for role in cluster if role in _ROLES)
+        raise wrong(f"has task type {json.dumps(kind)}; give one of the cluster's training roles ({roles})")
+    if isinstance(index, str) and index.strip().isdigit():
+        index = task["index"] = int(index)  # TensorFlow's resolver takes "1" too
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
         raise wrong(f'has task index {json.dumps(index)}; the cluster lists {len(cluster[kind])} {kind}(s), '
                     f"indexed from 0")
@@ -68,18 +71,17 @@ def peers(config: dict) -> list[str]:
     return [address for address in every if address != me]
 
 
-def check_hosts(addresses: list[str]) -> None:
-    """A ValueError naming an address whose host name does not resolve (TensorFlow would wait on it forever)."""
-    for address in addresses:
-        host = address.rpartition(":")[0].strip("[]")
-        try:
-            socket.getaddrinfo(host, _port(address))
-        except OSError as exc:
-            raise ValueError(f"--strategy multiworker: the host of {address} in TF_CONFIG can't be found "
-                             f"({exc.strerror or exc}); fix the address.") from None
+def _resolves(address: str) -> bool:
+    try:
+        socket.getaddrinfo(address.rpartition(":")[0].strip("[]"), _port(address))
+    except OSError:
+        return False
+    return True
 
 
 def _answers(address: str) -> bool:
+    """Whether something listens at `address`; False too while its name does not resolve (on Kubernetes a
+    worker's name exists once its pod does)."""
     host = address.rpartition(":")[0].strip("[]")
     try:
         with socket.create_connection((host, _port(address)), timeout=1):
@@ -91,9 +93,12 @@ def _answers(address: str) -> bool:
 def worker_wait_s() -> float:
     text = os.environ.get(WORKER_WAIT_ENV)
     try:
-        return float(text) if text else DEFAULT_WORKER_WAIT_S
+        seconds = float(text) if text else DEFAULT_WORKER_WAIT_S
     except ValueError:
-        raise ValueError(f"${WORKER_WAIT_ENV}={text} is not a number of seconds.") from None
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"${WORKER_WAIT_ENV}={text} is not a number of seconds above 0.")
+    return seconds
 
 
 def wait_for_peers(config: dict, wait_s: float, say=None) -> None:
@@ -111,16 +116,13 @@ def wait_for_peers(config: dict, wait_s: float, say=None) -> None:
     others = peers(config)
     if not others:
         return
-    check_hosts(others)
-    listener = socket.socket(socket.AF_INET6 if ":" in me.rpartition(":")[0] else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("", _port(me)))
+    try:  # on IPv4 and IPv6 where the machine has both, as TensorFlow's server listens
+        both = socket.has_dualstack_ipv6()
+        listener = socket.create_server(("", _port(me)), family=socket.AF_INET6 if both else socket.AF_INET,
+                                        dualstack_ipv6=both, backlog=16)
     except OSError as exc:
-        listener.close()
         raise ValueError(f"--strategy multiworker: this worker's port {_port(me)} ({me} in TF_CONFIG) can't be "
                          f"opened ({exc.strerror or exc}); is another process using it?") from None
-    listener.listen(16)
     listener.settimeout(0)
     try:
         start, said, waiting = time.monotonic(), False, list(others)
@@ -136,7 +138,9 @@ def wait_for_peers(config: dict, wait_s: float, say=None) -> None:
                 say(f"waiting for the other workers of TF_CONFIG ({', '.join(waiting)}) to start, up to "
                     f"{wait_s:g} s (${WORKER_WAIT_ENV})")
             if time.monotonic() - start > wait_s:
-                raise ValueError(f"--strategy multiworker: {', '.join(waiting)} (TF_CONFIG) did not answer in "
+                named = [address + ("" if _resolves(address) else " (its host name does not resolve)")
+                         for address in waiting]
+                raise ValueError(f"--strategy multiworker: {', '.join(named)} (TF_CONFIG) did not answer in "
                                  f"{wait_s:g} s; start the same command there with its own task index, or fix the "
                                  "address.")
             time.sleep(0.5)
