@@ -256,11 +256,12 @@ def _train_until(out: Path, marker: Path, epochs: int, timeout: float = 240, mor
 
 @pytest.mark.slow
 def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
-    # a folder that holds a finished pipeline run (a PASS) and an old history
+    # a folder that holds a finished pipeline run (a PASS) and an old history, trained again (--restart: a
+    # finished run is not retrained without it), killed, then resumed by the same command without --restart
     out = tmp_path / "run"
     _finished_pipeline_folder(out)
     backup = out / "backup" / "phase1"
-    gone = _train_until(out, backup / "training_metadata.json", epochs=3)
+    gone = _train_until(out, backup / "training_metadata.json", epochs=3, more=("--restart",))
     # the verdict and the files made from the old model went before training wrote anything
     assert gone is not False
     for name in ("report.json", "report.md", "tflite", "android", "saved_model", "qat", "confusion_matrix.png"):
