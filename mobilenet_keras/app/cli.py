@@ -808,13 +808,14 @@ def data_options(args: argparse.Namespace) -> dict:
 
 
 def parse_fraction(text: str) -> float:
-    """A fraction strictly between 0 and 1, for argparse."""
+    """--validation-split's fraction, checked as `datasets.load` checks it, for argparse."""
+    from mobilenet_keras.training.datasets import check_validation_split
+
     try:
         value = float(text)
+        check_validation_split(value)
     except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.2); got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.2); got {text!r}") from None
     return value
 
 
