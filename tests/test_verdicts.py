@@ -99,6 +99,44 @@ def test_a_wrong_file_fails_even_on_few_images(model3, file3):
     assert "FAIL" in report.to_markdown()
 
 
+def _outputs_with_disagreements(samples: int, disagree: int, classes: int = 4):
+    rng = np.random.default_rng(1)
+    expected = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, samples)] + 0.01
+    got = expected.copy()
+    got[:disagree] = np.roll(got[:disagree], 1, axis=1)  # another top-1, the rest unchanged
+    return expected, got
+
+
+def test_one_disagreement_in_few_images_is_inconclusive_not_fail():
+    # 1 of 18 disagree is 94.4% < 97%, but the 95% interval (74% to 99%) still reaches 97%: the images can't
+    # tell this file from one that agrees on 98%. A FAIL needs the interval wholly below the threshold.
+    expected, got = _outputs_with_disagreements(18, 1)
+    kwargs = dict(file="m.tflite", mode="int8", size_bytes=10, float32_size_bytes=40,
+                  thresholds={"min_top5_overlap": 0.0, "min_sqnr_db": -1000.0})
+    report = judge_outputs(expected, got, **kwargs)
+    assert report.top1_agreement < 0.97 and report.top1_agreement_interval[1] >= 0.97
+    assert report.verdict == "INCONCLUSIVE" and not report.failures and len(report.unsettled) == 1
+    assert "1 of 18 disagree" in report.verdict_reason and "reaches 97%" in report.verdict_reason
+    assert "a verdict needs at least 200" in report.verdict_reason
+    assert report.to_dict()["unsettled"] == report.unsettled
+    # 5 of 18 disagree: the interval (12% to 50% disagreeing) excludes 97% agreement, so it fails
+    report = judge_outputs(*_outputs_with_disagreements(18, 5), **kwargs)
+    assert report.verdict == "FAIL" and "5 of 18 disagree" in report.failures[0] and not report.unsettled
+    # the same 1-in-18 rate on enough images is measured well enough: FAIL
+    report = judge_outputs(*_outputs_with_disagreements(360, 20), **kwargs)
+    assert report.verdict == "FAIL" and not report.unsettled
+
+
+def test_an_accuracy_drop_on_few_images_fails_only_outside_its_interval():
+    expected, got = _outputs_with_disagreements(18, 1)
+    kwargs = dict(file="m.tflite", mode="int8", size_bytes=10, float32_size_bytes=40,
+                  thresholds={"min_top1_agreement": 0.0, "min_top5_overlap": 0.0, "min_sqnr_db": -1000.0})
+    report = judge_outputs(expected, got, labels=expected.argmax(1), **kwargs)  # float 100%, file 94.4%
+    assert report.accuracy_drop > 0.02 and report.verdict == "INCONCLUSIVE" and "accuracy drop" in report.unsettled[0]
+    report = judge_outputs(*_outputs_with_disagreements(18, 9), labels=expected.argmax(1), **kwargs)
+    assert report.verdict == "FAIL" and "accuracy drop" in report.failures[0]
+
+
 def test_judge_outputs_is_the_one_judge():
     rng = np.random.default_rng(0)
     expected = rng.random((300, 4)).astype(np.float32)

@@ -74,6 +74,7 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     """A QAT file's row: figures against the QAT Keras model it was converted from (its reference, as the
     float model is for a PTQ file), accuracy against the float model the user started from."""
     import tflite
+    from tflite.verify import drop_could_pass
 
     # Accuracy is judged from the float model the user started from, below; not from the QAT model.
     against_qat = tflite.verify(qat_model, path, validation, labels=labels, mode=mode, float32_size=float32_size,
@@ -90,8 +91,17 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     row["thresholds"]["max_accuracy_drop"] = limit
     row["failures"] = list(against_qat.failures)
     if drop > limit:
-        row["failures"].append(f"accuracy drop from the float model {drop * 100:.2f} points > {limit * 100:.1f}")
+        text = f"accuracy drop from the float model {drop * 100:.2f} points > {limit * 100:.1f}"
+        if against_float.samples < against_float.min_samples and drop_could_pass(
+                against_float.float_accuracy, against_float.tflite_accuracy_interval, limit):
+            text += f" (on {against_float.samples} images, within its 95% interval)"
+            row["unsettled"] = [text] + row["unsettled"]
+            row["verdict_reason"] = "; ".join([text, against_qat.verdict_reason])
+        else:
+            row["failures"].append(text)
     row["verdict"] = "FAIL" if row["failures"] else against_qat.verdict
+    if row["failures"]:
+        row["verdict_reason"] = "; ".join(row["failures"])
     row["passed"] = row["verdict"] == "PASS"
     if verbose:
         print(f"  {path.name}: agrees with the QAT Keras model on {against_qat.top1_agreement:.1%}, with the float "
