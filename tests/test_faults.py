@@ -87,9 +87,11 @@ def _finished_pipeline_folder(out: Path) -> None:
         (out / name).write_bytes(b"old")
     (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.99,0.1,0.999,0.1\n"
                                      "1,0.99,0.1,0.999,0.1\n")
-    for folder in ("tflite", "android", "saved_model", "qat"):
-        (out / folder).mkdir()
-        (out / folder / "file").write_bytes(b"old")
+    for name in ("tflite/model_int8.tflite", "tflite/.model_uint8.tflite.tmp1234", "android/model.tflite",
+                 "android/labels.txt", "saved_model/saved_model.pb", "saved_model/variables/variables.index",
+                 "qat/qat.json", "qat/qat.weights.h5"):
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(b"old")
     (out / "report.md").write_text("# PASS\n")
     (out / "report.json").write_text(json.dumps({"verdict": "PASS", "plots": ["training.png", "extra_plot.png"]}))
 
@@ -112,6 +114,24 @@ def test_invalidate_removes_the_verdict_first_and_files_made_from_the_old_model(
     assert left == ["history.csv", "labels.txt", "model.keras", "my_notes.png", "run.json", "training.png"]
     folder.clear()
     assert sorted(p.name for p in out.iterdir()) == ["my_notes.png"]
+
+
+def test_invalidate_keeps_files_the_package_did_not_write_and_names_them(tmp_path):
+    # --force or a new training removes what was made from the old model; a user's files in those folders
+    # are not the package's to delete (they were, whole folders at once).
+    out = tmp_path / "run"
+    _finished_pipeline_folder(out)
+    (out / "android" / "release-notes.txt").write_text("mine")
+    (out / "saved_model" / "README").write_text("mine")
+    (out / "android" / "my_variant.tflite").write_bytes(b"made by export --android from the old model")
+    with pytest.warns(UserWarning) as caught:
+        RunFolder(out).invalidate()
+    assert sorted(p.name for p in (out / "android").iterdir()) == ["release-notes.txt"]
+    assert sorted(p.name for p in (out / "saved_model").iterdir()) == ["README"]
+    assert not (out / "tflite").exists() and not (out / "qat").exists()
+    texts = [str(w.message) for w in caught]
+    assert any("release-notes.txt" in t and str(out / "android") in t for t in texts), texts
+    assert any("README" in t and "saved_model" in t for t in texts), texts
 
 
 def test_run_json_damaged_or_missing_is_one_line(tmp_path):

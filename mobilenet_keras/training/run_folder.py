@@ -36,6 +36,16 @@ except ImportError:  # not on Windows: no lock there
 REPORT_FILES = ("report.json", "report.md")
 #: Folders of files made from a trained model by `pipeline`, `qat` and `export`.
 DERIVED_FOLDERS = ("tflite", "android", "saved_model", "qat")
+#: What the package writes in each of those folders (glob patterns): removed with the model they were made
+#: from. Anything else there is the user's and stays (a warning names it).
+DERIVED_CONTENTS = {
+    "tflite": ("model_*.tflite",),
+    "android": ("*.tflite", "labels.txt"),  # the pipeline's file and `export --android` files, with their labels
+    "saved_model": ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"),
+    "qat": ("qat.weights.h5", "history.json", "qat.json"),
+}
+#: Leftovers of writes that were killed (mobilenet_keras.files: temporary, staging and set-aside names).
+_LEFTOVERS = (".*.tmp*", ".*.staging*", ".*.replaced")
 #: Plots made from a trained model (`training.png` is made by `train` and is not one of them).
 DERIVED_PLOTS = ("confusion_matrix.png", "scatter_float_vs_int8.png", "size_vs_accuracy.png")
 #: Resume state of an unfinished `train`.
@@ -235,8 +245,28 @@ class RunFolder:
                       and "\\" not in p and p != "training.png" and not p.startswith(".")}
         except (OSError, ValueError, AttributeError):
             pass
-        names = list(REPORT_FILES) + list(DERIVED_FOLDERS) + sorted(plots)
-        return self._remove(names)
+        removed = self._remove(list(REPORT_FILES))
+        for folder in DERIVED_FOLDERS:
+            removed += self._remove_derived(folder)
+        return removed + self._remove(sorted(plots))
+
+    def _remove_derived(self, folder: str) -> list[str]:
+        """The package's files in `folder` (DERIVED_CONTENTS), and the folder once nothing else is left."""
+        where = self.path / folder
+        if where.is_symlink() or not where.is_dir():
+            return self._remove([folder])
+        ours = {entry.name for pattern in DERIVED_CONTENTS[folder] + _LEFTOVERS for entry in where.glob(pattern)}
+        removed = [f"{folder}/{name}" for name in self._remove([f"{folder}/{name}" for name in sorted(ours)])]
+        kept = sorted(entry.name for entry in where.iterdir())
+        if not kept:
+            with contextlib.suppress(OSError):  # a file written there meanwhile stays, with its folder
+                where.rmdir()
+                return removed + [folder]
+            kept = sorted(entry.name for entry in where.iterdir())
+        shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        warnings.warn(f"kept {len(kept)} file(s) in {where} that the package did not write ({shown}); if they were "
+                      "made from the old model, remove them.", stacklevel=3)
+        return removed
 
     def clear(self) -> list[str]:
         """Remove every file the package manages here (for --force): a fresh run, history.csv too."""
