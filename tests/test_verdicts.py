@@ -3,8 +3,6 @@ of endless data, on small random-weight MobileNets converted to float32 (seconds
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -219,7 +217,7 @@ def _class_folders(root, names, per_class=4):
     return root
 
 
-def test_a_folders_labels_are_the_models_classes_by_name_or_refused(model3, file3, tmp_path):
+def test_a_folders_labels_are_the_models_classes_by_name_or_refused(model3, file3, tmp_path, monkeypatch):
     # one class folder of a 3-class model: its images were all label 0, whatever the folder's name
     lone = _class_folders(tmp_path / "lone", ["dog"])
     with pytest.raises(ValueError, match="1 class folder.*dog.*model has 3 classes.*class_names="):
@@ -231,12 +229,25 @@ def test_a_folders_labels_are_the_models_classes_by_name_or_refused(model3, file
         verify(model3, file3, lone, class_names=["cat", "bird", "fish"], latency_runs=0)
     with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
         verify(model3, file3, lone, class_names=["cat", "dog"], latency_runs=0)
-    whole = _class_folders(tmp_path / "whole", ["a", "b", "c"])  # as many folders as classes: in order
-    in_order = verify(model3, file3, whole, latency_runs=0)
-    assert in_order.float_accuracy == np.mean(model3.predict(tflite.representative.collect(whole, (SIZE, SIZE, 3)),
-                                                             verbose=0).argmax(1) == np.repeat([0, 1, 2], 4))
-    with pytest.raises(ValueError, match="labels were given with a folder and max_samples"):
-        verify(model3, file3, whole, labels=np.repeat([0, 1, 2], 4), max_samples=6, latency_runs=0)
+    # where it can't apply, class_names is refused, not ignored
+    with pytest.raises(ValueError, match="not a folder: give labels= as the model's class numbers"):
+        verify(model3, file3, _images(4), class_names=["cat", "bird", "dog"], latency_runs=0)
+    with pytest.raises(ValueError, match="with labels= given, the labels are the classes"):
+        verify(model3, file3, lone, labels=[2] * 4, class_names=["cat", "bird", "dog"], latency_runs=0)
+    # the folder is listed once (a folder of 100,000 images was listed twice)
+    import mobilenet_keras.images
+
+    scans = []
+    real = mobilenet_keras.images.scan_folder
+
+    def counted(*args, **kwargs):
+        scans.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mobilenet_keras.images, "scan_folder", counted)
+    monkeypatch.setattr(tflite.representative, "scan_folder", counted)
+    verify(model3, file3, lone, class_names=["cat", "bird", "dog"], latency_runs=0)
+    assert len(scans) == 1, scans
 
 
 def test_verify_judges_the_bytes_it_ran_even_if_the_file_changes(model3, file3, tmp_path):

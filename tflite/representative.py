@@ -119,7 +119,8 @@ def _as_float_images(batch, where: str) -> np.ndarray:
 
 
 def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
-            labels_out: list | None = None, cap: int = DEFAULT_CAP) -> np.ndarray:
+            labels_out: list | None = None, cap: int = DEFAULT_CAP,
+            class_names_out: list | None = None) -> np.ndarray:
     """Turn `data` into a float32 array of shape (N, H, W, C) in the model's input convention.
 
     Args:
@@ -133,6 +134,8 @@ def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
             appended to it, in the order of the returned images.
         cap: without a `limit`, read at most this many images of a dataset or iterable (which may be
             endless) and warn if more were there; arrays and folders are read whole.
+        class_names_out: if a list is given and `data` is a folder of class folders, their names (the
+            labels' order) are appended to it: the folder is scanned once.
 
     Raises:
         ValueError: empty data, non-finite values, or images of the wrong shape.
@@ -141,9 +144,11 @@ def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None; got {limit!r}.")
     if isinstance(data, (str, os.PathLike)):
-        array, labels = _from_folder(Path(data), (height or 224, width or 224), limit, seed)
+        array, labels, names = _from_folder(Path(data), (height or 224, width or 224), limit, seed)
         if labels_out is not None and labels is not None:
             labels_out.extend(labels)
+        if class_names_out is not None and labels is not None:
+            class_names_out.extend(names)
     else:
         dataset = hasattr(data, "as_numpy_iterator")
         tensor = not dataset and hasattr(data, "shape") and hasattr(data, "dtype")  # numpy or a framework tensor
@@ -221,7 +226,7 @@ def _from_folder(folder: Path, size: tuple[int, int], limit: int | None, seed: i
     if found.labels is not None:
         bad_set = set(bad)
         labels = [found.labels[i] for i in order if found.paths[i] not in bad_set]
-    return preprocess_input(images), labels
+    return preprocess_input(images), labels, found.class_names
 
 
 def _interleave(groups):

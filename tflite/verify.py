@@ -422,15 +422,20 @@ def verify(
         raise ValueError("labels were given with a folder and max_samples: the folder is sampled across its "
                          "classes, so the labels can't follow; leave out labels (the subfolders give them) or "
                          "max_samples.")
+    if class_names is not None and (not folder or labels is not None):
+        raise ValueError("class_names= maps a folder's class folders to the model's classes; "
+                         + ("with labels= given, the labels are the classes: leave out class_names."
+                            if folder else "these images are not a folder: give labels= as the model's class numbers."))
     if class_names is not None and classes > 0 and len(class_names) != classes:
         raise ValueError(f"{len(class_names)} class names for a model with {classes} classes.")
     found_labels: list = []
+    folder_classes: list = []
     images = collect(data, tuple(float_model.input_shape[1:]), limit=max_samples, labels_out=found_labels,
-                     cap=DEFAULT_MAX_SAMPLES)
+                     cap=DEFAULT_MAX_SAMPLES, class_names_out=folder_classes)
     if labels is None and len(found_labels) == len(images):
         labels = found_labels
         if folder:
-            labels = _model_classes(labels, Path(data), class_names, classes)
+            labels = _model_classes(labels, Path(data), folder_classes, class_names, classes)
     elif labels is not None and max_samples is not None and len(labels) > len(images):
         labels = np.asarray(labels)[:len(images)]  # collect kept the first max_samples
     if labels is not None and len(labels) != len(images):
@@ -468,11 +473,9 @@ def verify(
     return report
 
 
-def _model_classes(labels: list, folder: Path, class_names: list[str] | None, classes: int) -> np.ndarray:
-    """A folder's labels (indices of its sorted subfolders) as the model's class numbers."""
-    from mobilenet_keras.images import scan_folder
-
-    names = scan_folder(folder).class_names
+def _model_classes(labels: list, folder: Path, names: list[str], class_names: list[str] | None,
+                   classes: int) -> np.ndarray:
+    """A folder's labels (indices of its sorted subfolders `names`) as the model's class numbers."""
     if class_names is None:
         if classes > 0 and len(names) != classes:
             raise ValueError(f"{folder} has {len(names)} class folder(s) ({', '.join(names[:5])}"
