@@ -354,6 +354,15 @@ def test_bad_input_gives_clear_errors_and_no_file(model, calibration, tmp_path):
     with pytest.raises(ValueError, match="is a folder"):
         tflite.convert(model, tmp_path, "float32")
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary files left behind
+    # a TFLite file under another format's name would replace that file (the model it was made from)
+    keras_file = tmp_path / "model.keras"
+    keras_file.write_bytes(b"the user's model")
+    for name, words in (("model.keras", "a Keras model file's name.*name it model.tflite"),
+                        ("best.weights.h5", "Keras weights.*best.tflite"), ("m.ONNX", "ONNX.*m.tflite")):
+        with pytest.raises(ValueError, match=words):
+            tflite.convert(model, tmp_path / name, "float32")
+    assert keras_file.read_bytes() == b"the user's model" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+    assert tflite.convert(model, tmp_path / "model.lite", "float32").stat().st_size > 0  # other names are free
 
 
 def test_a_failed_conversion_leaves_nothing(model, tmp_path, monkeypatch):

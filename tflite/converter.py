@@ -40,6 +40,18 @@ INTEGER_RECIPES = ("integer", "int16x8")
 ACTIVATION_BITS = {"integer": 8, "int16x8": 16, "dynamic": None}
 
 
+# Names of other formats: a TFLite file written under one of them (`convert(model, "model.keras", ...)`)
+# replaces the model it was made from, or a file a tool reads as its own format.
+_OTHER_FORMATS = {".keras": "Keras model", ".weights.h5": "Keras weights", ".h5": "Keras/HDF5", ".hdf5": "HDF5",
+                  ".onnx": "ONNX", ".pb": "SavedModel/protobuf", ".json": "JSON", ".txt": "text", ".csv": "CSV",
+                  ".md": "Markdown", ".py": "Python", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def _other_format(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((suffix for suffix in _OTHER_FORMATS if name.endswith(suffix)), None)
+
+
 def convert(
     model,
     output_path: str | os.PathLike,
@@ -119,6 +131,11 @@ def convert(
     """
     spec = get_mode(mode)
     output_path = check_output_path(output_path)
+    other_format = _other_format(output_path)
+    if other_format:
+        raise ValueError(f"output_path {output_path} ends in {other_format}, a {_OTHER_FORMATS[other_format]} "
+                         f"file's name; a TFLite file would be written there: name it "
+                         f"{output_path.name[:-len(other_format)] or 'model'}.tflite.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}.")
