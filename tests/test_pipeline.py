@@ -120,7 +120,8 @@ def test_the_android_file_is_verified_when_no_uint8_file_was(tmp_path):
     result = cli("pipeline", "--modes", "float32", "--epochs", "1", "--out", str(out), "--quiet")
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    files = [Path(row["file"]) for row in report["files"]]
+    files = [out / row["file"] for row in report["files"]]  # paths from the run folder
+    assert [row["file"] for row in report["files"]][0] == "tflite/model_float32.tflite"
     android = report["files"][1]
     name = "model.failed.tflite" if android["failures"] else "model.tflite"  # a failed one is set aside
     assert [f.name for f in files] == ["model_float32.tflite", name]
@@ -329,7 +330,7 @@ def test_the_qat_command_on_a_pipeline_run_updates_its_report_and_a_kill_changes
     report = json.loads((run / "report.json").read_text())
     assert report["files"][:len(before["files"])] == before["files"]  # the pipeline's rows as they were
     assert report["files"][len(before["files"]):] == checks  # the QAT files' rows, with their final paths
-    assert all(Path(row["file"]).parent == run / "tflite" and Path(row["file"]).exists() for row in checks)
+    assert all((run / row["file"]).parent == run / "tflite" and (run / row["file"]).exists() for row in checks)
     verdicts = [row["verdict"] for row in report["files"]]
     expected = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
     assert report["verdict"] == expected and report["passed"] == (expected == "PASS")

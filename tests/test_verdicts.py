@@ -3,6 +3,9 @@ of endless data, on small random-weight MobileNets converted to float32 (seconds
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import numpy as np
 import pytest
 
@@ -461,14 +464,22 @@ def test_report_md_renders_again_from_report_json(tmp_path):
     from mobilenet_keras.app import report as report_md
 
     expected = np.random.default_rng(0).random((200, 3)).astype(np.float32)
-    exact = judge_outputs(expected, expected.copy(), file="m.tflite", mode="float32", size_bytes=100,
-                          float32_size_bytes=100).to_dict()
-    broken = judge_outputs(expected, np.full_like(expected, np.nan), file="b.tflite", mode="float32",
-                           size_bytes=100, float32_size_bytes=100).to_dict()
-    report_md.write(_summary([exact, broken], verdict="FAIL"), tmp_path)
-    first = (tmp_path / "report.md").read_text()
-    again = report_md.markdown(report_md.read_summary(tmp_path))
+    run = tmp_path / "run"
+    run.mkdir()
+    exact = judge_outputs(expected, expected.copy(), file=run / "tflite" / "m.tflite", mode="float32",
+                          size_bytes=100, float32_size_bytes=100).to_dict()
+    broken = judge_outputs(expected, np.full_like(expected, np.nan), file=run / "android" / "b.tflite",
+                           mode="float32", size_bytes=100, float32_size_bytes=100).to_dict()
+    report_md.write(_summary([exact, broken], verdict="FAIL"), run)
+    first = (run / "report.md").read_text()
+    again = report_md.markdown(report_md.read_summary(run))
     assert again == first and "| inf dB |" in again and "| -inf dB |" in again and "| not measured |" in again
+    # the run folder's files are named from it, so a run folder moved elsewhere still names its own files
+    rows = json.loads((run / "report.json").read_text())["files"]
+    assert [row["file"] for row in rows] == ["tflite/m.tflite", "android/b.tflite"]
+    run.rename(tmp_path / "moved")
+    files = [row["file"] for row in report_md.read_summary(tmp_path / "moved")["files"]]
+    assert files == [str(tmp_path / "moved" / "tflite" / "m.tflite"), str(tmp_path / "moved" / "android" / "b.tflite")]
 
 
 def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies(model3, file3):

@@ -193,7 +193,7 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model) -> None:
             os.replace(staged, run_dir / folder / staged.name)
     for row in rows:
         row["file"] = str(run_dir / "tflite" / Path(row["file"]).name)
-    write_json_atomic(run_dir / "qat" / "qat.json", {"files": rows})
+    write_json_atomic(run_dir / "qat" / "qat.json", {"files": report.files_in(rows, run_dir)})
     if summary is not None:
         report.replace_rows(summary, rows, run_dir, model)
 

@@ -291,7 +291,29 @@ def read_summary(run_dir: Path) -> dict | None:
         summary = read_json(run_dir / "report.json")
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) and isinstance(summary.get("files"), list) else None
+    if not isinstance(summary, dict) or not isinstance(summary.get("files"), list):
+        return None
+    summary["files"] = files_from(summary["files"], run_dir)
+    return summary
+
+
+def files_in(rows: list[dict], run_dir: Path) -> list[dict]:
+    """`rows` as a run folder's JSON keeps them: a file inside the run folder by its path from there
+    (`tflite/model_int8.tflite`), so that a run folder moved or copied elsewhere still names its own files."""
+    here = Path(run_dir).absolute()
+    out = []
+    for row in rows:
+        if isinstance(row, dict) and isinstance(row.get("file"), str):
+            path = Path(row["file"]).absolute()  # a path typed relative is from the current folder
+            row = {**row, "file": path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)}
+        out.append(row)
+    return out
+
+
+def files_from(rows: list[dict], run_dir: Path) -> list[dict]:
+    """The rows of a run folder's JSON with their files as paths again (a relative one is from the run folder)."""
+    return [{**row, "file": str(Path(run_dir) / row["file"])}
+            if isinstance(row, dict) and isinstance(row.get("file"), str) else row for row in rows]
 
 
 def withdraw(run_dir: Path) -> None:
@@ -304,7 +326,7 @@ def withdraw(run_dir: Path) -> None:
 def write(summary: dict, out: Path) -> None:
     """report.md, then report.json last: a run folder with report.json is a finished run."""
     write_bytes_atomic(out / "report.md", markdown(summary).encode())
-    write_json_atomic(out / "report.json", summary)
+    write_json_atomic(out / "report.json", {**summary, "files": files_in(summary["files"], out)})
 
 
 def _qat_settings_line(settings: dict | None) -> str:
