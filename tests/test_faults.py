@@ -134,6 +134,65 @@ def test_invalidate_keeps_files_the_package_did_not_write_and_names_them(tmp_pat
     assert any("README" in t and "saved_model" in t for t in texts), texts
 
 
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """`folder` unwritable, for root too (an immutable folder); skips where that can't be made."""
+    if os.geteuid() == 0:
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"chattr +i is not allowed here ({made.stderr.strip()}), and root ignores mode bits")
+    else:
+        folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
+        folder.chmod(0o755)
+
+
+def test_qat_refuses_a_run_folder_it_could_not_write_before_any_work(tmp_path):
+    from mobilenet_keras.app.qat_stage import qat_run_folder
+
+    with pytest.raises(ValueError, match="run folder .*nowhere does not exist"):
+        qat_run_folder(tmp_path / "nowhere", epochs=1, learning_rate=1e-5)
+    run = tmp_path / "run"
+    (run / "tflite").mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"not read: the check comes first")
+    (run / "run.json").write_text("{}")
+    # it trained for minutes and then failed to move its files in, leaving no report (a red team's find)
+    with _read_only(run / "tflite"), pytest.raises(ValueError) as info:
+        qat_run_folder(run, epochs=1, learning_rate=1e-5)
+    assert f"{run / 'tflite'} is not writable" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_qat_files_that_cant_move_in_leave_the_old_verdicts(tmp_path):
+    import numpy as np
+
+    from mobilenet_keras.app import report
+    from mobilenet_keras.app.qat_stage import _take_place
+    from tflite.verify import judge_outputs
+
+    run, staging = tmp_path / "run", tmp_path / "run" / ".qat.1.staging"
+    for name in ("qat", "tflite", ".qat.1.staging/qat", ".qat.1.staging/tflite"):
+        (run / name).mkdir(parents=True)
+    (staging / "qat" / "qat.weights.h5").write_bytes(b"new")
+    (staging / "tflite" / "model_qat.tflite").write_bytes(b"new")
+    (run / "qat" / "qat.json").write_text('{"files": []}')
+    outputs = np.eye(3, dtype=np.float32)[np.arange(300) % 3]
+    row = judge_outputs(outputs, outputs, file=run / "tflite" / "model_float32.tflite", mode="float32",
+                        size_bytes=10, float32_size_bytes=10).to_dict()
+    summary = {"verdict": "PASS", "files": [row], "plots": [], "deployables": {},
+               "run": {"data": {"source": "digits", "train_images": 1, "validation_images": 300, "classes": ["a"],
+                                "image_size": 32}, "config": {"alpha": 0.25, "weights": None},
+                       "final": {"val_accuracy": 0.9}}}
+    report.write(summary, run)
+    before = {name: (run / name).read_bytes() for name in ("report.json", "report.md", "qat/qat.json")}
+    with _read_only(run / "qat"), pytest.raises(ValueError, match="the run folder is as it was"):
+        _take_place(run, staging, [dict(row, file=str(staging / "tflite" / "model_qat.tflite"))], model=None)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
 def test_run_json_damaged_or_missing_is_one_line(tmp_path):
     folder = RunFolder(tmp_path)
     with pytest.raises(ValueError, match="has no run.json"):
@@ -173,21 +232,10 @@ def test_check_writable_refuses_a_file_and_an_unwritable_folder(tmp_path):
         RunFolder(tmp_path / "file").check_writable()
     locked = tmp_path / "locked"
     locked.mkdir()
-    if os.geteuid() == 0:  # root writes through permissions: an immutable folder stops it
-        made = subprocess.run(["chattr", "+i", str(locked)], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f"chattr +i is not allowed here ({made.stderr.strip()}), and root ignores mode bits")
-    else:
-        locked.chmod(0o555)
-    try:
-        with pytest.raises(ValueError) as info:
-            RunFolder(locked).check_writable()
-        assert "is not writable" in str(info.value) and "\n" not in str(info.value)
-        assert RunFolder(tmp_path / "new" / "run").check_writable().is_dir()
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(locked)], check=False)
-        locked.chmod(0o755)
+    with _read_only(locked), pytest.raises(ValueError) as info:
+        RunFolder(locked).check_writable()
+    assert "is not writable" in str(info.value) and "\n" not in str(info.value)
+    assert RunFolder(tmp_path / "new" / "run").check_writable().is_dir()
 
 
 # -- a full disk ---------------------------------------------------------------------------------

@@ -122,8 +122,12 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     check_qat_settings(epochs, learning_rate, targets)
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} {'is not a folder' if run_dir.exists() else 'does not exist'}; give "
+                         "a run folder written by train or pipeline.")
     if not folder.has_model():
         raise ValueError(f"{run_dir} has no model.keras and run.json; give a run folder written by train or pipeline.")
+    folder.check_writable("qat", "tflite")  # before training: the files it makes move in there at the end
     with folder.claimed():
         return _qat_run(folder, epochs, learning_rate, data, verbose, targets)
 
@@ -182,15 +186,30 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model) -> None:
     import os
 
     from mobilenet_keras.app import report
-    from mobilenet_keras.files import write_json_atomic
+    from mobilenet_keras.files import write_bytes_atomic, write_json_atomic
 
     summary = report.read_summary(run_dir)  # None for a damaged report: removed below, not rewritten
+    old_checks = run_dir / "qat" / "qat.json"
+    old_checks = old_checks.read_bytes() if old_checks.is_file() else None
     report.withdraw(run_dir)
-    (run_dir / "qat" / "qat.json").unlink(missing_ok=True)
-    for folder in ("qat", "tflite"):
-        (run_dir / folder).mkdir(mode=0o777, exist_ok=True)
-        for staged in sorted((staging / folder).iterdir()):
-            os.replace(staged, run_dir / folder / staged.name)
+    moved = 0
+    try:
+        (run_dir / "qat" / "qat.json").unlink(missing_ok=True)
+        for folder in ("qat", "tflite"):
+            (run_dir / folder).mkdir(mode=0o777, exist_ok=True)
+            for staged in sorted((staging / folder).iterdir()):
+                os.replace(staged, run_dir / folder / staged.name)
+                moved += 1
+    except OSError as exc:
+        if moved == 0:  # nothing changed: the old verdicts are true again
+            if old_checks is not None and not (run_dir / "qat" / "qat.json").exists():
+                write_bytes_atomic(run_dir / "qat" / "qat.json", old_checks)
+            if summary is not None:
+                report.write(summary, run_dir)
+        raise ValueError(f"can't move the QAT files into {run_dir} ({exc.strerror or exc}); "
+                         + ("the run folder is as it was." if moved == 0 else
+                            f"{moved} of them moved, so its report and qat.json were removed: run qat again.")) \
+            from None
     for row in rows:
         row["file"] = str(run_dir / "tflite" / Path(row["file"]).name)
     write_json_atomic(run_dir / "qat" / "qat.json", {"files": report.files_in(rows, run_dir)})

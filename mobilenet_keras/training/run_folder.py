@@ -126,8 +126,9 @@ class RunFolder:
 
     # -- checks -------------------------------------------------------------------------------------
 
-    def check_writable(self) -> Path:
-        """Create the folder if needed and check a file can be written there (one-line ValueError)."""
+    def check_writable(self, *subfolders: str) -> Path:
+        """Create the folder if needed and check a file can be written there, and in each of `subfolders` that
+        exists (one-line ValueError): before hours of work whose files would have nowhere to go."""
         path = self.path
         if path.exists() and not path.is_dir():
             raise ValueError(f"run folder {path} is not a folder (a file is there); give a folder.")
@@ -135,12 +136,14 @@ class RunFolder:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"run folder {path} can't be created ({exc.strerror or exc}).") from None
-        try:  # os.access says yes to root even on a read-only mount or an immutable folder: try it
-            fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=path)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise ValueError(f"run folder {path} is not writable ({exc.strerror or exc}).") from None
+        for folder in [path] + [path / name for name in subfolders if (path / name).is_dir()]:
+            try:  # os.access says yes to root even on a read-only mount or an immutable folder: try it
+                fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                raise ValueError(f"{'run folder ' if folder == path else ''}{folder} is not writable "
+                                 f"({exc.strerror or exc}); make it writable or copy the run elsewhere.") from None
         return path
 
     @contextlib.contextmanager
