@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import math
 import os
 import platform
 import re
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def count(minimum: int):
+    """An argparse type: a whole number of at least `minimum` (a bad value is argparse's one-line error,
+    before any model is built: `--steps 0` made Keras's fit loop run forever)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+    return parse
+
+
+def number(minimum: float, above: bool = False, below: float | None = None):
+    """An argparse type: a finite number >= `minimum` (> with `above`), and < `below` when given."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < minimum or (above and value == minimum) or (
+                below is not None and value >= below):
+            bounds = f"{'>' if above else '>='} {minimum:g}" + (f" and < {below:g}" if below is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} is not a number {bounds}")
+        return value
+    return parse
+
+
+def counts(minimum: int):
+    """An argparse type: comma-separated whole numbers, each at least `minimum`."""
+    one = count(minimum)
+
+    def parse(text: str) -> list[int]:
+        values = [one(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one number")
+        return values
+    return parse
 
 
 def machine() -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import run_quietly, write_section  # noqa: E402
+from benchmarks._results import count, number, run_quietly, write_section  # noqa: E402
 
 
 def _slice_folder(source: Path, per_class: int, out: Path) -> Path:
@@ -67,20 +67,20 @@ def _check_mode_options(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-class", type=int, default=None,
+    parser.add_argument("--per-class", type=count(1), default=None,
                         help="training images per class of the classifier this script trains (default 300)")
-    parser.add_argument("--image-size", type=int, default=None, help="its image size (default 96)")
-    parser.add_argument("--qat-epochs", type=int, default=None, help="its QAT epochs (default 2)")
+    parser.add_argument("--image-size", type=count(32), default=None, help="its image size (default 96)")
+    parser.add_argument("--qat-epochs", type=count(1), default=None, help="its QAT epochs (default 2)")
     parser.add_argument("--model", type=Path, help="a trained .keras model (with its run.json) to measure QAT on; "
                                                    "needs --data")
     parser.add_argument("--data", type=Path, help="the image folder --model was trained on")
-    parser.add_argument("--held-out", type=int, default=None,
+    parser.add_argument("--held-out", type=count(1), default=None,
                         help="validation images to verify on with --model (default 2000)")
-    parser.add_argument("--qat-steps", type=int, default=None,
+    parser.add_argument("--qat-steps", type=count(1), default=None,
                         help="QAT training steps (batch 32) with --model (default 300)")
     parser.add_argument("--qat-distill", action="store_true",
                         help="with --model: QAT trains on the float model's probabilities (fine_tune(teacher=))")
-    parser.add_argument("--qat-learning-rate", type=float, default=None,
+    parser.add_argument("--qat-learning-rate", type=number(0, above=True), default=None,
                         help="QAT's Adam learning rate with --model (default qat.DEFAULT_LEARNING_RATE)")
     args = parser.parse_args()
     if (args.model is None) != (args.data is None):

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._results import run_quietly, write_section  # noqa: E402
+from benchmarks._results import count, run_quietly, write_section  # noqa: E402
 
 OFF = dict(bias_correction=False, equalization=False, adaround=False, denylist=None)
 PLAIN = "naive PTQ"
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the image folder (one subfolder per class) --model was trained on; the run.json "
                              "beside the model gives its validation split and seed: held-out images come from the "
                              "validation split, calibration images from the training split")
-    parser.add_argument("--held-out", type=int, default=2000,
+    parser.add_argument("--held-out", type=count(1), default=2000,
                         help="how many validation images to verify on with --model (default 2000, spread over the "
                              "split)")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._results import run_quietly, write_section  # noqa: E402
+from benchmarks._results import count, run_quietly, write_section  # noqa: E402
 
 DATA = Path(os.environ.get("MOBILENET_KERAS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CONFIGS = ((1.0, 224), (0.75, 192), (0.5, 160), (0.25, 128))
@@ -43,7 +43,7 @@ def keras_latency(model, runs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per file (median reported)")
+    parser.add_argument("--runs", type=count(1), default=50, help="timed runs per file (median reported)")
     args = parser.parse_args()
 
     import tensorflow as tf

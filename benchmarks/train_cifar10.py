@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import cpu_flags, run_quietly, write_section  # noqa: E402
+from benchmarks._results import count, cpu_flags, number, run_quietly, write_section  # noqa: E402
 
 
 def slice_folder(source: Path, train_images: int, where: Path) -> Path:
@@ -65,29 +65,36 @@ def baseline_images_per_second(folder: Path, weights: str, size: int, batch: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-images", type=int, default=45_000, help="45,000 (all of CIFAR-10's training "
+    parser.add_argument("--train-images", type=count(10), default=45_000, help="45,000 (all of CIFAR-10's training "
                         "folder, 5,000 held out) or a smaller seeded slice")
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=1, help="head epochs")
-    parser.add_argument("--fine-tune-epochs", type=int, default=11)
-    parser.add_argument("--learning-rate", type=float, default=1e-2, help="head epochs' peak learning rate")
-    parser.add_argument("--fine-tune-lr-factor", type=float, default=0.3,
+    parser.add_argument("--image-size", type=count(32), default=160)
+    parser.add_argument("--batch-size", type=count(1), default=64)
+    parser.add_argument("--epochs", type=count(1), default=1, help="head epochs")
+    parser.add_argument("--fine-tune-epochs", type=count(0), default=11)
+    parser.add_argument("--learning-rate", type=number(0, above=True), default=1e-2, help="head epochs' peak learning rate")
+    parser.add_argument("--fine-tune-lr-factor", type=number(0, above=True), default=0.3,
                         help="fine-tuning's peak learning rate as a fraction of --learning-rate")
-    parser.add_argument("--weight-decay", type=float, default=4e-5, help="AdamW's decoupled weight decay "
+    parser.add_argument("--weight-decay", type=number(0), default=4e-5, help="AdamW's decoupled weight decay "
                         "(TrainConfig.weight_decay; pointwise and dense kernels only)")
-    parser.add_argument("--frozen-blocks", type=int, default=2, help="fine-tuning keeps the stem and this many "
+    parser.add_argument("--frozen-blocks", type=count(0), default=2, help="fine-tuning keeps the stem and this many "
                         "blocks frozen (TrainConfig.frozen_blocks; 0: the whole network trains)")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                         help="TrainConfig.optimizer (sgd: Nesterov momentum 0.9)")
-    parser.add_argument("--dropout", type=float, default=1e-3,
+    parser.add_argument("--dropout", type=number(0, below=1), default=1e-3,
                         help="dropout before the classifier (TrainConfig.dropout, default 1e-3 as Keras's MobileNet)")
-    parser.add_argument("--minutes", type=float, default=30.0,
+    parser.add_argument("--minutes", type=number(0), default=30.0,
                         help="stop after the last epoch that fits (0: no limit)")
-    parser.add_argument("--baseline-steps", type=int, default=200, help="0 skips the baseline")
+    parser.add_argument("--baseline-steps", type=count(0), default=200, help="0 skips the baseline")
     parser.add_argument("--out", default=None, help="run folder (default: a new temporary folder, kept)")
     parser.add_argument("--no-results", action="store_true", help="don't write RESULTS.md")
     args = parser.parse_args()
+    from mobilenet_keras.training.run_folder import RunFolder
+
+    if args.out:  # train() refuses it too, but only after the data is read
+        try:
+            RunFolder(args.out).refuse_finished_run("give another --out, or remove it first")
+        except ValueError as exc:
+            parser.error(str(exc))
 
     import keras
 

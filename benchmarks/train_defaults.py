@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import run_quietly, write_section  # noqa: E402
+from benchmarks._results import counts, run_quietly, write_section  # noqa: E402
 
 HELD_OUT_PER_CLASS = 200
 REPO = Path(__file__).resolve().parents[1]
@@ -61,10 +61,11 @@ def held_out_accuracy(model_path: Path, folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", default="2000,10000,45000", help="slice sizes in images, comma separated "
+    parser.add_argument("--slices", type=counts(10), default="2000,10000,45000",
+                        help="slice sizes in images, comma separated "
                         "(each at least 10; at most 10 x (images per class - 200))")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.slices.split(",")]
+    sizes = args.slices
 
     import shutil
 
@@ -109,7 +110,7 @@ def _run(args, sizes: list[int], weights: str, per_class: int, work: Path) -> No
         print(rows[-1], flush=True)
         # written after every slice: a long run stopped part-way keeps the rows it finished
         write_section("train_defaults", "Transfer-learning defaults on CIFAR-10 slices", _body(rows),
-                      command=f"python benchmarks/train_defaults.py --slices {args.slices}")
+                      command=f"python benchmarks/train_defaults.py --slices {','.join(map(str, sizes))}")
 
 
 def _body(rows: list[str]) -> str:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import cpu_flags, run_quietly, write_section  # noqa: E402
+from benchmarks._results import count, cpu_flags, run_quietly, write_section  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--epochs", type=count(1), default=4)
+    parser.add_argument("--image-size", type=count(32), default=96)
     args = parser.parse_args()
 
     import keras

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._results import cpu_flags, run_quietly, write_section  # noqa: E402
+from benchmarks._results import count, cpu_flags, run_quietly, write_section  # noqa: E402
 
 # (row, model, XLA, frozen blocks, Keras precision policy)
 VARIANTS = (
@@ -67,11 +67,11 @@ def images_per_second(variant, size: int, batch: int, warmup: int, steps: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--image-size", type=count(32), default=128)
+    parser.add_argument("--batch-size", type=count(1), default=64)
+    parser.add_argument("--warmup", type=count(1), default=6)
+    parser.add_argument("--steps", type=count(1), default=20)
+    parser.add_argument("--rounds", type=count(1), default=3)
     parser.add_argument("--no-results", action="store_true", help="don't write RESULTS.md")
     args = parser.parse_args()
     import warnings

@@ -38,6 +38,36 @@ def test_qat_benchmark_refuses_model_options_without_a_model(tmp_path):
     assert result.returncode == 2 and "--qat-epochs only applies without --model" in result.stderr
 
 
+@pytest.mark.parametrize("script, args, words", [
+    ("training_step_speed", ["--steps", "0"], "argument --steps: 0 is less than 1"),  # fit() ran forever
+    ("training_step_speed", ["--rounds", "0"], "argument --rounds: 0 is less than 1"),
+    ("qat_cifar10", ["--held-out", "0"], "argument --held-out: 0 is less than 1"),
+    ("qat_cifar10", ["--qat-learning-rate", "-1"], "argument --qat-learning-rate: -1 is not a number > 0"),
+    ("train_cifar10", ["--minutes", "-1"], "argument --minutes: -1 is not a number >= 0"),
+    ("train_cifar10", ["--batch-size", "0"], "argument --batch-size: 0 is less than 1"),
+    ("train_defaults", ["--slices", "abc"], "argument --slices: 'abc' is not a whole number"),
+    ("quantization_quality", ["--held-out", "0"], "argument --held-out: 0 is less than 1"),
+])
+def test_benchmark_scripts_refuse_bad_values_in_one_line(script, args, words, tmp_path):
+    path = next(p for p in BENCHMARKS if p.stem == script)
+    result = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_train_cifar10_refuses_a_finished_run_folder(tmp_path):
+    # it trained over one in place (its tflite/, report and all went), where `train` refuses without --restart
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"a finished run's model")
+    (run / "run.json").write_text("{}")
+    path = next(p for p in BENCHMARKS if p.stem == "train_cifar10")
+    result = subprocess.run([sys.executable, str(path), "--out", str(run)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "holds a finished run" in result.stderr, result.stderr
+    assert (run / "model.keras").read_bytes() == b"a finished run's model"
+
+
 def test_the_mse_range_search_clips_a_lone_outlier_and_keeps_a_full_range():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.quantization_quality import mse_optimal_clip

@@ -362,6 +362,11 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
     # own folder is written afresh, though `force` replaces only a whole SavedModel
     (run / "saved_model" / "saved_model.pb").unlink()
     model_bytes = (run / "model.keras").read_bytes()
+    # a training of other settings is not trained over without --force (as train's --restart)
+    other = cli("pipeline", "--out", str(run), "--modes", "float32", "--seed", "7", "--quiet")
+    assert other.returncode == 2 and "holds a finished run" in other.stderr and "--force" in other.stderr, \
+        other.stderr[-3000:]
+    assert (run / "model.keras").read_bytes() == model_bytes
     result = cli("pipeline", "--out", str(run), "--modes", "float32,int8", "--quiet")
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]
     assert "reusing the model trained in" in result.stderr and "epoch 1/" not in result.stderr

@@ -48,6 +48,11 @@ def test_a_run_folder_has_everything_and_the_model_ends_in_softmax(digits32, tmp
     x = digits32.validation_arrays()[0][:8]
     probs = reloaded.predict(x, verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # from Python as from the CLI, a finished run is not trained over unless asked (restart=True)
+    before = (out / "model.keras").read_bytes()
+    with pytest.raises(ValueError, match="holds a finished run .*restart=True trains a new one"):
+        train(digits32, out, TrainConfig(alpha=0.25, image_size=32, epochs=1, batch_size=64), verbose=0)
+    assert (out / "model.keras").read_bytes() == before and (out / "history.csv").exists()
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert not (out / "backup").exists()  # a finished run keeps no resume state

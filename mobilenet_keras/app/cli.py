@@ -258,11 +258,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out} is a file; give a folder for the run.")
         from mobilenet_keras.training.run_folder import RunFolder
 
-        held = RunFolder(out)
-        if held.has_model() and not held.has_resume_state() and not args.restart:
-            # retrained in place, a kill midway left the old model and record beside the new run's resume state
-            raise ValueError(f"{out} holds a finished run (model.keras, run.json); --restart trains a new one in "
-                             "its place (the old one's files go), or give another --out.")
+        if not args.restart:  # before the data is read; train() checks again, holding the folder
+            RunFolder(out).refuse_finished_run("--restart trains a new one in its place (the old one's files go), or "
+                                               "give another --out")
         config = train_config(args)
         check_destination(out / "run.json", "--out")
         check_weights_load(config)

@@ -520,7 +520,8 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     (SIGKILL, Ctrl-C, a full disk) resumes from its last finished epoch when started again with the
     same `out_dir` and the same settings and data (others are refused; `restart=True` discards the
     unfinished run instead): backups and the best checkpoint are written atomically, a torn backup is set aside
-    with a warning, and history.csv and the best metric cover every epoch of the run. A new run (no
+    with a warning, and history.csv and the best metric cover every epoch of the run. A folder holding a
+    finished run is refused unless `restart=True` (a new run there). A new run (no
     resume state) starts a fresh history.csv; any run first removes the old verdict (report.json,
     report.md) and the files made from the old model (see `run_folder.RunFolder.invalidate`).
 
@@ -574,6 +575,9 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
     out = folder.path
     if restart:
         folder.clear_resume_state()
+    else:
+        folder.refuse_finished_run("restart=True trains a new one in its place (the old one's files go), or "
+                                   "give another out_dir")
     folder.check_resume_settings({"config": asdict(config), "data": data_record(data)})  # before anything goes
     folder.invalidate()  # no verdict, and no file made from the old model, outlives it
     folder.remove_temp_files()  # left by a write that was killed
