@@ -71,7 +71,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=count(1), default=64)
     parser.add_argument("--epochs", type=count(1), default=1, help="head epochs")
     parser.add_argument("--fine-tune-epochs", type=count(0), default=11)
-    parser.add_argument("--learning-rate", type=number(0, above=True), default=1e-2, help="head epochs' peak learning rate")
+    parser.add_argument("--learning-rate", type=number(0, above=True), default=1e-2,
+                        help="head epochs' peak learning rate")
     parser.add_argument("--fine-tune-lr-factor", type=number(0, above=True), default=0.3,
                         help="fine-tuning's peak learning rate as a fraction of --learning-rate")
     parser.add_argument("--weight-decay", type=number(0), default=4e-5, help="AdamW's decoupled weight decay "
