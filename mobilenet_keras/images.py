@@ -263,6 +263,16 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
 
     Raises a ValueError naming the file when it is not an image TensorFlow's decoders read.
     """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"{path} can't be read ({exc.strerror or exc}).") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path} is a folder; give image files (such as {Path(path) / '*.jpg'}).")
+    if not stat.S_ISREG(mode):  # a FIFO's open waits for a writer forever
+        raise ValueError(f"{path} is not a regular file (a FIFO, socket or device); give an image file.")
     problem = header_problem(path)
     if problem is not None:
         raise ValueError(f"{path} is not a readable image: it {problem}.")
@@ -283,6 +293,7 @@ def decoder_reason(exc) -> str:
 
     text = " ".join(str(getattr(exc, "message", exc)).split())
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # TensorFlow's name for the op that ran
+    text = re.sub(r"\s*\[Op:\w+\](?: name:\s*\S*)?\s*$", "", text)  # and its eager op's
     if "palette BMP" in text:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
     if "animated WebP" in text:

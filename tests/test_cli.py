@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from mobilenet_keras.app.cli import main
 
@@ -79,6 +82,23 @@ def test_predict_names_a_bad_image(tmp_path, capsys):
     model = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
     assert main(["predict", str(model), str(bad)]) == 2
     assert "x.jpg is not a readable image" in capsys.readouterr().err
+    fifo = tmp_path / "camera.jpg"
+    os.mkfifo(fifo)  # its open waited for a writer forever
+    assert main(["predict", str(model), str(fifo)]) == 2
+    assert "camera.jpg is not a regular file (a FIFO" in capsys.readouterr().err
+
+
+def test_load_image_refuses_a_fifo_and_a_folder_without_opening_them(tmp_path):
+    from mobilenet_keras.images import load_image
+
+    fifo = tmp_path / "camera.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_image(fifo, (32, 32))
+    with pytest.raises(ValueError, match=r"is a folder; give image files \(such as .*\*\.jpg\)"):
+        load_image(tmp_path, (32, 32))
+    with pytest.raises(ValueError, match="can't be read"):
+        load_image(tmp_path / "missing.jpg", (32, 32))
 
 
 def test_predict_refuses_labels_of_another_class_count(tmp_path, capsys):

@@ -84,8 +84,9 @@ def test_the_native_stderr_filter_lets_the_reason_for_an_abort_through(capfd):
     fatal = (b"F0000 00:00:1796604849.598742    5939 env.cc:84] Check failed: ret == 0 (11 vs. 0) Thread "
              b"tf_data_iterator_resource creation via pthread_create() failed.\n")
     with cli.NativeStderrFilter():
-        os.write(2, b"Improper call to JPEG library in state 201\n" + fatal)
-    assert capfd.readouterr().err == fatal.decode()
+        os.write(2, b"Improper call to JPEG library in state 201\nInput file read error\n" + fatal)
+        os.write(2, b"Input file read error: a line of someone else's stays\n")
+    assert capfd.readouterr().err == fatal.decode() + "Input file read error: a line of someone else's stays\n"
 
 
 def test_an_unexpected_exception_is_one_line_and_status_4(monkeypatch, capsys):

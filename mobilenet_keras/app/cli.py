@@ -55,12 +55,13 @@ NATIVE_CHATTER = re.compile(
     r"(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]"
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] "
     r"|Improper call to JPEG library in state \d+"  # libjpeg's, on a truncated file the pre-check then names
+    r"|Input file read error$"  # libjpeg's too, on a truncated JPEG that the error line then names
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: "
     r"|fully_quantize: "
     r"|INFO: Created TensorFlow Lite \w+ delegate"
     r"|.*\bcuInit\b)")
-_CHATTER_START = re.compile(r"(?:[IWE]\d|\d{4}-|WARNING: All|To enable|fully_q|INFO: |Improper)")
+_CHATTER_START = re.compile(r"(?:[IWE]\d|\d{4}-|WARNING: All|To enable|fully_q|INFO: |Improper|Input file)")
 # Python packages whose UserWarnings are about their own internals, not about what the user did.
 QUIET_PACKAGES = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "absl", "google.protobuf",
                   "tf2onnx", "h5py")
