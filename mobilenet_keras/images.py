@@ -298,7 +298,7 @@ def decoder_reason(exc) -> str:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
     if "animated WebP" in text:
         return ANIMATED_WEBP
-    return "TensorFlow's decoder: " + text[:200]
+    return "TensorFlow's decoder: " + text[:200].rstrip(". ")  # the caller's sentence ends it
 
 
 def decode_files(paths, size: tuple[int, int] | None = None,
