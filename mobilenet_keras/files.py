@@ -104,6 +104,8 @@ def disk_full_error(path, exc: BaseException | None = None) -> ValueError:
 
 def check_file_name(path: str | os.PathLike, example: str = "model.tflite") -> Path:
     """`path` as a Path, refused when it names a folder (an existing one, or one ending in a slash)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the output path must be a file path (str or pathlib.Path); got {type(path).__name__}.")
     if str(path).endswith(("/", os.sep)):  # Path() drops the slash: "out/new/" would become a file "new"
         raise ValueError(f"output path {path} names a folder; give a file name such as {Path(path) / example}.")
     path = Path(path)

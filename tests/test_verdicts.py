@@ -162,6 +162,28 @@ def test_unknown_mode_and_threshold_name_the_allowed_ones(model3, file3):
         verify(model3, file3, _images(4), thresholds={"min_top1_agreemnt": 0.9}, latency_runs=0)
 
 
+def test_wrong_types_are_named_not_attribute_errors(model3, file3, tmp_path):
+    # each of these ended in an AttributeError or a pathlib TypeError from deep inside
+    cases = [
+        (lambda: tflite.convert(None, tmp_path / "a.tflite", "float32"), "takes a Keras model .*got NoneType"),
+        (lambda: tflite.convert(str(tmp_path / "m.keras"), tmp_path / "a.tflite", "float32"),
+         "not a path .*keras.models.load_model"),
+        (lambda: tflite.convert(model3, None, "float32"), "output path must be a file path .*got NoneType"),
+        (lambda: verify(model3, None, _images(4), latency_runs=0), "file's path .*got NoneType"),
+        (lambda: verify(model3, file3, None, latency_runs=0), "the images are None"),
+        (lambda: verify(None, file3, _images(4), latency_runs=0), "verify takes a Keras model"),
+    ]
+    for call, words in cases:
+        with pytest.raises(TypeError, match=words):
+            call()
+    for bad in (2.0, 0, True, "0.99"):
+        with pytest.raises(ValueError, match="target_agreement is a fraction"):
+            tflite.convert(model3, tmp_path / "a.tflite", "float32", target_agreement=bad)
+    with pytest.raises(ValueError, match=r"pass a folder of images \(read and resized for you\)"):
+        verify(model3, file3, np.zeros((4, SIZE + 1, SIZE, 3), np.float32), latency_runs=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_model_with_two_outputs_is_refused(model3, file3):
     import keras
 

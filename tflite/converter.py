@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import numbers
 import os
 import sys
 import warnings
@@ -131,6 +132,10 @@ def convert(
     """
     spec = get_mode(mode)
     output_path = check_output_path(output_path)
+    if isinstance(target_agreement, bool) or not isinstance(target_agreement, numbers.Real) \
+            or not 0 < target_agreement <= 1:
+        raise ValueError(f"target_agreement is a fraction above 0 and at most 1 (0.99 = 99%); got "
+                         f"{target_agreement!r}.")
     other_format = _other_format(output_path)
     if other_format:
         raise ValueError(f"output_path {output_path} ends in {other_format}, a {_OTHER_FORMATS[other_format]} "

@@ -42,6 +42,11 @@ def is_labelled_pair(batch) -> bool:
 
 def check_single_image_input(model, what: str) -> None:
     """Refuse a model that does not take one batch of images (N, H, W, C): `what` names the caller."""
+    if isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"{what} takes a Keras model, not a path ({model}); load it first: "
+                        "keras.models.load_model(path).")
+    if not (hasattr(model, "layers") and hasattr(model, "predict") and hasattr(model, "input_shape")):
+        raise TypeError(f"{what} takes a Keras model (keras.Model); got {type(model).__name__}.")
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) > 1:
         names = ", ".join(getattr(t, "name", "?") for t in inputs)
@@ -139,7 +144,11 @@ def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
 
     Raises:
         ValueError: empty data, non-finite values, or images of the wrong shape.
+        TypeError: no data (None).
     """
+    if data is None:
+        raise TypeError("the images are None; give a numpy array, a tf.data.Dataset, an iterable of batches or the "
+                        "path to a folder of images.")
     height, width, channels = input_shape
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None; got {limit!r}.")
@@ -169,7 +178,7 @@ def collect(data, input_shape: tuple, limit: int | None = None, seed: int = 0,
     if array.ndim != 4 or any(e is not None and e != g for e, g in zip(expected, array.shape[1:])):
         raise ValueError(
             f"representative images have shape {array.shape[1:]}, but the model takes {expected} "
-            "(height, width, channels); resize them, or pass a folder and let the converter resize."
+            "(height, width, channels); resize them, or pass a folder of images (read and resized for you)."
         )
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).any(axis=(1, 2, 3)).sum())

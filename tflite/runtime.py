@@ -29,6 +29,8 @@ class TFLiteModel:
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, content: bytes | None = None):
         """Load `path` (or `content`, the bytes already read from `path`: a second interpreter of the same file,
         with other threads, sees what the first one saw even if the file changed since)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"a .tflite file's path (str or pathlib.Path) is needed; got {type(path).__name__}.")
         self.path = Path(path)
         if content is None:
             content, self._model = _read_checked(self.path)
