@@ -166,6 +166,19 @@ def test_qat_refuses_a_run_folder_it_could_not_write_before_any_work(tmp_path):
     assert f"{run / 'tflite'} is not writable" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_qat_and_export_name_a_model_keras_of_another_size_than_run_json(tmp_path):
+    # qat blamed the representative images' shape ("pass a folder and let the converter resize")
+    run = tmp_path / "run"
+    trained = _cli("train", *TRAIN, "--epochs", "1", "--out", run)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    script = (f"from mobilenet_keras import MobileNetV1; MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, "
+                   f"classes=10).save({str(run / 'model.keras')!r})")
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), check=True, timeout=300)
+    for command in (("qat", run, "--epochs", "1"), ("export", run, "--android", tmp_path / "a" / "model.tflite")):
+        _assert_one_line_error(_cli(*command, "--quiet"), "says the run trained at 32 px", "takes 48x48",
+                               "don't belong together")
+
+
 def test_qat_files_that_cant_move_in_leave_the_old_verdicts(tmp_path):
     import numpy as np
 

@@ -503,10 +503,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         model = load_model_file(run_dir / "model.keras")
         classes = model.output_shape[-1]
-        if images is not None and tuple(model.input_shape[1:3]) != (images.image_size, images.image_size):
-            raise UsageError(f"{run_dir / 'run.json'} says the run trained at {images.image_size} px, but its "
-                             f"model.keras takes {model.input_shape[1]}x{model.input_shape[2]}: the run folder's "
-                             "files don't belong together; train again.")
+        if images is not None:
+            from mobilenet_keras.training.run_folder import check_model_matches_run
+
+            try:
+                check_model_matches_run(model, images.image_size, run_dir)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         if labels is None:
             import warnings
 

@@ -134,7 +134,8 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
 
 def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbose: bool, targets: str) -> int:
     from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.run_folder import check_same_split, data_is_gone, data_settings
+    from mobilenet_keras.training.run_folder import (check_model_matches_run, check_same_split, data_is_gone,
+                                                     data_settings)
 
     run_dir = folder.path
     run = folder.read_run()
@@ -156,6 +157,7 @@ def _qat_run(folder, epochs: int, learning_rate: float, data: str | None, verbos
     images = datasets.load(source, **settings)
     check_same_split(images, run, source)
     model = load_model_file(run_dir / "model.keras")
+    check_model_matches_run(model, images.image_size, run_dir)
     stage(f"quantization-aware training ({epochs} epoch{'s' if epochs > 1 else ''} at {learning_rate:g} on "
           f"{QAT_TARGET_WORDS[targets]}, {images.num_train} images), then {', '.join(QAT_MODES)}")
     # Trained, converted and checked in a staging folder: until the end the run folder keeps the old QAT files

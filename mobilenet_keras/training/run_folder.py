@@ -406,6 +406,14 @@ def held_run_folder(out: str | os.PathLike, strategy: str = "default"):
         raise
 
 
+def check_model_matches_run(model, image_size: int, run_dir: str | os.PathLike) -> None:
+    """A one-line ValueError when a run's model.keras takes another image size than its run.json's data."""
+    height, width = tuple(model.input_shape[1:3])
+    if (height, width) != (image_size, image_size):
+        raise ValueError(f"{Path(run_dir) / 'run.json'} says the run trained at {image_size} px, but its model.keras "
+                         f"takes {height}x{width}: the run folder's files don't belong together; train again.")
+
+
 def data_is_gone(source) -> bool:
     """Whether a run's recorded data source (a folder, or the embedded digits) is no longer there."""
     from mobilenet_keras.training.datasets import DIGITS
