@@ -117,21 +117,22 @@ def test_invalidate_removes_the_verdict_first_and_files_made_from_the_old_model(
 
 
 def test_invalidate_keeps_files_the_package_did_not_write_and_names_them(tmp_path):
-    # --force or a new training removes what was made from the old model; a user's files in those folders
-    # are not the package's to delete (they were, whole folders at once).
+    # --force or a new training removes what was made from the old model; a user's files in android/ (where
+    # `export --android` writes files of the user's naming) are not the package's to delete (the folder went
+    # whole). tflite/, qat/ and saved_model/ are the package's alone: exports refuse to write there.
     out = tmp_path / "run"
     _finished_pipeline_folder(out)
     (out / "android" / "release-notes.txt").write_text("mine")
-    (out / "saved_model" / "README").write_text("mine")
-    (out / "android" / "my_variant.tflite").write_bytes(b"made by export --android from the old model")
+    (out / "android" / "my_backup_model.tflite").write_bytes(b"an app's earlier file")
+    (out / "android" / ".model.tflite.123.staging.tflite").write_bytes(b"a killed export's")
     with pytest.warns(UserWarning) as caught:
-        RunFolder(out).invalidate()
-    assert sorted(p.name for p in (out / "android").iterdir()) == ["release-notes.txt"]
-    assert sorted(p.name for p in (out / "saved_model").iterdir()) == ["README"]
-    assert not (out / "tflite").exists() and not (out / "qat").exists()
+        removed = RunFolder(out).invalidate()
+    assert sorted(p.name for p in (out / "android").iterdir()) == ["my_backup_model.tflite", "release-notes.txt"]
+    assert not (out / "tflite").exists() and not (out / "qat").exists() and not (out / "saved_model").exists()
+    assert "android/model.tflite" in removed and "tflite" in removed
     texts = [str(w.message) for w in caught]
-    assert any("release-notes.txt" in t and str(out / "android") in t for t in texts), texts
-    assert any("README" in t and "saved_model" in t for t in texts), texts
+    assert any("release-notes.txt" in t and "my_backup_model.tflite" in t and str(out / "android") in t
+               for t in texts), texts
 
 
 @contextlib.contextmanager
@@ -201,8 +202,14 @@ def test_qat_files_that_cant_move_in_leave_the_old_verdicts(tmp_path):
                        "final": {"val_accuracy": 0.9}}}
     report.write(summary, run)
     before = {name: (run / name).read_bytes() for name in ("report.json", "report.md", "qat/qat.json")}
+    rows = [dict(row, file=str(staging / "tflite" / "model_qat.tflite"))]
     with _read_only(run / "qat"), pytest.raises(ValueError, match="the run folder is as it was"):
-        _take_place(run, staging, [dict(row, file=str(staging / "tflite" / "model_qat.tflite"))], model=None)
+        _take_place(run, staging, rows, model=None)
+    assert {name: (run / name).read_bytes() for name in before} == before
+    # qat.json set aside, then the first file can't move: it comes back, byte for byte, with the report
+    (staging / "qat" / "qat.weights.h5").unlink()
+    with _read_only(run / "tflite"), pytest.raises(ValueError, match="the run folder is as it was"):
+        _take_place(run, staging, rows, model=None)
     assert {name: (run / name).read_bytes() for name in before} == before
 
 

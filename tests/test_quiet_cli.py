@@ -201,6 +201,37 @@ def test_export_android_with_a_one_image_calibration_folder_is_inconclusive(tiny
     assert status == 3 and "INCONCLUSIVE m.tflite: not verified" in err, err[-2000:]
 
 
+def test_an_android_file_measured_below_a_threshold_on_few_images_never_replaces_the_one_in_place(
+        tiny_run, tmp_path, capsys, monkeypatch):
+    # on too few images to call it a FAIL (INCONCLUSIVE, exit 3), a file measured below a threshold is still
+    # not written over an app's file: set aside as a failed one is
+    import tflite
+    from tflite.verify import judge_outputs
+
+    real = tflite.verify
+
+    def measured_below(model, path, images, **kwargs):
+        checked = real(model, path, images, **kwargs)  # the real file's check, then 1 of its images flipped
+        expected = np.eye(3, dtype=np.float32)[np.arange(len(images)) % 3]
+        got = expected.copy()
+        got[0] = np.roll(got[0], 1)
+        judged = judge_outputs(expected, got, file=path, mode="uint8", size_bytes=checked.size_bytes,
+                               float32_size_bytes=checked.float32_size_bytes,
+                               thresholds={"min_sqnr_db": -1000.0, "min_top5_overlap": 0.0})
+        assert judged.unsettled and not judged.failures  # 1 of 24: 95.8% < 97%, its interval reaches 97%
+        return judged
+
+    monkeypatch.setattr(tflite, "verify", measured_below)
+    folder = _photo_folder(tmp_path / "photos", per_class=16)
+    target = tmp_path / "assets" / "model.tflite"
+    target.parent.mkdir()
+    target.write_bytes(b"the good file")
+    status = cli.main(["export", str(tiny_run), "--android", str(target), "--calibration", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 3 and "measured below a threshold on" in err and "(the file there is unchanged)" in err, err
+    assert target.read_bytes() == b"the good file" and (target.parent / "model.failed.tflite").is_file()
+
+
 def test_a_failed_android_file_never_replaces_the_one_in_place(tmp_path, capsys):
     # A classifier whose three probabilities differ by less than the uint8 output's step (1/256): the file's
     # scores tie, its top-1 is class 0 for every image, the float model's is not, and the file fails.

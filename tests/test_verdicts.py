@@ -136,6 +136,16 @@ def test_an_accuracy_drop_on_few_images_fails_only_outside_its_interval():
     assert report.accuracy_drop > 0.02 and report.verdict == "INCONCLUSIVE" and "accuracy drop" in report.unsettled[0]
     report = judge_outputs(*_outputs_with_disagreements(18, 9), labels=expected.argmax(1), **kwargs)
     assert report.verdict == "FAIL" and "accuracy drop" in report.failures[0]
+    # the two accuracies come from the same images: only those where one model is right and the other wrong
+    # carry the difference. Float right on 100 of 199, 17 of them lost by the file: 8.5 points +- 3.9, a FAIL,
+    # though the file's own accuracy interval (41.5% +- 6.8, unpaired) reaches the float model's 50.3% - 2
+    expected, got = _outputs_with_disagreements(199, 17)
+    labels = expected.argmax(1)
+    labels[100:] = (labels[100:] + 2) % 4  # both models wrong on these
+    report = judge_outputs(expected, got, labels=labels, **kwargs)
+    assert (report.float_only_right, report.file_only_right) == (17, 0)
+    assert report.tflite_accuracy_interval[1] >= report.float_accuracy - 0.02  # what the first rule looked at
+    assert report.verdict == "FAIL" and "accuracy drop 8.54 points" in report.failures[0]
 
 
 def test_judge_outputs_is_the_one_judge():
@@ -176,6 +186,11 @@ def test_wrong_types_are_named_not_attribute_errors(model3, file3, tmp_path):
     for call, words in cases:
         with pytest.raises(TypeError, match=words):
             call()
+    import keras
+
+    unbuilt = keras.Sequential([keras.layers.Conv2D(3, 3), keras.layers.GlobalAveragePooling2D()])
+    with pytest.raises(ValueError, match="has none yet: start it with keras.Input"):
+        tflite.convert(unbuilt, tmp_path / "a.tflite", "float32")
     for bad in (2.0, 0, True, "0.99"):
         with pytest.raises(ValueError, match="target_agreement is a fraction"):
             tflite.convert(model3, tmp_path / "a.tflite", "float32", target_agreement=bad)
@@ -502,6 +517,12 @@ def test_report_md_renders_again_from_report_json(tmp_path):
     run.rename(tmp_path / "moved")
     files = [row["file"] for row in report_md.read_summary(tmp_path / "moved")["files"]]
     assert files == [str(tmp_path / "moved" / "tflite" / "m.tflite"), str(tmp_path / "moved" / "android" / "b.tflite")]
+    # a report.json from before (no mark) kept paths as typed, relative to the folder the command ran in
+    older = json.loads((tmp_path / "moved" / "report.json").read_text())
+    older.pop("file_paths")
+    older["files"][0]["file"] = "runs/a/tflite/m.tflite"
+    (tmp_path / "moved" / "report.json").write_text(json.dumps(older))
+    assert report_md.read_summary(tmp_path / "moved")["files"][0]["file"] == "runs/a/tflite/m.tflite"
 
 
 def test_report_md_marks_the_android_file_with_the_verdict_of_the_file_it_copies(model3, file3):

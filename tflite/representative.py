@@ -45,8 +45,11 @@ def check_single_image_input(model, what: str) -> None:
     if isinstance(model, (str, os.PathLike)):
         raise TypeError(f"{what} takes a Keras model, not a path ({model}); load it first: "
                         "keras.models.load_model(path).")
-    if not (hasattr(model, "layers") and hasattr(model, "predict") and hasattr(model, "input_shape")):
+    if not (hasattr(model, "layers") and hasattr(model, "predict")):
         raise TypeError(f"{what} takes a Keras model (keras.Model); got {type(model).__name__}.")
+    if not hasattr(model, "input_shape"):  # a Sequential or subclassed model not yet built on an input
+        raise ValueError(f"{what} takes a model built on an input of known shape; this {type(model).__name__} has "
+                         "none yet: start it with keras.Input((height, width, 3)).")
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) > 1:
         names = ", ".join(getattr(t, "name", "?") for t in inputs)

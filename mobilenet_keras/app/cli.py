@@ -626,7 +626,9 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
             row = tflite.verify(model, staged, validation, labels=truth, mode="uint8", latency_runs=0,
                                 allow_float_ops=float_layers is not None).to_dict()
             verdict = row_verdict(row)
-        kept = failed if verdict == "FAIL" else target
+        # a figure measured below its threshold on too few images to call it a FAIL still doesn't replace an
+        # app's file: it is set aside as a failed one is
+        kept = failed if verdict == "FAIL" or (row or {}).get("unsettled") else target
         # the report changes when its Android file does: a new one at its place, or the set-aside failed one
         # replaced (a failed attempt beside a good file leaves the good file and its verdict)
         if summary is not None and kept != target and os.path.realpath(kept) != os.path.realpath(run_dir / android):
@@ -662,9 +664,11 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
                             model, by="export --android")
     reason = row.get("verdict_reason") or "; ".join(row.get("failures") or [])
     print(file_line(row, name=str(kept)) + (f" ({reason})" if reason else ""), file=sys.stderr)  # the path typed
-    if verdict == "FAIL":
+    if kept == failed:
+        why = ("failed its check" if verdict == "FAIL" else f"measured below a threshold on {row['samples']} images, "
+               "too few to judge (check it on more)")
         print(f"{target} was not written{' (the file there is unchanged)' if target.exists() else ''}: the "
-              f"converted file failed its check and is kept as {kept.name} for a look.", file=sys.stderr)
+              f"converted file {why} and is kept as {kept.name} for a look.", file=sys.stderr)
     hint = float_layers_hint([row], float_layers)
     if hint:
         print(hint, file=sys.stderr)

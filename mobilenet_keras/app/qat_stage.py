@@ -93,7 +93,7 @@ def _judge(model, qat_model, path: Path, mode: str, validation, labels, float32_
     if drop > limit:
         text = f"accuracy drop from the float model {drop * 100:.2f} points > {limit * 100:.1f}"
         if against_float.samples < against_float.min_samples and drop_could_pass(
-                against_float.float_accuracy, against_float.tflite_accuracy_interval, limit):
+                against_float.float_only_right, against_float.file_only_right, against_float.samples, limit):
             text += f" (on {against_float.samples} images, within its 95% interval)"
             row["unsettled"] = [text] + row["unsettled"]
             row["verdict_reason"] = "; ".join([text, against_qat.verdict_reason])
@@ -191,27 +191,34 @@ def _take_place(run_dir: Path, staging: Path, rows: list[dict], model) -> None:
     from mobilenet_keras.files import write_bytes_atomic, write_json_atomic
 
     summary = report.read_summary(run_dir)  # None for a damaged report: removed below, not rewritten
-    old_checks = run_dir / "qat" / "qat.json"
-    old_checks = old_checks.read_bytes() if old_checks.is_file() else None
+    # The old verdicts' bytes, to put back as they were if no file can move in.
+    old_report = [(run_dir / name, (run_dir / name).read_bytes()) for name in ("report.md", "report.json")
+                  if (run_dir / name).is_file()]
+    checks, aside = run_dir / "qat" / "qat.json", staging / "qat.json.old"
     report.withdraw(run_dir)
     moved = 0
     try:
-        (run_dir / "qat" / "qat.json").unlink(missing_ok=True)
+        if checks.is_file():  # renamed aside, not deleted: it goes with the staging folder once the files are in
+            os.replace(checks, aside)
         for folder in ("qat", "tflite"):
             (run_dir / folder).mkdir(mode=0o777, exist_ok=True)
             for staged in sorted((staging / folder).iterdir()):
                 os.replace(staged, run_dir / folder / staged.name)
                 moved += 1
     except OSError as exc:
-        if moved == 0:  # nothing changed: the old verdicts are true again
-            if old_checks is not None and not (run_dir / "qat" / "qat.json").exists():
-                write_bytes_atomic(run_dir / "qat" / "qat.json", old_checks)
-            if summary is not None:
-                report.write(summary, run_dir)
-        raise ValueError(f"can't move the QAT files into {run_dir} ({exc.strerror or exc}); "
-                         + ("the run folder is as it was." if moved == 0 else
-                            f"{moved} of them moved, so its report and qat.json were removed: run qat again.")) \
-            from None
+        problem = f"can't move the QAT files into {run_dir} ({exc.strerror or exc})"
+        if moved:
+            raise ValueError(f"{problem}; {moved} of them moved, so its report and qat.json were removed: run qat "
+                             "again.") from None
+        try:  # nothing changed: the old verdicts are true again (report.json last, as ever)
+            if aside.is_file():
+                os.replace(aside, checks)
+            for path, content in old_report:
+                write_bytes_atomic(path, content)
+        except OSError as again:
+            raise ValueError(f"{problem}, and its old report could not be put back ({again.strerror or again}): "
+                             "run qat again where it can write.") from None
+        raise ValueError(f"{problem}; the run folder is as it was.") from None
     for row in rows:
         row["file"] = str(run_dir / "tflite" / Path(row["file"]).name)
     write_json_atomic(run_dir / "qat" / "qat.json", {"files": report.files_in(rows, run_dir)})

@@ -215,9 +215,10 @@ def markdown(summary: dict) -> str:
                      f"{1 / row['size_ratio']:.1f}x | {_agreement(row)} | {_accuracy(row)} | "
                      f"{_sqnr(row)} | {op_counts_cell(row)} | {_latency(row)} | {_verdict_cell(row)} |")
     lines += ["", f"Intervals are 95% Wilson score intervals; a verdict needs at least {MIN_VERDICT_IMAGES} "
-              "validation images (fewer: INCONCLUSIVE unless a figure already fails). Float ops inside an "
-              "integer file (a float prefix asked for with --float-layers) run on CPU and GPU delegates, not "
-              "on integer-only accelerators."]
+              "validation images (fewer: INCONCLUSIVE, unless a figure fails for sure: top-5 overlap or SQNR "
+              "below its threshold, or a top-1 agreement or accuracy drop whose interval lies past it). Float "
+              "ops inside an integer file (a float prefix asked for with --float-layers) run on CPU and GPU "
+              "delegates, not on integer-only accelerators."]
     if any(row["mode"] == "dynamic" for row in summary["files"]):
         lines += ["", f"Note: {DYNAMIC_NOTE}."]
     lines += ["", "Compression is relative to the float32 weights; latency is the median (and 90th percentile) "
@@ -293,8 +294,13 @@ def read_summary(run_dir: Path) -> dict | None:
         return None
     if not isinstance(summary, dict) or not isinstance(summary.get("files"), list):
         return None
-    summary["files"] = files_from(summary["files"], run_dir)
+    if summary.get("file_paths") == FILE_PATHS:  # an older report.json's relative paths are from its cwd
+        summary["files"] = files_from(summary["files"], run_dir)
     return summary
+
+
+#: report.json's mark that its rows name the run's files from the run folder.
+FILE_PATHS = "from the run folder"
 
 
 def files_in(rows: list[dict], run_dir: Path) -> list[dict]:
@@ -326,7 +332,8 @@ def withdraw(run_dir: Path) -> None:
 def write(summary: dict, out: Path) -> None:
     """report.md, then report.json last: a run folder with report.json is a finished run."""
     write_bytes_atomic(out / "report.md", markdown(summary).encode())
-    write_json_atomic(out / "report.json", {**summary, "files": files_in(summary["files"], out)})
+    write_json_atomic(out / "report.json", {**summary, "files": files_in(summary["files"], out),
+                                            "file_paths": FILE_PATHS})
 
 
 def _qat_settings_line(settings: dict | None) -> str:

@@ -36,14 +36,11 @@ except ImportError:  # not on Windows: no lock there
 REPORT_FILES = ("report.json", "report.md")
 #: Folders of files made from a trained model by `pipeline`, `qat` and `export`.
 DERIVED_FOLDERS = ("tflite", "android", "saved_model", "qat")
-#: What the package writes in each of those folders (glob patterns): removed with the model they were made
-#: from. Anything else there is the user's and stays (a warning names it).
-DERIVED_CONTENTS = {
-    "tflite": ("model_*.tflite",),
-    "android": ("*.tflite", "labels.txt"),  # the pipeline's file and `export --android` files, with their labels
-    "saved_model": ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"),
-    "qat": ("qat.weights.h5", "history.json", "qat.json"),
-}
+#: The package's alone: written whole by pipeline, qat and export (which refuses to write anything else there).
+WHOLLY_DERIVED = ("tflite", "saved_model", "qat")
+#: What the package writes in android/, where `export --android` may also put files of the user's choosing:
+#: removed with the model they were made from; anything else there stays (a warning names it).
+ANDROID_FILES = ("model.tflite", "model.failed.tflite", "labels.txt")
 #: Leftovers of writes that were killed (mobilenet_keras.files: temporary, staging and set-aside names).
 _LEFTOVERS = (".*.tmp*", ".*.staging*", ".*.replaced")
 #: Plots made from a trained model (`training.png` is made by `train` and is not one of them).
@@ -261,13 +258,17 @@ class RunFolder:
         return removed + self._remove(sorted(plots))
 
     def _remove_derived(self, folder: str) -> list[str]:
-        """The package's files in `folder` (DERIVED_CONTENTS), and the folder once nothing else is left."""
+        """`folder` whole (WHOLLY_DERIVED), or the package's files in android/ and the folder once nothing
+        else is left."""
         where = self.path / folder
-        if where.is_symlink() or not where.is_dir():
+        if folder in WHOLLY_DERIVED or where.is_symlink() or not where.is_dir():
             return self._remove([folder])
-        ours = {entry.name for pattern in DERIVED_CONTENTS[folder] + _LEFTOVERS for entry in where.glob(pattern)}
-        removed = [f"{folder}/{name}" for name in self._remove([f"{folder}/{name}" for name in sorted(ours)])]
-        kept = sorted(entry.name for entry in where.iterdir())
+        try:
+            ours = {entry.name for pattern in ANDROID_FILES + _LEFTOVERS for entry in where.glob(pattern)}
+            removed = self._remove([f"{folder}/{name}" for name in sorted(ours)])
+            kept = sorted(entry.name for entry in where.iterdir())
+        except OSError as exc:
+            raise ValueError(f"can't clear {where} ({exc.strerror or exc}); remove it by hand.") from None
         if not kept:
             with contextlib.suppress(OSError):  # a file written there meanwhile stays, with its folder
                 where.rmdir()
