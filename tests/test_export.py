@@ -324,3 +324,26 @@ def test_the_current_folder_is_refused_even_empty(model, tmp_path, monkeypatch):
     for target in (".", str(here)):
         with pytest.raises(ValueError, match="is or holds the current folder"):
             export_saved_model(model, target)
+
+
+def test_what_export_saved_model_refuses_and_reads(model, tmp_path):
+    """A labels.txt path was split into characters (ten of them for a 10-character path: no error), and a model
+    ending in logits or features was exported with them as `probabilities`."""
+    import keras
+
+    (tmp_path / "labels.txt").write_text("".join(f"class {i}\n" for i in range(model.output_shape[-1])))
+    target = export_saved_model(model, tmp_path / "labels" / "1", labels=str(tmp_path / "labels.txt"))
+    assert (target / "assets.extra" / "labels.txt").read_text() == (tmp_path / "labels.txt").read_text()
+    logits = keras.Model(model.inputs, model.get_layer("predictions").input)  # the classifier before softmax
+    features = MobileNetV1(input_shape=(SIZE, SIZE, 3), alpha=0.25, include_top=False)
+    cases = [
+        (lambda: export_saved_model(logits, tmp_path / "a" / "1"), ValueError, "not probabilities .*logits"),
+        (lambda: export_saved_model(features, tmp_path / "b" / "1"), ValueError, "not class probabilities"),
+        (lambda: export_saved_model(model, tmp_path / "c" / "1", top_k=0), ValueError, "top_k is how many"),
+        (lambda: export_saved_model(model, tmp_path / "d" / "1", labels=[1, 2, 3]), TypeError, "class names"),
+        (lambda: export_saved_model(None, tmp_path / "e" / "1"), TypeError, "takes a Keras model"),
+    ]
+    for call, kind, words in cases:
+        with pytest.raises(kind, match=words):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "labels.txt"]

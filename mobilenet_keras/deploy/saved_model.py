@@ -77,6 +77,12 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
 
     from mobilenet_keras.images import decode_and_resize
 
+    from tflite.representative import check_single_image_input
+
+    check_single_image_input(model, "export_saved_model")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k is how many classes each answer lists (1 or more); got {top_k!r}.")
+    labels = _label_list(labels)
     check_saved_model_path(path, force)
     # Resolved as the checks resolved it ("x/.." through a linked x), and "." and ".." get a name to stage beside.
     shown, path = Path(path), Path(os.path.realpath(path))
@@ -86,6 +92,7 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
     if channels != 3:
         raise ValueError(f"the model takes {channels} channels; serving_bytes decodes RGB images (3 channels).")
     classes = model.output_shape[-1]
+    _check_probabilities(model)
     if labels is not None and len(labels) != classes:
         raise ValueError(f"{len(labels)} labels for a model with {classes} classes.")
     k = min(top_k, classes)
@@ -145,6 +152,37 @@ def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return shown
+
+
+def _label_list(labels) -> list[str] | None:
+    """`labels` as a list of class names: a labels.txt path is read (its characters were taken as ten names)."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, os.PathLike)):
+        from mobilenet_keras.labels import read_labels
+
+        return read_labels(labels)
+    labels = list(labels)
+    if not all(isinstance(name, str) for name in labels):
+        raise TypeError("labels are class names (strings) in output order, or the path of a labels.txt.")
+    return labels
+
+
+def _check_probabilities(model) -> None:
+    """Refuse a model whose output is not one probability per class: the signatures call it `probabilities`
+    and rank it, and a model ending in logits or features gave both without a word."""
+    import numpy as np
+
+    shape = model.output_shape[0] if isinstance(model.output_shape, list) else model.output_shape
+    if len(shape) != 2:
+        raise ValueError(f"the model gives outputs of shape {tuple(shape[1:])} per image, not class probabilities; "
+                         "export a classifier (include_top=True, or a Dense layer with softmax at the end).")
+    height, width, channels = model.input_shape[1:]
+    probe = np.random.default_rng(0).uniform(-1, 1, (2, height, width, channels)).astype(np.float32)
+    out = np.asarray(model(probe, training=False), dtype=np.float64)
+    if not (np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-2)):
+        raise ValueError("the model's outputs are not probabilities (they don't sum to 1: logits?); build it with "
+                         "classifier_activation='softmax', or end it with keras.layers.Softmax().")
 
 
 def _take_place(staging: Path, path: Path, shown: Path, force: bool) -> None:
