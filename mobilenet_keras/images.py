@@ -172,6 +172,47 @@ RESIZE_METHOD = "bilinear"
 ANTIALIAS = True
 
 
+#: The most pixels an image may declare in its header before the decoder allocates them: PIL's own bound for
+#: a decompression bomb (twice `Image.MAX_IMAGE_PIXELS`), which `load_image` and the folder pre-checks apply
+#: through PIL. Held in the graph too, for `serving_bytes`: a 100 KB PNG declaring 40,000 x 40,000 pixels
+#: asked for about 24 GB (15 bytes a pixel: the uint8 decode, then float32 for the resize).
+MAX_DECLARED_PIXELS = 2 * 89_478_485
+
+
+def _declared_pixels(encoded):
+    """Width x height as the header of a JPEG, PNG, GIF, BMP or WebP says (int64; 0 when it says nothing this
+    reads), from the header alone, in a graph."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), b"\x00" * 32]), 0, 32)
+
+    def number(start, length, big_endian=False):
+        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(head, start, length), tf.uint8), tf.int64)
+        weights = [256 ** (length - 1 - i) if big_endian else 256 ** i for i in range(length)]
+        return tf.reduce_sum(digits * tf.constant(weights, tf.int64))
+
+    def starts(prefix, at=0):
+        return tf.equal(tf.strings.substr(head, at, len(prefix)), prefix)
+
+    webp = tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8))
+    lossless = number(21, 4)
+    cases = [  # (is this format, lambda: width * height)
+        (starts(b"\xff\xd8"), lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64))),
+        (starts(b"\x89PNG"), lambda: number(16, 4, True) * number(20, 4, True)),
+        (starts(b"GIF8"), lambda: number(6, 2) * number(8, 2)),
+        (starts(b"BM"), lambda: tf.abs(tf.cast(tf.io.decode_raw(tf.strings.substr(head, 18, 8), tf.int32), tf.int64)
+                                       )[0] * tf.abs(tf.cast(tf.io.decode_raw(tf.strings.substr(head, 18, 8),
+                                                                              tf.int32), tf.int64))[1]),
+        (tf.logical_and(webp, starts(b"VP8X", 12)), lambda: (number(24, 3) + 1) * (number(27, 3) + 1)),
+        (tf.logical_and(webp, starts(b"VP8 ", 12)),
+         lambda: tf.bitwise.bitwise_and(number(26, 2), 0x3FFF) * tf.bitwise.bitwise_and(number(28, 2), 0x3FFF)),
+        (tf.logical_and(webp, starts(b"VP8L", 12)),
+         lambda: (tf.bitwise.bitwise_and(lossless, 0x3FFF) + 1)
+         * (tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless, 14), 0x3FFF) + 1)),
+    ]
+    return tf.case(cases, default=lambda: tf.constant(0, tf.int64), exclusive=True)
+
+
 def decode_image(encoded):
     """Encoded JPEG, PNG, GIF, BMP or WebP bytes (a scalar string tensor) to a uint8 RGB tensor
     [height, width, 3], with TensorFlow's decoders, in a graph or eagerly.
@@ -200,7 +241,11 @@ def decode_image(encoded):
     animated = tf.logical_and(tf.logical_and(is_webp, tf.equal(tf.strings.substr(webp_head, 12, 4), b"VP8X")),
                               tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0))
     not_animated = tf.debugging.Assert(tf.logical_not(animated), [ANIMATED_WEBP])
-    with tf.control_dependencies([check, not_animated]):
+    pixels = _declared_pixels(encoded)
+    not_too_large = tf.debugging.Assert(pixels <= MAX_DECLARED_PIXELS, [
+        "an image whose header declares", pixels, f"pixels, more than {MAX_DECLARED_PIXELS:,} (a decompression "
+        "bomb, or a photo far larger than the model needs): shrink it"])
+    with tf.control_dependencies([check, not_animated, not_too_large]):
         # TensorFlow's WebP decoder takes no channel count but the file's own (3, or 4 with alpha): decoded
         # as it is, then the alpha dropped as for PNG
         image = tf.cond(
@@ -298,6 +343,10 @@ def decoder_reason(exc) -> str:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
     if "animated WebP" in text:
         return ANIMATED_WEBP
+    if "header declares" in text:
+        declared = re.search(r"header declares\W*(\d+)", text)
+        return (f"its header declares {int(declared.group(1)):,} pixels" if declared else "too many pixels") + \
+            f", more than {MAX_DECLARED_PIXELS:,}; shrink it"
     return "TensorFlow's decoder: " + text[:200].rstrip(". ")  # the caller's sentence ends it
 
 

@@ -186,3 +186,48 @@ def test_short_or_unknown_bytes_get_the_decoders_own_reason(junk):
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         decode_image(tf.constant(junk))
     assert "out of range" not in str(info.value) and "DecodeImage" in str(info.value), str(info.value)[-300:]
+
+
+def _large_png(path, width: int, height: int) -> None:
+    """A real, valid black PNG of width x height, written row by row (a few hundred KB for 200M pixels)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row, parts = zlib.compressobj(9), b"\0" * (1 + 3 * width), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_by_its_header_in_the_graph(tmp_path):
+    # serving_bytes decoded whatever a client sent: a 100 KB PNG of 6,000 x 6,000 grew the server by 570 MB,
+    # one of 40,000 x 40,000 would ask for 24 GB. The graph reads the header first, as load_image does (PIL).
+    import resource
+
+    import tensorflow as tf
+
+    from mobilenet_keras.images import MAX_DECLARED_PIXELS, decode_image
+
+    big = tmp_path / "huge.png"
+    _large_png(big, 15_000, 12_000)  # 180M pixels, just past the bound
+    assert 15_000 * 12_000 > MAX_DECLARED_PIXELS and big.stat().st_size < 2_000_000
+    serving = tf.function(lambda e: decode_and_resize(e, (32, 32)), input_signature=[tf.TensorSpec([], tf.string)])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for decode in (serving, decode_image):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)header declares.*180000000.*shrink it"):
+            decode(tf.constant(big.read_bytes()))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing was decoded
+    with pytest.raises(ValueError, match="huge.png is not a readable image: it is too large to read safely"):
+        load_image(big)
+    # said in a line by load_image's callers too
+    from mobilenet_keras.images import decoder_reason
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        serving(tf.constant(big.read_bytes()))
+    expected = f"its header declares 180,000,000 pixels, more than {MAX_DECLARED_PIXELS:,}; shrink it"
+    assert decoder_reason(info.value) == expected
