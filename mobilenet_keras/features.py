@@ -31,6 +31,9 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     `conv_pw_3_relu`, `conv_pw_5_relu`, `conv_pw_11_relu` and `conv_pw_13_relu` of the standard
     network. Weights are shared, so training the extractor trains `model`.
     """
+    if not (hasattr(model, "get_layer") and hasattr(model, "layers")):
+        raise TypeError(f"feature_extractor takes a Keras model (MobileNetV1(...), or keras.models.load_model(path)); "
+                        f"got {type(model).__name__}.")
     try:
         layer_names = feature_layer_names(model)
     except ValueError:

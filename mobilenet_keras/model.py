@@ -113,8 +113,13 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
         raise ValueError(f"output_stride must be None, 8, 16 or 32; got {output_stride!r}.")
     if not _is_number(dropout) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
+    if include_top not in (True, False):  # numpy's bools too
+        raise ValueError(f"include_top must be True or False; got {include_top!r}.")
     if include_top and (not _is_integer(classes) or not 1 <= classes <= MAX_CLASSES):
         raise ValueError(f"classes must be an integer from 1 to {MAX_CLASSES}; got {classes!r}.")
+    if include_top and classes == 1 and classifier_activation == "softmax":
+        raise ValueError("classes=1 with a softmax gives 1.0 for every image and can't learn; for two classes use "
+                         "classes=2, or classes=1 with classifier_activation='sigmoid'.")
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be None, 'imagenet' or the path to a weights file (a str or Path); got "
                          f"{type(weights).__name__} {weights!r}.")
@@ -178,6 +183,9 @@ def build_network(
     form, so that its simulated weight quantization is the one the converted file uses).
     """
     if input_tensor is not None:  # its shape is the input shape: checked, and named in the model's name, as one
+        if not k.backend.is_keras_tensor(input_tensor):  # an array or eager tensor printed itself in a long error
+            raise ValueError(f"input_tensor must be a Keras tensor (keras.Input(...), or a layer's output); got "
+                             f"{type(input_tensor).__name__}. To run the model on data, build it and call it.")
         given = tuple(input_tensor.shape)[1:]
         if input_shape is not None and tuple(input_shape) != given:
             raise ValueError(f"input_shape {tuple(input_shape)} differs from input_tensor's shape {given}; give one "

@@ -40,6 +40,8 @@ from mobilenet_keras import MobileNetV1
         ({"classes": 2.5}, "classes must be an integer from 1"),
         ({"dropout": float("nan")}, "dropout must be a number in [0, 1)"),
         ({"dropout": 1.0}, "dropout must be a number in [0, 1)"),
+        ({"include_top": "yes"}, "include_top must be True or False"),
+        ({"classes": 1}, "classes=1 with a softmax gives 1.0 for every image"),
     ],
 )
 def test_bad_arguments(kwargs, words):
@@ -233,5 +235,17 @@ def test_an_input_tensor_is_checked_and_named_as_its_shape():
         MobileNetV1(input_tensor=keras.Input((64, 64, 3)), input_shape=(96, 96, 3), alpha=0.25)
     model = MobileNetV1(input_tensor=keras.Input((64, 64, 3)), alpha=0.25, classes=3)
     assert model.name == "mobilenet_0.25_64" and model.input_shape == (None, 64, 64, 3)
+    import numpy as np
+
+    for data in (np.zeros((1, 64, 64, 3), np.float32), "x"):  # an array printed itself in a 97-line error
+        with pytest.raises(ValueError, match=r"input_tensor must be a Keras tensor \(keras.Input"):
+            MobileNetV1(input_tensor=data, alpha=0.25, include_top=False)
+    from mobilenet_keras.features import feature_extractor
+
+    for wrong in (None, "model.keras"):
+        with pytest.raises(TypeError, match="feature_extractor takes a Keras model"):
+            feature_extractor(wrong)
+    assert MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=1, classifier_activation="sigmoid",
+                       include_top=np.True_).output_shape == (None, 1)
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1)(keras.Input((None, None, 3)))
     assert MobileNetV1(input_tensor=scaled, alpha=0.25, include_top=False).output_shape == (None, None, None, 256)
