@@ -49,7 +49,7 @@ def preprocess_input(x: Any, data_format: str | None = None, mode: str = "tf", *
 
 def _read_class_index(class_index: str | os.PathLike | dict | None) -> dict[str, list[str]]:
     if isinstance(class_index, dict):
-        return class_index
+        return _checked_index(class_index, "(a dict)")
     if class_index is None:
         from keras.utils import get_file
 
@@ -60,8 +60,25 @@ def _read_class_index(class_index: str | os.PathLike | dict | None) -> dict[str,
             raise ValueError(f"could not download Keras's ImageNet class index ({_first_line(exc)}); pass "
                              "class_index= a local imagenet_class_index.json (or a dict), or put the file in "
                              "$KERAS_HOME/models.") from None
-    with open(class_index, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(class_index, encoding="utf-8") as f:
+            return _checked_index(json.load(f), class_index)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"class_index {class_index} is not a class index JSON ({_first_line(exc)}); give Keras's "
+                         "imagenet_class_index.json ({\"0\": [\"n01440764\", \"tench\"], ...}) or its dict. A "
+                         "labels.txt holds names only: read it with mobilenet_keras.labels.read_labels.") from None
+
+
+def _checked_index(index, where) -> dict[str, list[str]]:
+    """`index` as decode_predictions reads it: 1,000 entries keyed "0" to "999" (int keys taken too)."""
+    if not isinstance(index, dict):
+        raise ValueError(f"class_index {where} is a {type(index).__name__}, not a dict of 1,000 classes.")
+    index = {str(key): value for key, value in index.items()}
+    missing = [str(i) for i in range(1000) if str(i) not in index]
+    if missing:
+        raise ValueError(f"class_index {where} has {len(index)} entries, not ImageNet's 1,000 (no key "
+                         f"{missing[0]!r}); give Keras's imagenet_class_index.json or its dict.")
+    return index
 
 
 def decode_predictions(preds: Any, top: int = 5,
@@ -76,6 +93,8 @@ def decode_predictions(preds: Any, top: int = 5,
             `{"0": ["n01440764", "tench"], ...}`. `None` reads Keras's own file, downloaded once into
             `~/.keras/models` as `keras.applications` does.
     """
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top is how many classes to return per image (1 or more); got {top!r}.")
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] not in (1000, 1001):
         raise ValueError(

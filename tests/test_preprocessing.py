@@ -59,3 +59,22 @@ def test_decode_predictions_without_the_class_index_says_what_to_pass(tmp_path, 
     monkeypatch.setattr(pretrained, "CLASS_INDEX_URL", (tmp_path / "nowhere" / "index.json").as_uri())
     with pytest.raises(ValueError, match="class_index= a local imagenet_class_index.json"):
         decode_predictions(np.zeros((1, 1000)))
+
+
+def test_decode_predictions_names_a_class_index_it_cant_use(tmp_path):
+    # a labels.txt path was a raw JSONDecodeError, a dict with int keys a KeyError '285', top=-1 gave 999 rows
+    labels = tmp_path / "labels.txt"
+    labels.write_text("background\ntench\n")
+    scores = np.zeros((1, 1000), "float32")
+    cases = [
+        (dict(class_index=labels), "is not a class index JSON .*read_labels"),
+        (dict(class_index={str(i): ["n", "x"] for i in range(10)}), "has 10 entries, not ImageNet's 1,000"),
+        (dict(class_index={}, top=-1), "top is how many classes"),
+        (dict(class_index={}, top=2.5), "top is how many classes"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(ValueError, match=words):
+            decode_predictions(scores, **kwargs)
+    by_int = {i: [f"n{i}", f"class {i}"] for i in range(1000)}
+    scores[0, 285] = 1.0
+    assert decode_predictions(scores, top=1, class_index=by_int)[0][0][:2] == ("n285", "class 285")
