@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import warnings
 
 import h5py
@@ -19,6 +20,10 @@ def _legacy_h5_shapes(path: str) -> dict[str, list[tuple[int, ...]]]:
         if "layer_names" not in f.attrs and "model_weights" in f:
             group = f["model_weights"]
         if "layer_names" not in group.attrs:
+            if "layers" in f:  # Keras 3's layout, which its loader picks by the name's ending
+                stem = Path(path).name.removesuffix(".h5")
+                raise ValueError(f"{path} is a Keras 3 weights file, which Keras reads by its name: name it "
+                                 f"{stem}.weights.h5.")
             raise ValueError(f"{path} is an HDF5 file but not a Keras weights file (no layer_names).")
         shapes = {}
         for raw in group.attrs["layer_names"]:
@@ -42,6 +47,9 @@ def load_weights(model, path: str | os.PathLike) -> None:
     the file was made for, instead of Keras's shape error from deep inside the loader.
     """
     path = os.fspath(path)
+    if path.endswith(".weights.h5") and _is_keras2_file(path):
+        raise ValueError(f"{path} is a Keras 2 weights file (layer_names, no layers/ group) named like a Keras 3 "
+                         f"one, which Keras would read as the other: name it {path.removesuffix('.weights.h5')}.h5.")
     if path.endswith(".weights.h5") or path.endswith(".keras"):
         remedy = ("It was saved from a model with other settings; build the model with the same alpha, "
                   "depth_multiplier, include_top and classes.")
@@ -91,9 +99,13 @@ def load_weights(model, path: str | os.PathLike) -> None:
             elif layer.name == "conv1":
                 remedy = (f"The file takes {held[0][2]}-channel images: build the model with input_shape=(H, W, "
                           f"{held[0][2]}), or use a file made for this one.")
-            else:
-                remedy = (f"The file has this model's width ({_width_of(file_shapes)}): build the model with the "
-                          "file's depth_multiplier, or use a file made for this one.")
+            elif layer.name.startswith("conv_dw") and model_shapes[0][:-1] == held[0][:-1]:
+                remedy = (f"The file's depthwise layers have depth_multiplier {held[0][-1]}: build the model with "
+                          "that, or use a file made for this one.")
+            else:  # conv1 alone can't tell some widths apart (alpha 0.25 and 0.26 both give it 8 filters)
+                remedy = (f"The file was made for another width (alpha): its {layer.name!r} has {held[0][-1]} "
+                          f"filters, this model's {model_shapes[0][-1]}. Build the model with the file's alpha, or "
+                          "use a file made for this one.")
             raise ValueError(f"{path} does not fit this model: layer {layer.name!r} has weights of shapes "
                              f"{model_shapes} but the file holds {held}. {remedy}")
     backbone_missing = [n for n in missing if n not in HEAD_LAYERS]
@@ -187,6 +199,14 @@ def _first_difference(model, path: str) -> str | None:
     except Exception:  # noqa: BLE001 - another layout: Keras's own message stands
         return None
     return None
+
+
+def _is_keras2_file(path: str) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return "layers" not in f and ("layer_names" in f.attrs or "model_weights" in f)
+    except Exception:  # noqa: BLE001 - not HDF5: Keras's loader says why
+        return False
 
 
 def _layers_with_weights(path: str) -> int | None:

@@ -63,6 +63,26 @@ def test_weights_file_for_another_alpha_names_the_alpha_it_fits(weights_025):
     assert "alpha 0.25" in str(info.value) and "conv1" in str(info.value)
 
 
+def test_weights_files_of_a_close_width_or_the_other_keras_format_say_what_to_do(weights_025, tmp_path):
+    import shutil
+
+    # alpha 0.26 gives conv1 the 8 filters of 0.25: the message blamed depth_multiplier
+    with pytest.raises(ValueError, match=r"made for another width \(alpha\): its 'conv_pw_2' has 32 filters, this "
+                                         r"model's 33"):
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.26, include_top=False, weights=weights_025)
+    # Keras 2's file named like Keras 3's: Keras's loader failed and the message suggested another alpha
+    keras2 = tmp_path / "backbone.weights.h5"
+    shutil.copy(weights_025, keras2)
+    with pytest.raises(ValueError, match=r"is a Keras 2 weights file .* name it .*backbone\.h5"):
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=keras2)
+    # Keras 3's file named .h5: "not a Keras weights file"
+    keras3 = tmp_path / "mine.h5"
+    MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False).save_weights(tmp_path / "mine.weights.h5")
+    (tmp_path / "mine.weights.h5").rename(keras3)
+    with pytest.raises(ValueError, match=r"is a Keras 3 weights file.*name it mine\.weights\.h5"):
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=keras3)
+
+
 def test_backbone_file_into_a_model_with_a_head_warns_and_loads_the_backbone(weights_025):
     with pytest.warns(UserWarning, match="conv_preds"):
         model = MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10, weights=weights_025)
