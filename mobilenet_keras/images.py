@@ -180,8 +180,10 @@ MAX_DECLARED_PIXELS = 2 * 89_478_485
 
 
 def _declared_pixels(encoded):
-    """Width x height as the header of a JPEG, PNG, GIF, BMP or WebP says (int64; 0 when it says nothing this
-    reads), from the header alone, in a graph."""
+    """Width x height as the header of a PNG, GIF or WebP says (int64; 0 for other bytes), from the header
+    alone, in a graph. TensorFlow's JPEG decoder refuses more than 2^29 bytes of pixels before allocating
+    them, and its BMP decoder a file shorter than its pixels, so neither is a bomb; the other three
+    allocated whatever their header declared."""
     import tensorflow as tf
 
     head = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), b"\x00" * 32]), 0, 32)
@@ -196,13 +198,9 @@ def _declared_pixels(encoded):
 
     webp = tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8))
     lossless = number(21, 4)
-    cases = [  # (is this format, lambda: width * height)
-        (starts(b"\xff\xd8"), lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64))),
-        (starts(b"\x89PNG"), lambda: number(16, 4, True) * number(20, 4, True)),
+    cases = [  # (is this format, by the signature TensorFlow's decoder checks, lambda: width * height)
+        (starts(b"\x89PNG\r\n\x1a\n"), lambda: number(16, 4, True) * number(20, 4, True)),
         (starts(b"GIF8"), lambda: number(6, 2) * number(8, 2)),
-        (starts(b"BM"), lambda: tf.abs(tf.cast(tf.io.decode_raw(tf.strings.substr(head, 18, 8), tf.int32), tf.int64)
-                                       )[0] * tf.abs(tf.cast(tf.io.decode_raw(tf.strings.substr(head, 18, 8),
-                                                                              tf.int32), tf.int64))[1]),
         (tf.logical_and(webp, starts(b"VP8X", 12)), lambda: (number(24, 3) + 1) * (number(27, 3) + 1)),
         (tf.logical_and(webp, starts(b"VP8 ", 12)),
          lambda: tf.bitwise.bitwise_and(number(26, 2), 0x3FFF) * tf.bitwise.bitwise_and(number(28, 2), 0x3FFF)),
@@ -211,6 +209,9 @@ def _declared_pixels(encoded):
          * (tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless, 14), 0x3FFF) + 1)),
     ]
     return tf.case(cases, default=lambda: tf.constant(0, tf.int64), exclusive=True)
+
+
+JPEG_XL = "a JPEG XL image, which the package doesn't read; convert it to PNG or JPEG"
 
 
 def decode_image(encoded):
@@ -241,11 +242,16 @@ def decode_image(encoded):
     animated = tf.logical_and(tf.logical_and(is_webp, tf.equal(tf.strings.substr(webp_head, 12, 4), b"VP8X")),
                               tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0))
     not_animated = tf.debugging.Assert(tf.logical_not(animated), [ANIMATED_WEBP])
+    # TensorFlow also decodes JPEG XL, with no bound on the size its header declares; the package reads the
+    # five formats above (load_image and the folder checks refuse it by its name and header too)
+    jpeg_xl = tf.logical_or(tf.equal(tf.strings.substr(webp_head, 0, 2), b"\xff\x0a"),
+                            tf.equal(tf.strings.substr(webp_head, 0, 12), b"\x00\x00\x00\x0cJXL \r\n\x87\n"))
+    not_jpeg_xl = tf.debugging.Assert(tf.logical_not(jpeg_xl), [JPEG_XL])
     pixels = _declared_pixels(encoded)
     not_too_large = tf.debugging.Assert(pixels <= MAX_DECLARED_PIXELS, [
         "an image whose header declares", pixels, f"pixels, more than {MAX_DECLARED_PIXELS:,} (a decompression "
         "bomb, or a photo far larger than the model needs): shrink it"])
-    with tf.control_dependencies([check, not_animated, not_too_large]):
+    with tf.control_dependencies([check, not_animated, not_jpeg_xl, not_too_large]):
         # TensorFlow's WebP decoder takes no channel count but the file's own (3, or 4 with alpha): decoded
         # as it is, then the alpha dropped as for PNG
         image = tf.cond(
@@ -343,6 +349,8 @@ def decoder_reason(exc) -> str:
         return "a palette BMP (8 bits or fewer per pixel), which TensorFlow's decoder misreads; convert it to PNG"
     if "animated WebP" in text:
         return ANIMATED_WEBP
+    if "JPEG XL" in text:
+        return JPEG_XL
     if "header declares" in text:
         declared = re.search(r"header declares\W*(\d+)", text)
         return (f"its header declares {int(declared.group(1)):,} pixels" if declared else "too many pixels") + \

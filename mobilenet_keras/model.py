@@ -153,6 +153,13 @@ def _validate(input_shape, alpha, depth_multiplier, include_top, weights, poolin
     return input_shape
 
 
+def _is_keras_tensor(k: types.ModuleType, value) -> bool:
+    try:
+        return bool(k.backend.is_keras_tensor(value))
+    except ValueError:  # tf_keras's answer for an array or a string
+        return False
+
+
 def _batchnorm_class(k: types.ModuleType) -> type:
     if k is keras:
         return fused_batchnorm.BatchNormalization
@@ -183,7 +190,7 @@ def build_network(
     form, so that its simulated weight quantization is the one the converted file uses).
     """
     if input_tensor is not None:  # its shape is the input shape: checked, and named in the model's name, as one
-        if not k.backend.is_keras_tensor(input_tensor):  # an array or eager tensor printed itself in a long error
+        if not _is_keras_tensor(k, input_tensor):  # an array or eager tensor printed itself in a long error
             raise ValueError(f"input_tensor must be a Keras tensor (keras.Input(...), or a layer's output); got "
                              f"{type(input_tensor).__name__}. To run the model on data, build it and call it.")
         given = tuple(input_tensor.shape)[1:]

@@ -347,3 +347,6 @@ def test_what_export_saved_model_refuses_and_reads(model, tmp_path):
         with pytest.raises(kind, match=words):
             call()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "labels.txt"]
+    # a sigmoid's outputs are probabilities too, one per class (binary or multi-label)
+    binary = MobileNetV1(input_shape=(SIZE, SIZE, 3), alpha=0.25, classes=1, classifier_activation="sigmoid")
+    assert (export_saved_model(binary, tmp_path / "binary" / "1") / "saved_model.pb").is_file()

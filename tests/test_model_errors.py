@@ -257,9 +257,15 @@ def test_an_input_tensor_is_checked_and_named_as_its_shape():
     assert model.name == "mobilenet_0.25_64" and model.input_shape == (None, 64, 64, 3)
     import numpy as np
 
+    import tf_keras
+
+    from mobilenet_keras.model import build_network
+
     for data in (np.zeros((1, 64, 64, 3), np.float32), "x"):  # an array printed itself in a 97-line error
         with pytest.raises(ValueError, match=r"input_tensor must be a Keras tensor \(keras.Input"):
             MobileNetV1(input_tensor=data, alpha=0.25, include_top=False)
+        with pytest.raises(ValueError, match=r"input_tensor must be a Keras tensor"):  # tf_keras raises its own
+            build_network(tf_keras, input_tensor=data, alpha=0.25, include_top=False)
     from mobilenet_keras.features import feature_extractor
 
     for wrong in (None, "model.keras"):

@@ -175,7 +175,8 @@ def test_an_animated_webp_is_refused_everywhere_before_the_decoder_sees_it(tmp_p
     assert serving(tf.constant((root / "a" / "rgba.webp").read_bytes())).shape == (32, 32, 3)
 
 
-@pytest.mark.parametrize("junk", [b"", b"abc", b"BM" + b"\0" * 10, b"x" * 40, b"RIFF\0\0\0\0WEBPVP8X"])
+@pytest.mark.parametrize("junk", [b"", b"abc", b"BM" + b"\0" * 10, b"x" * 40, b"RIFF\0\0\0\0WEBPVP8X", b"\xff\xd8",
+                                  b"\x89PNG" + b"\xff" * 40])
 def test_short_or_unknown_bytes_get_the_decoders_own_reason(junk):
     # what a serving client may send to serving_bytes: the decoder's own reason (empty input, unknown format,
     # incomplete BMP), not "pos 28 out of range" from the BMP header check on a string too short to hold one
@@ -231,3 +232,19 @@ def test_an_image_declaring_too_many_pixels_is_refused_by_its_header_in_the_grap
         serving(tf.constant(big.read_bytes()))
     expected = f"its header declares 180,000,000 pixels, more than {MAX_DECLARED_PIXELS:,}; shrink it"
     assert decoder_reason(info.value) == expected
+
+
+def test_a_jpeg_xl_image_is_refused_in_the_graph(tmp_path):
+    # TensorFlow decodes JPEG XL too, allocating whatever size its header declares; the package reads the
+    # five formats it documents (load_image refused it already, by its header)
+    import tensorflow as tf
+
+    from mobilenet_keras.images import JPEG_XL, decode_image, decoder_reason
+
+    for head in (b"\xff\x0a" + b"\0" * 30, b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\0" * 30):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="JPEG XL") as info:
+            decode_image(tf.constant(head))
+        assert decoder_reason(info.value) == JPEG_XL
+        (tmp_path / "x.jxl").write_bytes(head)
+        with pytest.raises(ValueError, match="x.jxl is not a readable image"):
+            load_image(tmp_path / "x.jxl")

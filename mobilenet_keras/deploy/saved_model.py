@@ -180,9 +180,19 @@ def _check_probabilities(model) -> None:
     height, width, channels = model.input_shape[1:]
     probe = np.random.default_rng(0).uniform(-1, 1, (2, height, width, channels)).astype(np.float32)
     out = np.asarray(model(probe, training=False), dtype=np.float64)
-    if not (np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-2)):
-        raise ValueError("the model's outputs are not probabilities (they don't sum to 1: logits?); build it with "
-                         "classifier_activation='softmax', or end it with keras.layers.Softmax().")
+    if _ends_in_sigmoid(model):  # one probability per class on its own (binary or multi-label)
+        if np.all((out >= 0) & (out <= 1)):
+            return
+    elif np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-2):
+        return
+    raise ValueError("the model's outputs are not probabilities (not a softmax's, summing to 1, nor a sigmoid's: "
+                     "logits?); build it with classifier_activation='softmax' (or 'sigmoid'), or end it with "
+                     "keras.layers.Softmax().")
+
+
+def _ends_in_sigmoid(model) -> bool:
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", str(activation)) == "sigmoid"
 
 
 def _take_place(staging: Path, path: Path, shown: Path, force: bool) -> None:
