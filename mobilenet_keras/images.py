@@ -179,32 +179,46 @@ ANTIALIAS = True
 MAX_DECLARED_PIXELS = 2 * 89_478_485
 
 
-def _declared_pixels(encoded):
-    """Width x height as the header of a PNG, GIF or WebP says (int64; 0 for other bytes), from the header
-    alone, in a graph. TensorFlow's JPEG decoder refuses more than 2^29 bytes of pixels before allocating
-    them, and its BMP decoder a file shorter than its pixels, so neither is a bomb; the other three
-    allocated whatever their header declared."""
+def _header(encoded, length: int = 32):
+    """The first `length` bytes of an encoded image, zero-padded: a shorter string reaches the decoder's own
+    reason instead of failing a header test on its position."""
     import tensorflow as tf
 
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), b"\x00" * 32]), 0, 32)
+    return tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, length), b"\x00" * length]), 0, length)
 
-    def number(start, length, big_endian=False):
-        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(head, start, length), tf.uint8), tf.int64)
-        weights = [256 ** (length - 1 - i) if big_endian else 256 ** i for i in range(length)]
-        return tf.reduce_sum(digits * tf.constant(weights, tf.int64))
 
-    def starts(prefix, at=0):
-        return tf.equal(tf.strings.substr(head, at, len(prefix)), prefix)
+def _starts(head, prefix: bytes, at: int = 0):
+    import tensorflow as tf
 
-    webp = tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8))
-    lossless = number(21, 4)
+    return tf.equal(tf.strings.substr(head, at, len(prefix)), prefix)
+
+
+def _number(head, start: int, length: int, big_endian: bool = False):
+    """An unsigned integer of `length` bytes at `start` in a `_header`, as int64."""
+    import tensorflow as tf
+
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(head, start, length), tf.uint8), tf.int64)
+    weights = [256 ** (length - 1 - i) if big_endian else 256 ** i for i in range(length)]
+    return tf.reduce_sum(digits * tf.constant(weights, tf.int64))
+
+
+def _declared_pixels(head, is_webp):
+    """Width x height as the `_header` of a PNG, GIF or WebP says (int64; 0 for other bytes), in a graph.
+    TensorFlow's JPEG decoder refuses more than 2^29 bytes of pixels before allocating them, and its BMP
+    decoder a file shorter than its pixels, so neither is a bomb; the other three allocated whatever their
+    header declared."""
+    import tensorflow as tf
+
+    lossless = _number(head, 21, 4)
     cases = [  # (is this format, by the signature TensorFlow's decoder checks, lambda: width * height)
-        (starts(b"\x89PNG\r\n\x1a\n"), lambda: number(16, 4, True) * number(20, 4, True)),
-        (starts(b"GIF8"), lambda: number(6, 2) * number(8, 2)),
-        (tf.logical_and(webp, starts(b"VP8X", 12)), lambda: (number(24, 3) + 1) * (number(27, 3) + 1)),
-        (tf.logical_and(webp, starts(b"VP8 ", 12)),
-         lambda: tf.bitwise.bitwise_and(number(26, 2), 0x3FFF) * tf.bitwise.bitwise_and(number(28, 2), 0x3FFF)),
-        (tf.logical_and(webp, starts(b"VP8L", 12)),
+        (_starts(head, b"\x89PNG\r\n\x1a\n"), lambda: _number(head, 16, 4, True) * _number(head, 20, 4, True)),
+        (_starts(head, b"GIF8"), lambda: _number(head, 6, 2) * _number(head, 8, 2)),
+        (tf.logical_and(is_webp, _starts(head, b"VP8X", 12)),
+         lambda: (_number(head, 24, 3) + 1) * (_number(head, 27, 3) + 1)),
+        (tf.logical_and(is_webp, _starts(head, b"VP8 ", 12)),
+         lambda: tf.bitwise.bitwise_and(_number(head, 26, 2), 0x3FFF)
+         * tf.bitwise.bitwise_and(_number(head, 28, 2), 0x3FFF)),
+        (tf.logical_and(is_webp, _starts(head, b"VP8L", 12)),
          lambda: (tf.bitwise.bitwise_and(lossless, 0x3FFF) + 1)
          * (tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless, 14), 0x3FFF) + 1)),
     ]
@@ -234,20 +248,18 @@ def decode_image(encoded):
     bits = tf.cond(is_bmp, lambda: tf.cast(tf.io.decode_raw(header, tf.uint16)[0], tf.int32), lambda: tf.constant(24))
     check = tf.debugging.Assert(bits > 8, ["a palette BMP (8 bits or fewer per pixel), which TensorFlow's "
                                            "decoder misreads; convert it to PNG"])
-    # the same tests as _is_webp / _is_animated_webp, on a header zero-padded to 21 bytes
-    webp_head = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 21), b"\x00" * 21]), 0, 21)
-    is_webp = tf.logical_and(tf.equal(tf.strings.substr(webp_head, 0, 4), b"RIFF"),
-                             tf.equal(tf.strings.substr(webp_head, 8, 4), b"WEBP"))
-    flags = tf.io.decode_raw(tf.strings.substr(webp_head, 20, 1), tf.uint8)[0]
-    animated = tf.logical_and(tf.logical_and(is_webp, tf.equal(tf.strings.substr(webp_head, 12, 4), b"VP8X")),
+    # the same tests as _is_webp / _is_animated_webp, on the zero-padded header
+    head = _header(encoded)
+    is_webp = tf.logical_and(_starts(head, b"RIFF"), _starts(head, b"WEBP", 8))
+    flags = tf.io.decode_raw(tf.strings.substr(head, 20, 1), tf.uint8)[0]
+    animated = tf.logical_and(tf.logical_and(is_webp, _starts(head, b"VP8X", 12)),
                               tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0))
     not_animated = tf.debugging.Assert(tf.logical_not(animated), [ANIMATED_WEBP])
     # TensorFlow also decodes JPEG XL, with no bound on the size its header declares; the package reads the
     # five formats above (load_image and the folder checks refuse it by its name and header too)
-    jpeg_xl = tf.logical_or(tf.equal(tf.strings.substr(webp_head, 0, 2), b"\xff\x0a"),
-                            tf.equal(tf.strings.substr(webp_head, 0, 12), b"\x00\x00\x00\x0cJXL \r\n\x87\n"))
+    jpeg_xl = tf.logical_or(_starts(head, b"\xff\x0a"), _starts(head, b"\x00\x00\x00\x0cJXL \r\n\x87\n"))
     not_jpeg_xl = tf.debugging.Assert(tf.logical_not(jpeg_xl), [JPEG_XL])
-    pixels = _declared_pixels(encoded)
+    pixels = _declared_pixels(head, is_webp)
     not_too_large = tf.debugging.Assert(pixels <= MAX_DECLARED_PIXELS, [
         "an image whose header declares", pixels, f"pixels, more than {MAX_DECLARED_PIXELS:,} (a decompression "
         "bomb, or a photo far larger than the model needs): shrink it"])

@@ -527,7 +527,7 @@ def judge(report: VerificationReport, limits: Thresholds) -> tuple[list[str], li
     drop = report.accuracy_drop
     if drop is not None and drop > limits.max_accuracy_drop:
         text = f"accuracy drop {drop * 100:.2f} points > {limits.max_accuracy_drop * 100:.1f}"
-        if few and drop_could_pass(report.float_only_right, report.file_only_right, report.samples,
+        if few and _drop_could_pass(report.float_only_right, report.file_only_right, report.samples,
                                    limits.max_accuracy_drop):
             unsettled.append(f"{text} (on {report.samples} images, within its 95% interval)")
         else:
@@ -535,7 +535,7 @@ def judge(report: VerificationReport, limits: Thresholds) -> tuple[list[str], li
     return failures, unsettled
 
 
-def drop_could_pass(float_only_right: int, file_only_right: int, samples: int, limit: float,
+def _drop_could_pass(float_only_right: int, file_only_right: int, samples: int, limit: float,
                     z: float = _Z95) -> bool:
     """Whether an accuracy drop measured on `samples` images could still be within `limit`: the low end of its
     95% interval reaches it. Both accuracies come from the same images, so only the images where one of the
