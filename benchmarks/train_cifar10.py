@@ -93,7 +93,7 @@ def main() -> None:
 
     if args.out:  # train() refuses it too, but only after the data is read
         try:
-            RunFolder(args.out).refuse_finished_run("give another --out, or remove it first")
+            RunFolder(args.out).refuse_finished_run(None, "--out")
         except ValueError as exc:
             parser.error(str(exc))
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np

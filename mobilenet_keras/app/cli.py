@@ -260,8 +260,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from mobilenet_keras.training.run_folder import RunFolder
 
         if not args.restart:  # before the data is read; train() checks again, holding the folder
-            RunFolder(out).refuse_finished_run("--restart trains a new one in its place (the old one's files go), or "
-                                               "give another --out")
+            RunFolder(out).refuse_finished_run("--restart", "--out")
         config = train_config(args)
         check_destination(out / "run.json", "--out")
         check_weights_load(config)

@@ -172,9 +172,8 @@ def train_stage(settings: PipelineSettings, stage: Stages):
               "run, or a pipeline killed after training; --force trains again)")
         return trained, images
     # a finished training of other settings or data: not trained over unless asked (--force cleared it)
-    RunFolder(settings.out).refuse_finished_run("its settings or data differ from these (or its run.json can't be "
-                                                "read): --force (force=True) trains a new one in its place (the "
-                                                "old one's files go), or give another --out")
+    RunFolder(settings.out).refuse_finished_run("--force (force=True)", "--out", why="its settings or data differ "
+                                                "from these (or its run.json can't be read)")
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
     model = train(images, settings.out, config, verbose=int(settings.verbose), callbacks=list(settings.callbacks))

@@ -220,12 +220,16 @@ class RunFolder:
         """A finished training run: model.keras and run.json (written last) are both there."""
         return (self.path / "model.keras").is_file() and (self.path / "run.json").is_file()
 
-    def refuse_finished_run(self, instead: str) -> None:
+    def refuse_finished_run(self, how: str | None, where: str, why: str = "") -> None:
         """A one-line ValueError when the folder holds a finished training run and no unfinished one: trained
         again in place, a kill midway would leave the old model and record beside the new run's state.
-        `instead` says what to do (`--restart`, `restart=True`, another folder)."""
+        `how` is the caller's way to train over it anyway (`--restart`, `restart=True`; None: none), `where`
+        its name for the folder (`--out`), `why` what else to say."""
         if self.has_model() and not self.has_resume_state():
-            raise ValueError(f"{self.path} holds a finished run (model.keras, run.json); {instead}.")
+            instead = (f"{how} trains a new one in its place (the old one's files go), or give another {where}"
+                       if how else f"give another {where}, or remove it first")
+            raise ValueError(f"{self.path} holds a finished run (model.keras, run.json){'; ' + why if why else ''}; "
+                             f"{instead}.")
 
     def has_report(self) -> bool:
         return (self.path / "report.json").is_file()

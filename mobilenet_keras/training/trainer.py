@@ -576,8 +576,7 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
     if restart:
         folder.clear_resume_state()
     else:
-        folder.refuse_finished_run("restart=True trains a new one in its place (the old one's files go), or "
-                                   "give another out_dir")
+        folder.refuse_finished_run("restart=True", "out_dir")
     folder.check_resume_settings({"config": asdict(config), "data": data_record(data)})  # before anything goes
     folder.invalidate()  # no verdict, and no file made from the old model, outlives it
     folder.remove_temp_files()  # left by a write that was killed
