@@ -350,6 +350,27 @@ def test_modes_given_twice_are_refused():
         parse_modes("float32,int8,float32")
 
 
+def test_a_finished_training_of_other_settings_is_refused_before_the_data_is_read(tmp_path):
+    from dataclasses import asdict
+
+    from mobilenet_keras.app.pipeline import PipelineSettings, Stages, train_stage
+    from mobilenet_keras.training.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"a finished run's model")
+    (run / "run.json").write_text(json.dumps({"config": asdict(TrainConfig(seed=1)), "data": {}, "final": {}}))
+    # the data folder does not exist: reading it would fail with another message
+    settings = PipelineSettings(data=str(tmp_path / "not-read"), out=run, config=TrainConfig(seed=7))
+    with pytest.raises(ValueError, match="holds a finished run .*--force"):
+        train_stage(settings, Stages())
+    assert (run / "model.keras").read_bytes() == b"a finished run's model"
+    # the same settings: the data decides, so it is read (and here it is missing)
+    settings = PipelineSettings(data=str(tmp_path / "not-read"), out=run, config=TrainConfig(seed=1))
+    with pytest.raises(ValueError, match="not-read"):
+        train_stage(settings, Stages())
+
+
 @pytest.mark.slow
 def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipeline_run):
     import shutil
@@ -366,6 +387,7 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
     other = cli("pipeline", "--out", str(run), "--modes", "float32", "--seed", "7", "--quiet")
     assert other.returncode == 2 and "holds a finished run" in other.stderr and "--force" in other.stderr, \
         other.stderr[-3000:]
+    assert "] reading " not in other.stderr  # refused on its settings, before the data
     assert (run / "model.keras").read_bytes() == model_bytes
     result = cli("pipeline", "--out", str(run), "--modes", "float32,int8", "--quiet")
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]

@@ -163,6 +163,8 @@ def train_stage(settings: PipelineSettings, stage: Stages):
     from mobilenet_keras.training.trainer import train
 
     config = settings.config
+    if not _same_config(settings.out, config):
+        _refuse_finished_run(settings.out)  # before minutes of reading the data: the settings already differ
     stage(f"reading {settings.data}")
     images = datasets.load(settings.data, image_size=config.image_size, batch_size=config.batch_size,
                            seed=config.seed, **settings.data_options)
@@ -171,13 +173,30 @@ def train_stage(settings: PipelineSettings, stage: Stages):
         stage(f"reusing the model trained in {settings.out} with these settings and data (a finished training "
               "run, or a pipeline killed after training; --force trains again)")
         return trained, images
-    # a finished training of other settings or data: not trained over unless asked (--force cleared it)
-    RunFolder(settings.out).refuse_finished_run("--force (force=True)", "--out", why="its settings or data differ "
-                                                "from these (or its run.json can't be read)")
+    _refuse_finished_run(settings.out)  # a finished training of other data: not trained over unless asked
     stage(f"training on {images.num_train} images, validating on {images.num_validation} "
           f"({len(images.class_names)} classes)")
     model = train(images, settings.out, config, verbose=int(settings.verbose), callbacks=list(settings.callbacks))
     return model, images
+
+
+def _refuse_finished_run(out: Path) -> None:
+    """A finished training of other settings or data is not trained over unless asked (--force cleared it)."""
+    RunFolder(out).refuse_finished_run("--force (force=True)", "--out", why="its settings or data differ from "
+                                       "these (or its run.json can't be read)")
+
+
+def _same_config(out: Path, config) -> bool:
+    """Whether the folder's run.json (if any) was trained with this config; the data is compared later."""
+    from dataclasses import asdict
+
+    try:
+        run = RunFolder(out).read_run() if (out / "run.json").exists() else None
+    except ValueError:
+        return False
+    if run is None:
+        return True
+    return comparable_settings({"config": run.get("config")}) == comparable_settings({"config": asdict(config)})
 
 
 def _finished_training(out: Path, config, images):
