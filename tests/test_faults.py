@@ -175,9 +175,11 @@ def test_qat_and_export_name_a_model_keras_of_another_size_than_run_json(tmp_pat
     script = (f"from mobilenet_keras import MobileNetV1; MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, "
                    f"classes=10).save({str(run / 'model.keras')!r})")
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), check=True, timeout=300)
-    for command in (("qat", run, "--epochs", "1"), ("export", run, "--android", tmp_path / "a" / "model.tflite")):
+    for command in (("qat", run, "--epochs", "1"), ("export", run, "--android", tmp_path / "a" / "model.tflite"),
+                    ("export", run, "--saved-model", tmp_path / "served"), ("export", run, "--onnx", tmp_path / "m.onnx")):
         _assert_one_line_error(_cli(*command, "--quiet"), "says the run trained at 32 px", "takes 48x48",
                                "don't belong together")
+    assert not (tmp_path / "served").exists() and not (tmp_path / "m.onnx").exists()
 
 
 def test_qat_files_that_cant_move_in_leave_the_old_verdicts(tmp_path):

@@ -502,11 +502,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         model = load_model_file(run_dir / "model.keras")
         classes = model.output_shape[-1]
-        if images is not None:
+        trained_at = images.image_size if images is not None else _recorded_image_size(folder)
+        if trained_at is not None:
             from mobilenet_keras.training.run_folder import check_model_matches_run
 
             try:
-                check_model_matches_run(model, images.image_size, run_dir)
+                check_model_matches_run(model, trained_at, run_dir)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         if labels is None:
@@ -534,6 +535,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _export_android(args, model, labels, android_images, stage, float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _recorded_image_size(folder: RunFolder) -> int | None:
+    """The image size run.json says the run trained at; None without a readable run.json (a SavedModel or
+    ONNX export needs only model.keras, so a folder without one still exports)."""
+    if not (folder.path / "run.json").is_file():
+        return None
+    try:
+        size = (folder.read_run().get("config") or {}).get("image_size")
+    except (ValueError, AttributeError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 def _android_images(args, model, images, labels, stage) -> tuple:
