@@ -63,7 +63,8 @@ def MobileNetV1(  # noqa: N802 - named like keras.applications.MobileNet on purp
             classifier and the `predictions` activation.
         weights: `None` (random), `"imagenet"` (Keras's published file for this alpha and size,
             downloaded once into `~/.keras/models`), or the path to a Keras `.h5` or `.weights.h5`
-            file. A file without the top loads into a model with the top: the backbone is filled
+            file (or a `.keras` model file, for its weights: it must match exactly, as a `.weights.h5`
+            file). An `.h5` file without the top loads into a model with the top: the backbone is filled
             and the new classifier keeps its random initialisation.
         input_tensor: optional Keras tensor to use as the model's input.
         pooling: without the top, `None` (the 4D feature map), `"avg"` or `"max"` (a 2D vector).

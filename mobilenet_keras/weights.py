@@ -53,7 +53,7 @@ def load_weights(model, path: str | os.PathLike) -> None:
     if path.endswith(".weights.h5") or path.endswith(".keras"):
         remedy = ("It was saved from a model with other settings; build the model with the same alpha, "
                   "depth_multiplier, include_top and classes.")
-        saved = _layers_with_weights(path) if path.endswith(".weights.h5") else None
+        saved = _layers_with_weights(path)
         present = sum(1 for layer in model.layers if layer.weights)
         if saved is not None and saved > present:  # Keras would skip the extra ones with a warning that reads
             # as if the backbone had not loaded (a file with the classifier, into a model without it)
@@ -170,16 +170,8 @@ def _first_difference(model, path: str) -> str | None:
     """"layer L has weights of shapes A but the file holds B" for the first layer of `model` whose weights
     differ from a Keras 3 `.weights.h5` or `.keras` file's, or None when that can't be told. The file names
     its groups by layer class and order (`conv2d`, `conv2d_1`, ...), not by the layers' own names."""
-    import io
-    import zipfile
-
     try:
-        if path.endswith(".keras"):
-            with zipfile.ZipFile(path) as archive:
-                source = io.BytesIO(archive.read("model.weights.h5"))
-        else:
-            source = path
-        with h5py.File(source, "r") as f:
+        with _keras3_weights(path) as f:
             groups = f["layers"]
             seen: dict[str, int] = {}
             for layer in model.layers:
@@ -209,11 +201,23 @@ def _is_keras2_file(path: str) -> bool:
         return False
 
 
+def _keras3_weights(path: str) -> h5py.File:
+    """A Keras 3 `.weights.h5` file, or the one inside a `.keras` archive, opened for reading."""
+    if not path.endswith(".keras"):
+        return h5py.File(path, "r")
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+
+
 def _layers_with_weights(path: str) -> int | None:
-    """How many layers a Keras 3 `.weights.h5` file holds weights for (a group per layer under `layers/`, named
-    by class, not by the layer's name); None when the file can't be read that way (Keras then says why)."""
+    """How many layers a Keras 3 `.weights.h5` or `.keras` file holds weights for (a group per layer under
+    `layers/`, named by class, not by the layer's name); None when the file can't be read that way (Keras then
+    says why)."""
     try:
-        with h5py.File(path, "r") as f:
+        with _keras3_weights(path) as f:
             return sum(1 for group in f.get("layers", {}).values() if _holds_weights(group))
     except Exception:  # noqa: BLE001 - not this format: leave the judgement to Keras's loader
         return None

@@ -161,9 +161,11 @@ def test_bias_correction_copies_a_model_with_a_lambda_layer():
 @pytest.fixture(scope="module")
 def head_and_backbone_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
-    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None).save_weights(folder / "head.weights.h5")
-    MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None).save_weights(
-        folder / "backbone.weights.h5")
+    head = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
+    backbone = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None)
+    for name, model in (("head", head), ("backbone", backbone)):
+        model.save_weights(folder / f"{name}.weights.h5")
+        model.save(folder / f"{name}.keras")  # a whole model's file, as `weights=` also takes
     return folder
 
 
@@ -176,22 +178,31 @@ def head_and_backbone_files(tmp_path_factory):
                                           "[(3, 3, 3, 8)]"),
     ("head", dict(classes=10, depth_multiplier=2), "layer 'conv_dw_1' has weights of shapes [(3, 3, 8, 2)] but"),
 ])
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
 # nothing on the side: Keras's own warnings on the way are about the same mismatch
 @pytest.mark.filterwarnings("error::UserWarning")
-def test_a_weights_file_of_other_settings_is_one_line_naming_what_differs(head_and_backbone_files, file, kwargs, words):
+def test_a_weights_file_of_other_settings_is_one_line_naming_what_differs(head_and_backbone_files, file, kwargs, words,
+                                                                          suffix):
     # Keras would load a file with a classifier into a model without one, skipping the head with a warning that
-    # reads as if nothing had loaded; and its shape errors run over many lines, the variable's values among them
+    # reads as if nothing had loaded (a .keras file: silently); and its shape errors run over many lines, the
+    # variable's values among them
     with pytest.raises(ValueError) as info:
-        MobileNetV1(input_shape=(32, 32, 3), weights=str(head_and_backbone_files / f"{file}.weights.h5"),
+        MobileNetV1(input_shape=(32, 32, 3), weights=str(head_and_backbone_files / f"{file}{suffix}"),
                     **{"alpha": 0.25, **kwargs})
     message = str(info.value)
     assert words in message and "\n" not in message and "include_top and classes" in message, message
 
 
-def test_a_weights_file_of_the_same_settings_loads(head_and_backbone_files):
-    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False,
-                        weights=str(head_and_backbone_files / "backbone.weights.h5"))
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_a_weights_file_of_the_same_settings_loads(head_and_backbone_files, suffix):
+    import keras
+
+    path = head_and_backbone_files / f"backbone{suffix}"
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=str(path))
     assert model.output_shape == (None, 1, 1, 256)
+    saved = keras.saving.load_model(path) if suffix == ".keras" else None
+    if saved is not None:
+        assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights()))
 
 
 DAMAGED_H5_WORKER = r"""
