@@ -1,2 +1,2 @@
-"""The `mobilenet-keras` command and its jobs: the CLI (the only argparse user), the pipeline, the
+"""The `mobilenet-keras` command and its jobs: the CLI (argparse's only user but MediaPipe's script), the pipeline, the
 QAT stage, prediction and the report."""

@@ -40,6 +40,7 @@ EPILOG_MAIN = """exit status (every command):
   3    inconclusive verdict: too few images to judge a file
   4    internal error (an unexpected exception): rerun with --debug for the traceback
   130  interrupted (Ctrl-C)
+  141  its output was closed early (e.g. piped into head)
 
 --quiet, --verbose and --debug go before or after the command. Without a terminal (a log file),
 Keras prints one line per epoch instead of a progress bar.
