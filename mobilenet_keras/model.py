@@ -311,6 +311,7 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
     """
     import json
     import zipfile
+    import zlib
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -336,6 +337,9 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
                          "it yourself with keras.models.load_model(..., safe_mode=False) if you trust the file.")
     try:
         return keras.models.load_model(path)
+    except (zipfile.BadZipFile, zlib.error) as exc:  # a sound directory over damaged members (a bad CRC)
+        raise ValueError(f"{path} is damaged ({' '.join(str(exc).split())[:200]}); save or train the model "
+                         "again.") from None
     except (ValueError, TypeError, KeyError, OSError) as exc:
         reason = " ".join(str(exc).split())[:300]
         raise ValueError(f"{path} could not be loaded by Keras ({reason}).") from None

@@ -137,6 +137,18 @@ def test_a_damaged_or_lambda_keras_file_is_named_in_one_line(tmp_path):
         load_model_file(tmp_path / "lambda.keras")
     small.save(tmp_path / "fine.keras")
     assert load_model_file(tmp_path / "fine.keras").count_params() == small.count_params()
+    # a sound zip directory over damaged weights (a bad CRC): Keras's BadZipFile was an "internal error"
+    import zipfile
+
+    content = bytearray((tmp_path / "fine.keras").read_bytes())
+    with zipfile.ZipFile(tmp_path / "fine.keras") as archive:
+        member = archive.getinfo("model.weights.h5")
+    start = member.header_offset + 30 + len(member.filename) + len(member.extra)  # its data, after its header
+    middle = start + member.compress_size // 2
+    content[middle:middle + 64] = bytes(64) if any(content[middle:middle + 64]) else b"\xff" * 64
+    (tmp_path / "bad_crc.keras").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=r"bad_crc.keras is damaged .*save or train the model again"):
+        load_model_file(tmp_path / "bad_crc.keras")
     small.save_weights(tmp_path / "model.weights.h5")  # a sound file of another format is not "damaged"
     with pytest.raises(ValueError, match="is an HDF5 file .* not a .keras archive"):
         load_model_file(tmp_path / "model.weights.h5")
