@@ -219,3 +219,17 @@ def test_a_planted_venv_in_the_current_folder_is_never_run(no_mediapipe, monkeyp
         warnings.simplefilter("error")  # warned once per process; a failure is not retried at once
         android.android_file(Model(), work / "out" / "model.tflite", None, ["a", "b"], uint8_file=uint8)
     assert not marker.exists()
+
+
+def test_labels_an_app_could_not_load_are_refused_before_converting(tmp_path):
+    # MediaPipe's metadata dropped the blank name, and its ImageClassifier then refused the file (2 labels for
+    # 3 classes); a repeated name gave an app two classes it can't tell apart
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.deploy.android import android_file
+
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, weights=None)
+    for labels, problem in ((["cat", " ", "dog"], "starts or ends with whitespace"), (["cat", "", "dog"], "empty"),
+                            (["cat", "cat", "dog"], "not unique")):
+        with pytest.raises(ValueError, match=problem):
+            android_file(model, tmp_path / "app" / "model.tflite", None, labels)
+    assert not (tmp_path / "app").exists()

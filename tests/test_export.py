@@ -342,6 +342,11 @@ def test_what_export_saved_model_refuses_and_reads(model, tmp_path):
         (lambda: export_saved_model(model, tmp_path / "c" / "1", top_k=0), ValueError, "top_k is how many"),
         (lambda: export_saved_model(model, tmp_path / "d" / "1", labels=[1, 2, 3]), TypeError, "class names"),
         (lambda: export_saved_model(None, tmp_path / "e" / "1"), TypeError, "takes a Keras model"),
+        # a name with a line break shifted every later name in assets.extra/labels.txt (predict then named none)
+        (lambda: export_saved_model(model, tmp_path / "f" / "1", labels=["air\nplane", *LABELS[2:], "x"]),
+         ValueError, "class name 'air.*plane' can't be written one per line .*holds a line break"),
+        (lambda: export_saved_model(model, tmp_path / "g" / "1", labels=[*LABELS[:-1], LABELS[0]]),
+         ValueError, "not unique \\('class_0'\\); give one distinct class name per line"),
     ]
     for call, kind, words in cases:
         with pytest.raises(kind, match=words):

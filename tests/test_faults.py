@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mobilenet_keras.training.run_folder import RunFolder, check_class_names
+from mobilenet_keras.labels import check_class_names
+from mobilenet_keras.training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--data", "digits", "--alpha", "0.25", "--image-size", "32", "--batch-size", "64", "--quiet"]
@@ -176,7 +177,8 @@ def test_qat_and_export_name_a_model_keras_of_another_size_than_run_json(tmp_pat
                    f"classes=10).save({str(run / 'model.keras')!r})")
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), check=True, timeout=300)
     for command in (("qat", run, "--epochs", "1"), ("export", run, "--android", tmp_path / "a" / "model.tflite"),
-                    ("export", run, "--saved-model", tmp_path / "served"), ("export", run, "--onnx", tmp_path / "m.onnx")):
+                    ("export", run, "--saved-model", tmp_path / "served"),
+                    ("export", run, "--onnx", tmp_path / "m.onnx")):
         _assert_one_line_error(_cli(*command, "--quiet"), "says the run trained at 32 px", "takes 48x48",
                                "don't belong together")
     assert not (tmp_path / "served").exists() and not (tmp_path / "m.onnx").exists()

@@ -459,7 +459,7 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
     work.mkdir()
     (work / "notes.txt").write_text("mine")
     monkeypatch.chdir(work)
-    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "deeper" / "labels.txt").mkdir(parents=True)
     for args, problem in (
             (["--saved-model", str(run), "--force"], "is not a SavedModel"),
             (["--saved-model", ".", "--force"], "is or holds the current folder"),
@@ -472,7 +472,18 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
             (["--android", str(run / "tflite" / "model_int8.tflite")], "would write over the run's tflite/ folder"),
             (["--onnx", str(run / "model.keras")], "would write over the run's model.keras"),
             (["--onnx", str(run / "report.json")], "would write over the run's report.json"),
-            (["--android", str(run / "model.tflite")], "would write over the run's labels.txt")):
+            (["--android", str(run / "model.tflite")], "would write over the run's labels.txt"),
+            # a SavedModel too: pipeline --force and train --restart clear those folders
+            (["--saved-model", str(run / "tflite" / "1")], "would write over the run's tflite/ folder"),
+            (["--saved-model", str(run / "saved_model"), "--force"], "would write over the run's saved_model/ folder"),
+            # the labels beside the Android file took its place (after a report on the model file)
+            (["--android", str(tmp_path / "app" / "labels.txt")], "would both be written at"),
+            # found at the end, after the SavedModel was written and the Android file converted
+            (["--saved-model", str(tmp_path / "x"), "--android", str(tmp_path / "x")], "would both be written at"),
+            (["--saved-model", str(tmp_path / "x"), "--onnx", str(tmp_path / "x" / "m.onnx")], "would both be"),
+            # found after the new Android file had replaced the old one, which then sat beside no labels
+            (["--android", str(tmp_path / "existing" / "deeper" / "model.tflite")], "where its labels go, is a "
+                                                                                  "folder")):
         assert cli.main(["export", str(run), *args]) == 2, args
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and problem in lines[0] and "loading" not in lines[0], (args, lines)
@@ -493,6 +504,15 @@ def test_export_reads_labels_as_editors_write_them_and_says_when_there_are_none(
     (run / "labels.txt").write_text("cat\n\ndog\nbird\n")  # a blank line between names shifts them: refused
     assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "shifted")]) == 2
     assert f"{run / 'labels.txt'} has 4 names for a model with 3 classes" in capsys.readouterr().err
+    # as many lines as classes, but one blank or repeated: MediaPipe's metadata dropped the blank one and no app
+    # could load the Android file (its label count differed from the classes); train refuses such names
+    for text, problem in (("cat\n  \nbird\n", "(it starts or ends with whitespace)"),
+                          ("cat\ncat\nbird\n", "not unique ('cat')")):
+        (run / "labels.txt").write_text(text)
+        assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "app" / "1")]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and str(run / "labels.txt") in err and "one distinct class name per line" in err, err
+        assert not (tmp_path / "app").exists()
     (run / "labels.txt").unlink()
     assert cli.main(["export", str(run), "--saved-model", str(tmp_path / "numbers")]) == 0
     assert "has no labels.txt: the exports give class numbers" in capsys.readouterr().err

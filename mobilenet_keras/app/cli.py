@@ -455,25 +455,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mobilenet_keras.files import check_file_name
 
     # Before anything is read or written: a refusal at the end would leave the other exports behind.
-    for what, path, file_example in (("--saved-model", args.saved_model, None),
-                                     ("--android", args.android, "model.tflite"), ("--onnx", args.onnx, "model.onnx")):
-        if not path:
-            continue
-        own = RunFolder(run_dir).own_file(path) if file_example is not None else None
+    outputs = [(what, path, example) for what, path, example in (
+        ("--saved-model", args.saved_model, Path("serving") / "mobilenet" / "1"),
+        ("--android", args.android, run_dir / "android" / "model.tflite"),
+        ("--onnx", args.onnx, run_dir / "model.onnx")) if path]
+    for what, path, elsewhere in outputs:
+        own = RunFolder(run_dir).own_file(path)
         if what == "--android" and Path(os.path.realpath(path)).parent == Path(os.path.realpath(run_dir)):
             own = "the run's labels.txt (written beside the Android file)"
         if own is not None:  # e.g. --android RUN/tflite/model_int8.tflite: the report would judge another file
-            elsewhere = run_dir / "android" / file_example if what == "--android" else run_dir / file_example
             raise UsageError(f"{what} {path} would write over {own} (what the run made, and its report judges); "
                              f"write elsewhere (e.g. {elsewhere}).")
         try:
-            if file_example is None:
+            if what == "--saved-model":
                 check_saved_model_path(path, args.force)
             else:
-                check_file_name(path, file_example)
+                check_file_name(path, elsewhere.name)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         check_destination(path, what)
+        labels_beside = Path(path).with_name("labels.txt")
+        if what == "--android" and labels_beside.is_dir():
+            # found only after the Android file had replaced the app's, which then sat beside no labels
+            raise UsageError(f"--android {path}: {labels_beside}, where its labels go, is a folder; remove it or "
+                             "write elsewhere.")
+    _check_outputs_apart(outputs)
     folder = RunFolder(run_dir)
     stage = Stages()
     try:
@@ -519,6 +525,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         elif len(labels) != classes:
             raise UsageError(f"{run_dir / 'labels.txt'} has {len(labels)} names for a model with {classes} classes; "
                              "give it one class name per line, in output order.")
+        else:
+            from mobilenet_keras.labels import LABELS_REMEDY, check_class_names
+
+            check_class_names(labels, run_dir / "labels.txt", remedy=LABELS_REMEDY)  # before anything is written
         # Read before anything is written: an unreadable calibration folder leaves no export behind.
         android_images = _android_images(args, model, images, labels, stage) if args.android else None
         if args.saved_model:
@@ -536,6 +546,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _export_android(args, model, labels, android_images, stage, float_layers)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_outputs_apart(outputs: list[tuple]) -> None:
+    """UsageError when two of export's outputs (the Android file's labels.txt among them) would take one path,
+    or one would lie inside another's folder: the second write would fail, or replace the first, at the end."""
+    from pathlib import Path
+
+    places = []
+    for what, path, _ in outputs:
+        places.append((what, Path(os.path.realpath(path))))
+        if what == "--android":
+            places.append(("the labels.txt beside --android", Path(os.path.realpath(path)).with_name("labels.txt")))
+    for i, (what, place) in enumerate(places):
+        for other, other_place in places[i + 1:]:
+            if place == other_place or place.is_relative_to(other_place) or other_place.is_relative_to(place):
+                raise UsageError(f"{what} and {other} would both be written at {place}; give each its own place.")
 
 
 def _recorded_image_size(folder: RunFolder) -> int | None:

@@ -179,7 +179,10 @@ def android_file(model, path: str | os.PathLike, calibration, labels: list[str],
     The file is fully integer unless `denylist` (`tflite.convert`'s: layer names or "auto") keeps layers in float.
     """
     import tflite
+    from mobilenet_keras.labels import LABELS_REMEDY, check_class_names
 
+    # MediaPipe's metadata drops a blank name, and its label count then differs from the classes: no app loads it
+    labels = check_class_names(labels, remedy=LABELS_REMEDY)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if uint8_file is not None:

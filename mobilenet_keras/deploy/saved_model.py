@@ -158,14 +158,15 @@ def _label_list(labels) -> list[str] | None:
     """`labels` as a list of class names: a labels.txt path is read (its characters were taken as ten names)."""
     if labels is None:
         return None
-    if isinstance(labels, (str, os.PathLike)):
-        from mobilenet_keras.labels import read_labels
+    from mobilenet_keras.labels import LABELS_REMEDY, check_class_names, read_labels
 
-        return read_labels(labels)
+    if isinstance(labels, (str, os.PathLike)):
+        # a name with a line break would shift every name after it in assets.extra/labels.txt
+        return check_class_names(read_labels(labels), labels, remedy=LABELS_REMEDY)
     labels = list(labels)
     if not all(isinstance(name, str) for name in labels):
         raise TypeError("labels are class names (strings) in output order, or the path of a labels.txt.")
-    return labels
+    return check_class_names(labels, remedy=LABELS_REMEDY)
 
 
 def _check_probabilities(model) -> None:

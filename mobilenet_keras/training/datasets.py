@@ -380,7 +380,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     if len(present) < 2:
         raise ValueError(f"{path} has images in only one class ({', '.join(present)}); a classifier needs two or more.")
     check_validation_split(validation_split)
-    from mobilenet_keras.training.run_folder import check_class_names
+    from mobilenet_keras.labels import check_class_names
 
     check_class_names(folder.class_names, path)
     num_train, num_validation = check_split(len(folder.paths), len(folder.class_names), validation_split, path)

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from mobilenet_keras.files import write_bytes_atomic, write_json_atomic
-from mobilenet_keras.labels import read_labels
+from mobilenet_keras.labels import check_class_names, read_labels
 
 try:
     import fcntl
@@ -84,32 +84,6 @@ def _warn_once(message: str) -> None:
 
 #: Keys every run.json has.
 RUN_KEYS = ("config", "data", "final")
-
-
-def check_class_names(names, source: str | os.PathLike | None = None) -> list[str]:
-    """Refuse class names that labels.txt can't hold one per line; returns them as a list.
-
-    `source` (the data folder, when the names are its subfolders) is named in the message.
-    """
-    names = list(names)
-    where = f" in {source}" if source is not None else ""
-    for name in names:
-        problem = None
-        if not isinstance(name, str):
-            problem = f"it is a {type(name).__name__}, not text"
-        elif not name:
-            problem = "it is empty"
-        elif "\n" in name or "\r" in name or any(ch in name for ch in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
-            problem = "it holds a line break"
-        elif name != name.strip():
-            problem = "it starts or ends with whitespace"
-        if problem:
-            raise ValueError(f"class name {name!r}{where} can't be written one per line in labels.txt ({problem}); "
-                             f"rename that class folder.")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"class names{where} are not unique ({', '.join(map(repr, duplicates))}).")
-    return names
 
 
 class RunFolder:

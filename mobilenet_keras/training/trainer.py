@@ -532,7 +532,8 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     Returns the trained Keras model. A full disk is a one-line ValueError ("disk full writing ...").
     """
     from mobilenet_keras.files import disk_full_error, is_disk_full
-    from mobilenet_keras.training.run_folder import RunFolder, check_class_names
+    from mobilenet_keras.labels import check_class_names
+    from mobilenet_keras.training.run_folder import RunFolder
 
     config = config or TrainConfig()
     config.check()
