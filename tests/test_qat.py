@@ -104,7 +104,16 @@ def test_pruning_and_clustering_name_bad_data_and_arguments_in_one_line():
             (tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 3)).batch(4), "class numbers? one-hot"),
             (tf.data.Dataset.from_tensor_slices((images, np.eye(5, dtype=np.float32)[np.arange(8) % 5])).batch(4),
              "one-hot labels [batch, 3]"),
-            (tf.data.Dataset.from_tensor_slices(images).batch(4), "must give batches of (images")):
+            (tf.data.Dataset.from_tensor_slices(images).batch(4), "must give batches of (images"),
+            # raw pixels were fine-tuned on as if in [-1, 1] (conv1_bn's moving mean went from 0.76 to 21)
+            (tf.data.Dataset.from_tensor_slices((images.astype(np.uint8), one_hot)).batch(4),
+             "gives uint8 images; the model takes floats in its input convention"),
+            # finite and batched, but of a size tf.data can't tell: it was called neither
+            (tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4).filter(lambda x, y: True),
+             "assert_cardinality"),
+            (tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4).repeat(), "repeats forever"),
+            (tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4).take(0), "holds no batches"),
+            ([(images, one_hot)], "got list")):
         with pytest.raises(ValueError, match=re.escape(words)):
             compress.prune(model, data, sparsity=0.5, verbose=0)
     backbone = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, pooling="avg")

@@ -32,6 +32,10 @@ def check_batches(dataset, input_shape, classes: int, what: str, name: str = "tr
             images.shape.rank != 4 or not images.shape[1:].is_compatible_with(tf.TensorShape(list(input_shape)))):
         batched = " (unbatched? add .batch(32))" if images.shape.rank == 3 else ""
         raise ValueError(f"{what}: `{name}` must give {expected}; its images have shape {images.shape}{batched}.")
+    if not images.dtype.is_floating:  # fine-tuned on 0..255 as if it were [-1, 1], the BatchNorm statistics drift
+        raise ValueError(f"{what}: `{name}` gives {images.dtype.name} images; the model takes floats in its "
+                         "input convention: scale raw pixels with mobilenet_keras.preprocess_input (datasets.load's "
+                         "batches are scaled already).")
     if labels.shape.rank is not None and (labels.shape.rank != 2 or labels.shape[-1] not in (None, classes)):
         hint = " (class numbers? one-hot them: tf.one_hot(labels, classes))" if labels.shape.rank == 1 else ""
         raise ValueError(f"{what}: `{name}` must give {expected}; its labels are {labels.dtype.name} of shape "

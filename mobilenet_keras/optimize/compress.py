@@ -49,9 +49,18 @@ def _steps(model, dataset, what: str) -> int:
     from mobilenet_keras.optimize.batches import check_batches, check_classifier
 
     classes = check_classifier(model, what)
-    count = int(tf.data.experimental.cardinality(dataset)) if isinstance(dataset, tf.data.Dataset) else -1
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(f"{what}: the training data must be a finite, batched tf.data.Dataset (e.g. ImageData.train); "
+                         f"got {type(dataset).__name__}.")
+    count = int(dataset.cardinality())
+    if count == tf.data.UNKNOWN_CARDINALITY:  # e.g. after .filter() or from a generator: finite, but how long?
+        raise ValueError(f"{what}: tf.data can't tell how many batches the training data holds (a filter or a "
+                         "generator), and the pruning schedule needs it: add "
+                         ".apply(tf.data.experimental.assert_cardinality(BATCHES)).")
+    if count == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(f"{what}: the training data repeats forever; pass one epoch of it (no .repeat()).")
     if count < 1:
-        raise ValueError("the training data must be a finite, batched tf.data.Dataset (e.g. ImageData.train).")
+        raise ValueError(f"{what}: the training data holds no batches.")
     check_batches(dataset, model.input_shape[1:], classes, what)
     return count
 
