@@ -83,6 +83,27 @@ def test_multiply_adds_at_0_75_192_follow_the_paper_width_table():
     assert abs(counted - 325 * (96 / 112) ** 2) < 1.5
 
 
+def test_multiply_adds_of_wrapped_models_and_other_layers():
+    """A backbone inside a Sequential counted 0 (only top-level layers were read), as did a SeparableConv2D; a
+    Dense on (batch, positions, features) counted one position; grouped convolutions counted every group whole."""
+    from mobilenet_keras import count_complexity
+
+    backbone = MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, pooling="avg")
+    alone = count_complexity(backbone).multiply_adds
+    assert alone > 3_000_000
+    wrapped = keras.Sequential([keras.Input((64, 64, 3)), backbone, keras.layers.Dense(10)])
+    assert count_complexity(wrapped).multiply_adds == alone + 256 * 10
+    cases = [(keras.layers.SeparableConv2D(32, 3, padding="same"), (8, 8, 16), 64 * 16 * 9 + 64 * 16 * 32),
+             (keras.layers.Dense(10), (4, 8), 4 * 8 * 10),
+             (keras.layers.Conv2D(32, 3, padding="same", groups=4), (8, 8, 16), 64 * 32 * 9 * 4)]
+    for layer, shape, expected in cases:
+        inputs = keras.Input(shape)
+        assert count_complexity(keras.Model(inputs, layer(inputs))).multiply_adds == expected, layer
+    inputs = keras.Input((10,))  # a layer with a kernel it can't count is named, not counted as 0
+    with pytest.raises(ValueError, match="'einsum_dense' \\(EinsumDense\\) has a kernel"):
+        count_complexity(keras.Model(inputs, keras.layers.EinsumDense("ab,bc->ac", output_shape=4)(inputs)))
+
+
 @pytest.mark.parametrize("size", [224, 160, 128])
 def test_real_imagenet_weights_give_keras_applications_outputs(weights_025, photos, size):
     x = preprocess_input(resize_batch(photos.values(), size))
