@@ -121,8 +121,14 @@ def check_output_path(path: str | os.PathLike, example: str | None = None) -> Pa
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"output folder {folder} does not exist; create it first.")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"output folder {folder} is not writable.")
+    try:  # os.access says yes to root on a read-only mount or in /proc: try it
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise ValueError(f"output folder {folder} is not writable ({exc.strerror or exc}).") from None
     return path
 
 
@@ -293,7 +299,10 @@ def make_folder(path: str | os.PathLike) -> Path:
     except OSError as exc:
         if is_disk_full(exc):
             raise disk_full_error(path, exc) from None
-        raise
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):  # a file where a folder of the path should be
+            blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+            raise ValueError(f"can't create the folder {path}: {blocking} is a file.") from None
+        raise ValueError(f"can't create the folder {path} ({exc.strerror or exc}).") from None
     return path
 
 

@@ -83,3 +83,48 @@ def test_a_killed_onnx_export_leaves_nothing_beside_the_file_and_the_next_one_cl
     assert done.returncode == 0, done.stderr[-2000:]
     assert [p.name for p in elsewhere.parent.iterdir()] == ["m.onnx"]
     assert not [p for p in scratch.iterdir() if p.name.startswith("mobilenet-keras.")]
+
+
+def test_onnx_outputs_arguments_and_files_verify_cannot_check(tmp_path):
+    """A feature extractor's dict of outputs crashed inside tf2onnx; a file of batch 1 could not be verified
+    (onnxruntime: "Got: 32 Expected: 1"), nor did a file of another size say so; opset 5 wrote a file onnxruntime
+    can't run and batch_size=0 one that takes no images; a logits model's output was called probabilities."""
+    pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
+    import onnxruntime as ort
+
+    from mobilenet_keras import MobileNetV1, feature_extractor
+    from mobilenet_keras.deploy.onnx_file import export_onnx, verify_onnx
+
+    def outputs(path):
+        return [o.name for o in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_outputs()]
+
+    images = np.random.default_rng(0).uniform(-1, 1, (40, 32, 32, 3)).astype(np.float32)
+    backbone = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None)
+    features = feature_extractor(backbone)
+    path = export_onnx(features, tmp_path / "features.onnx")
+    assert sorted(outputs(path)) == sorted(features.output)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip(outputs(path), session.run(None, {"images": images[:4]})))
+    want = features.predict(images[:4], verbose=0)
+    assert all(np.abs(got[key] - want[key]).max() < 1e-4 for key in want)
+    logits = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3, classifier_activation=None)
+    assert outputs(export_onnx(logits, tmp_path / "logits.onnx")) == ["logits"]
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3)
+    one = export_onnx(model, tmp_path / "one.onnx", batch_size=1)
+    report = verify_onnx(model, one, images, runs=2)  # 40 images, one at a time; the last batch is not padded out
+    assert report.samples == 40 and report.max_abs_diff < 1e-4 and not report.failures, report.to_markdown()
+    eight = export_onnx(model, tmp_path / "eight.onnx", batch_size=8)
+    assert verify_onnx(model, eight, images[:37], runs=0).samples == 37  # 4 batches of 8 and one of 5, padded
+    larger = MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, classes=3)
+    with pytest.raises(ValueError, match=r"one.onnx takes images of shape \(32, 32, 3\), the model \(48, 48, 3\)"):
+        verify_onnx(larger, one, np.zeros((4, 48, 48, 3), np.float32))
+    with pytest.raises(ValueError, match="verify_onnx checks a classifier"):
+        verify_onnx(backbone, tmp_path / "features.onnx", images)
+    for kwargs, words in ((dict(opset=5), "opset must be an integer from 13 to 18"), (dict(opset=99), "opset"),
+                          (dict(batch_size=0), "batch_size must be None"), (dict(batch_size=-1), "batch_size")):
+        with pytest.raises(ValueError, match=words):
+            export_onnx(model, tmp_path / "bad.onnx", **kwargs)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="a_file is a file"):  # FileExistsError before
+        export_onnx(model, tmp_path / "a_file" / "deeper" / "m.onnx")
+    assert not (tmp_path / "bad.onnx").exists()

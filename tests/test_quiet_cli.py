@@ -559,3 +559,17 @@ def test_a_weights_file_that_is_not_there_is_named_before_tensorflow_starts(comm
     assert cli.main([command, "--weights", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "run")]) == 2
     assert f"--weights {tmp_path / 'nope.h5'} is not a file" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_export_without_the_onnx_extra_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    # the SavedModel was written first, then --onnx failed for want of tf2onnx
+    from mobilenet_keras.deploy import onnx_file
+
+    def missing():
+        raise ValueError("ONNX export needs the onnx extra: pip install 'mobilenet-keras[onnx]'.")
+
+    monkeypatch.setattr(onnx_file, "require_onnx", missing)
+    argv = ["export", str(tiny_run), "--saved-model", str(tmp_path / "sm"), "--onnx", str(tmp_path / "m.onnx")]
+    assert cli.main(argv) == 2
+    assert "needs the onnx extra" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -480,6 +480,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(f"--android {path}: {labels_beside}, where its labels go, is a folder; remove it or "
                              "write elsewhere.")
     _check_outputs_apart(outputs)
+    if args.onnx:  # the extra missing was found after the SavedModel had been written
+        from mobilenet_keras.deploy.onnx_file import require_onnx
+
+        try:
+            require_onnx()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     folder = RunFolder(run_dir)
     stage = Stages()
     try:
