@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -127,4 +129,7 @@ def test_onnx_outputs_arguments_and_files_verify_cannot_check(tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match="a_file is a file"):  # FileExistsError before
         export_onnx(model, tmp_path / "a_file" / "deeper" / "m.onnx")
+    if Path("/proc/self").is_dir():  # root may write anywhere os.access looks, but not here
+        with pytest.raises(ValueError, match="output folder /proc is not writable"):
+            export_onnx(model, "/proc/m.onnx")
     assert not (tmp_path / "bad.onnx").exists()
