@@ -228,13 +228,61 @@ def _declared_pixels(head, is_webp):
 JPEG_XL = "a JPEG XL image, which the package doesn't read; convert it to PNG or JPEG"
 
 
+def _first_gif_frame(encoded):
+    """A GIF's bytes cut after its first image, with the trailer added: TensorFlow's GIF decoder decodes every
+    frame at the full canvas size before the first is taken, so a 1 MB GIF of 400 frames of 1,000 x 1,000 took
+    400 MB (a 10,000 x 10,000 one, N x 300 MB). Walks the blocks (extensions and the first image, each a chain
+    of length-prefixed sub-blocks); bytes that don't parse are left whole for the decoder to judge."""
+    import tensorflow as tf
+
+    data = tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int32)
+    size = tf.size(data)
+    data = tf.concat([data, tf.zeros([1024], tf.int32)], 0)  # reads past the end see zeros: the walk stops
+    packed = data[10]
+    colour_table = tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0,
+                            3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(packed, 7)), 0)
+    # state 0: at a block; 1: in an extension's sub-blocks; 2: in the first image's sub-blocks; 3: done
+    block, extension, image, done = 0, 1, 2, 3
+
+    def step(position, state, end):
+        here = data[tf.minimum(position, size + 1023 - 12)]
+        at_block = tf.equal(state, block)
+        image_start = tf.logical_and(at_block, tf.equal(here, 0x2C))
+        local = data[tf.minimum(position + 9, size + 1023)]
+        local_table = tf.where(tf.bitwise.bitwise_and(local, 0x80) > 0,
+                               3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(local, 7)), 0)
+        in_blocks = tf.logical_not(at_block)
+        last = tf.logical_and(in_blocks, tf.equal(here, 0))  # a sub-block chain's terminator
+        new_position = tf.case([
+            (tf.logical_and(at_block, tf.equal(here, 0x21)), lambda: position + 2),  # introducer and label
+            (image_start, lambda: position + 10 + local_table + 1),  # descriptor, table, LZW code size
+            (in_blocks, lambda: position + here + 1),
+        ], default=lambda: position)
+        new_state = tf.case([
+            (tf.logical_and(at_block, tf.equal(here, 0x21)), lambda: tf.constant(extension)),
+            (image_start, lambda: tf.constant(image)),
+            (tf.logical_and(last, tf.equal(state, image)), lambda: tf.constant(done)),
+            (last, lambda: tf.constant(block)),
+            (in_blocks, lambda: state),
+        ], default=lambda: tf.constant(done))  # a byte that starts no block: stop, leave the bytes whole
+        new_end = tf.where(tf.logical_and(last, tf.equal(state, image)), new_position, end)
+        return new_position, new_state, new_end
+
+    _, _, end = tf.while_loop(lambda position, state, end: tf.logical_and(state < done, position < size), step,
+                              (13 + colour_table, tf.constant(block), tf.constant(-1)),
+                              maximum_iterations=size + 1)
+    return tf.cond(end > 0, lambda: tf.strings.join([tf.strings.substr(encoded, 0, end), b"\x3b"]),
+                   lambda: encoded)
+
+
 def decode_image(encoded):
     """Encoded JPEG, PNG, GIF, BMP or WebP bytes (a scalar string tensor) to a uint8 RGB tensor
     [height, width, 3], with TensorFlow's decoders, in a graph or eagerly.
 
     Grayscale is repeated over RGB, RGBA (PNG or WebP) loses its alpha (not composited, as PIL's
     convert("RGB")), palette PNG and GIF are expanded, CMYK JPEG is converted by libjpeg, a 16-bit PNG keeps
-    the high byte of each sample (value // 256), the first frame of an animated GIF is used. A palette
+    the high byte of each sample (value // 256), the first frame of an animated GIF is used (and decoded
+    alone: `_first_gif_frame`). A palette
     (8 bits or fewer per pixel) BMP is refused: TensorFlow's BMP decoder reads its palette indices as gray
     levels. An animated WebP is refused before it reaches the decoder (see `_is_animated_webp`).
     """
@@ -264,12 +312,17 @@ def decode_image(encoded):
         "an image whose header declares", pixels, f"pixels, more than {MAX_DECLARED_PIXELS:,} (a decompression "
         "bomb, or a photo far larger than the model needs): shrink it"])
     with tf.control_dependencies([check, not_animated, not_jpeg_xl, not_too_large]):
-        # TensorFlow's WebP decoder takes no channel count but the file's own (3, or 4 with alpha): decoded
-        # as it is, then the alpha dropped as for PNG
-        image = tf.cond(
-            is_webp,
-            lambda: tf.io.decode_image(encoded, channels=0, dtype=tf.uint8, expand_animations=False)[:, :, :3],
-            lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False))
+        # the bytes themselves pass through the checks: a decoder inside a cond waits for its data input, where
+        # the cond's own control inputs did not hold once it held a loop (an animated WebP reached its decoder)
+        encoded = tf.identity(encoded)
+    is_gif = _starts(head, b"GIF8")
+    # TensorFlow's WebP decoder takes no channel count but the file's own (3, or 4 with alpha): decoded as it
+    # is, then the alpha dropped as for PNG
+    image = tf.cond(
+        is_webp,
+        lambda: tf.io.decode_image(encoded, channels=0, dtype=tf.uint8, expand_animations=False)[:, :, :3],
+        lambda: tf.io.decode_image(tf.cond(is_gif, lambda: _first_gif_frame(encoded), lambda: encoded),
+                                   channels=3, dtype=tf.uint8, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 

@@ -5,6 +5,7 @@ RGBA, WebP) decode to the same RGB through predict, the folder pre-check and the
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,10 +206,28 @@ def _large_png(path, width: int, height: int) -> None:
                      + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
 
 
+def _status_kb(field: str) -> int:
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+
+
+def _peak_kb() -> int:
+    return _status_kb("VmHWM:")
+
+
+def _reset_peak() -> int:
+    """Start this process's peak RSS (VmHWM) again from now, so that a decode's peak shows whatever ran before
+    (ru_maxrss never goes down: an earlier test's peak hid one); returns the resident KB now."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pytest.skip("this kernel can't reset the peak RSS (/proc/self/clear_refs)")
+    return _status_kb("VmRSS:")
+
+
 def test_an_image_declaring_too_many_pixels_is_refused_by_its_header_in_the_graph(tmp_path):
     # serving_bytes decoded whatever a client sent: a 100 KB PNG of 6,000 x 6,000 grew the server by 570 MB,
     # one of 40,000 x 40,000 would ask for 24 GB. The graph reads the header first, as load_image does (PIL).
-    import resource
 
     import tensorflow as tf
 
@@ -218,11 +237,11 @@ def test_an_image_declaring_too_many_pixels_is_refused_by_its_header_in_the_grap
     _large_png(big, 15_000, 12_000)  # 180M pixels, just past the bound
     assert 15_000 * 12_000 > MAX_DECLARED_PIXELS and big.stat().st_size < 2_000_000
     serving = tf.function(lambda e: decode_and_resize(e, (32, 32)), input_signature=[tf.TensorSpec([], tf.string)])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _reset_peak()
     for decode in (serving, decode_image):
         with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)header declares.*180000000.*shrink it"):
             decode(tf.constant(big.read_bytes()))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing was decoded
+    assert _peak_kb() - before < 200_000  # KB: nothing was decoded
     with pytest.raises(ValueError, match="huge.png is not a readable image: it is too large to read safely"):
         load_image(big)
     # said in a line by load_image's callers too
@@ -248,3 +267,63 @@ def test_a_jpeg_xl_image_is_refused_in_the_graph(tmp_path):
         (tmp_path / "x.jxl").write_bytes(head)
         with pytest.raises(ValueError, match="x.jxl is not a readable image"):
             load_image(tmp_path / "x.jxl")
+
+
+GIF_WORKER = r"""
+import sys
+import tensorflow as tf
+from mobilenet_keras.images import decode_and_resize, decode_image
+def peak():  # VmHWM: this process's own peak (ru_maxrss carries the parent's across fork and exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
+data = open(sys.argv[1], "rb").read()
+serving = tf.function(lambda e: decode_and_resize(e, (32, 32)), input_signature=[tf.TensorSpec([], tf.string)])
+serving(tf.constant(open(sys.argv[2], "rb").read()))  # traced on a small GIF first: growth is the big one's
+before = peak()
+first = decode_image(tf.constant(data)).numpy()
+serving(tf.constant(data))
+print(first.shape, peak() - before)
+"""
+
+
+def _animated_gif(frames: int, side: int, local_palettes: bool = False) -> bytes:
+    import io
+
+    images = []
+    for i in range(frames):
+        image = Image.new("P", (side, side), i % 200)
+        shift = i if local_palettes else 0  # a palette per frame: PIL writes local colour tables
+        image.putpalette([v for c in range(256) for v in ((c + shift) % 256, (c * 7) % 256, 255 - c)])
+        images.append(image)
+    images[0].paste(17, (side // 10, side // 10, side // 2, side // 3))
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=50, loop=0, optimize=False)
+    return buffer.getvalue()
+
+
+def test_an_animated_gif_is_decoded_one_frame_only(tmp_path):
+    """TensorFlow's GIF decoder decodes every frame at the canvas size before the first is taken: a 550 KB GIF
+    of 150 frames of 1,500 x 1,500 grew the process by 270 MB (a red team measured 421 MB for 400 frames of
+    1,000 x 1,000), past the bound on declared pixels, which counts one frame."""
+    import io
+    import os
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    from mobilenet_keras.images import decode_image
+
+    for data in (_animated_gif(12, 40), _animated_gif(12, 40, local_palettes=True), _animated_gif(1, 40)):
+        first = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert np.array_equal(decode_image(tf.constant(data)).numpy(), first)
+        assert np.array_equal(tf.io.decode_gif(data).numpy()[0], first)  # TensorFlow's own first frame
+    with pytest.raises(tf.errors.InvalidArgumentError):  # a cut file is still the decoder's to judge
+        decode_image(tf.constant(_animated_gif(3, 40)[:200]))
+    (tmp_path / "big.gif").write_bytes(_animated_gif(150, 1500))
+    (tmp_path / "small.gif").write_bytes(_animated_gif(2, 40))
+    done = subprocess.run([sys.executable, "-c", GIF_WORKER, str(tmp_path / "big.gif"), str(tmp_path / "small.gif")],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    shape, grown = done.stdout.strip().rsplit(" ", 1)
+    assert shape == "(1500, 1500, 3)" and int(grown) < 120, done.stdout  # MB; one frame is 6.75 MB
