@@ -25,7 +25,8 @@ from tflite.representative import (CALIBRATION_IMAGES, check_single_image_input,
 
 # MobileNet's input convention: raw pixels 0..255 through mobilenet_keras.preprocessing's scale and
 # offset, i.e. [-1, 1]. Pinning a MobileNet's input range to it makes the quantized input map raw pixels
-# 0..255 onto [-1, 1] (scale 2/255, uint8 zero point 128), whatever range the calibration images reached.
+# 0..255 onto [-1, 1] (scale 2/255, uint8 zero point 127: the converter rounds [-1, 1]'s 127.5 down; pixel p
+# reads as (p - 127) * 2/255, half a step above preprocess_input's), whatever range the calibration images reached.
 MOBILENET_INPUT_RANGE = (float(INPUT_OFFSET), float(255 * INPUT_SCALE + INPUT_OFFSET))
 DEFAULT_INPUT_RANGE = MOBILENET_INPUT_RANGE  # the name before input_range=None chose per model
 # Layers that mark a MobileNet of this package (mobilenet_keras.MobileNetV1) at the top level of a model.
@@ -102,7 +103,7 @@ def convert(
             quantize their input over it (an int16x8 file over its calibration images' range). None
             (the default): for a MobileNet of this package (layers `conv1` and `conv_dw_1`), its
             preprocessing's range [-1, 1], so a `uint8` file takes raw pixels 0..255
-            (scale 2/255, zero point 128); for any other model, the range of the calibration images
+            (scale 2/255, zero point 127); for any other model, the range of the calibration images
             (widened to hold 0), so a model that takes 0..255 pixels is not clipped to [-1, 1]. A
             one-line warning says when calibration images fall outside the range used.
         bias_correction: when calibration images are given, fold the expected int8 weight-rounding error of every
