@@ -125,9 +125,6 @@ def test_pruning_and_clustering_name_bad_data_and_arguments_in_one_line():
             compress.prune(model, good, sparsity=value, verbose=0)
     clustered = compress.cluster(model, good, clusters=np.int64(4), epochs=1, verbose=0)  # numpy ints are ints
     assert len(np.unique(clustered.get_layer("conv_pw_3").get_weights()[0])) <= 4
-    # conv_pw_1 holds 8 x 16 = 128 weights at alpha 0.25: tfmot left it whole and named no layer
-    with pytest.warns(UserWarning, match="^conv_pw_1 has no more weights than 200 clusters"):
-        compress.cluster(model, good, clusters=200, epochs=1, verbose=0)
 
 
 def test_a_logits_model_trains_on_a_loss_for_logits():

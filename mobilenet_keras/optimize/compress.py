@@ -133,13 +133,6 @@ def cluster(model, train, *, clusters: int = 16, epochs: int = DEFAULT_EPOCHS,
     _steps(model, train, "cluster")
     twin = tf_keras_twin(model)
     targets = set(specs.pointwise_names())
-    small = [name for name in specs.pointwise_names() if model.get_layer(name).get_weights()[0].size <= clusters]
-    if small:  # tfmot skips them with a warning that names no layer
-        import warnings
-
-        warnings.warn(f"{', '.join(small)} {'has' if len(small) == 1 else 'have'} no more weights than {clusters} "
-                      "clusters and stay as they are (unclustered); ask for fewer clusters to cluster them too.",
-                      stacklevel=2)
     with load_tfmot() as (tfmot, _):
         import tf_keras
 
