@@ -203,16 +203,15 @@ def _number(head, start: int, length: int, big_endian: bool = False):
 
 
 def _declared_pixels(head, is_webp):
-    """Width x height as the `_header` of a PNG, GIF or WebP says (int64; 0 for other bytes), in a graph.
+    """Width x height as the `_header` of a PNG or WebP says (int64; 0 for other bytes), in a graph.
     TensorFlow's JPEG decoder refuses more than 2^29 bytes of pixels before allocating them, and its BMP
-    decoder a file shorter than its pixels, so neither is a bomb; the other three allocated whatever their
-    header declared."""
+    decoder a file shorter than its pixels, so neither is a bomb; PNG and WebP allocated whatever their header
+    declared (a GIF's images are bounded by `_gif_walk`)."""
     import tensorflow as tf
 
     lossless = _number(head, 21, 4)
     cases = [  # (is this format, by the signature TensorFlow's decoder checks, lambda: width * height)
         (_starts(head, b"\x89PNG\r\n\x1a\n"), lambda: _number(head, 16, 4, True) * _number(head, 20, 4, True)),
-        (_starts(head, b"GIF8"), lambda: _number(head, 6, 2) * _number(head, 8, 2)),
         (tf.logical_and(is_webp, _starts(head, b"VP8X", 12)),
          lambda: (_number(head, 24, 3) + 1) * (_number(head, 27, 3) + 1)),
         (tf.logical_and(is_webp, _starts(head, b"VP8 ", 12)),
@@ -228,64 +227,72 @@ def _declared_pixels(head, is_webp):
 JPEG_XL = "a JPEG XL image, which the package doesn't read; convert it to PNG or JPEG"
 
 
-_GIF_CUT = None
+#: GIF block-walk steps allowed per byte of the file, past a base: an encoder writes image data in sub-blocks of
+#: up to 255 bytes, so a real GIF needs about one step per 255 bytes; a crafted one of 1-byte sub-blocks kept a
+#: walk of one step per 2 bytes busy for 23 s (2 MB) before this cap.
+GIF_STEPS = (4096, 16)
+TINY_GIF_BLOCKS = "a GIF made of more tiny blocks than any encoder writes; save it again or convert it to PNG"
+_GIF_WALK = None
 
 
-def _first_gif_frame(encoded):
-    """A GIF's bytes cut after its first image, with the trailer added: TensorFlow's GIF decoder decodes every
-    frame at the full canvas size before the first is taken, so a 1 MB GIF of 400 frames of 1,000 x 1,000 took
-    400 MB (a 10,000 x 10,000 one, N x 300 MB). Walks the blocks (extensions and the first image, each a chain
-    of length-prefixed sub-blocks, one loop step each); bytes that don't parse are left whole for the decoder
-    to judge. Always a graph: run eagerly, the loop took 26 s for a 7 MB GIF (0.6 s as a graph)."""
-    global _GIF_CUT
+def _gif_walk(encoded):
+    """What the GIF's blocks say, before its decoder allocates anything: (end of the first image's data, image
+    count, first image's width and height, largest width and height of any image, whether the walk hit its
+    step cap), int32 except the last. TensorFlow's GIF decoder makes an output of every image at the largest
+    image's size (not the screen descriptor's: a screen of 10 x 10 over an image of 6,000 x 5,000 passed a
+    check of the screen), so these bound what it allocates. Always a graph: run eagerly, the walk took 26 s for
+    a 7 MB GIF."""
+    global _GIF_WALK
     import tensorflow as tf
 
-    if _GIF_CUT is None:
-        _GIF_CUT = tf.function(_cut_after_first_image, input_signature=[tf.TensorSpec([], tf.string)])
-    return _GIF_CUT(encoded)
+    if _GIF_WALK is None:
+        _GIF_WALK = tf.function(_walk_gif_blocks, input_signature=[tf.TensorSpec([], tf.string)])
+    return _GIF_WALK(encoded)
 
 
-def _cut_after_first_image(encoded):
+def _walk_gif_blocks(encoded):
+    """One loop step per block or sub-block: header (6 bytes), screen descriptor (7, its global colour table's
+    size in byte 10), then extensions (0x21, a label, sub-blocks) and images (0x2C, a 9-byte descriptor, a local
+    colour table, the LZW code size byte, sub-blocks) until the trailer; each chain of sub-blocks (a length byte,
+    then that many bytes) ends with a 0 length. A byte that starts no block ends the walk."""
     import tensorflow as tf
 
     data = tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int32)
     size = tf.size(data)
-    data = tf.concat([data, tf.zeros([1024], tf.int32)], 0)  # reads past the end see zeros: the walk stops
-    packed = data[10]
-    colour_table = tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0,
-                            3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(packed, 7)), 0)
-    # state 0: at a block; 1: in an extension's sub-blocks; 2: in the first image's sub-blocks; 3: done
-    block, extension, image, done = 0, 1, 2, 3
+    data = tf.concat([data, tf.zeros([1024], tf.int32)], 0)  # reads past the end see zeros
 
-    def step(position, state, end):
-        here = data[tf.minimum(position, size)]
+    def table(packed):  # the size of the colour table a packed byte announces
+        return tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0,
+                        3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(packed, 7)), 0)
+
+    block, chain, image_chain, done = 0, 1, 2, 3
+
+    def step(position, state, end, images, first_w, first_h, most_w, most_h):
+        here = data[position]
         at_block = tf.equal(state, block)
-        image_start = tf.logical_and(at_block, tf.equal(here, 0x2C))
-        local = data[tf.minimum(position + 9, size + 9)]
-        local_table = tf.where(tf.bitwise.bitwise_and(local, 0x80) > 0,
-                               3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(local, 7)), 0)
-        in_blocks = tf.logical_not(at_block)
-        last = tf.logical_and(in_blocks, tf.equal(here, 0))  # a sub-block chain's terminator
-        new_position = tf.case([
-            (tf.logical_and(at_block, tf.equal(here, 0x21)), lambda: position + 2),  # introducer and label
-            (image_start, lambda: position + 10 + local_table + 1),  # descriptor, table, LZW code size
-            (in_blocks, lambda: position + here + 1),
-        ], default=lambda: position)
-        new_state = tf.case([
-            (tf.logical_and(at_block, tf.equal(here, 0x21)), lambda: tf.constant(extension)),
-            (image_start, lambda: tf.constant(image)),
-            (tf.logical_and(last, tf.equal(state, image)), lambda: tf.constant(done)),
-            (last, lambda: tf.constant(block)),
-            (in_blocks, lambda: state),
-        ], default=lambda: tf.constant(done))  # a byte that starts no block: stop, leave the bytes whole
-        new_end = tf.where(tf.logical_and(last, tf.equal(state, image)), new_position, end)
-        return new_position, new_state, new_end
+        extension = tf.logical_and(at_block, tf.equal(here, 0x21))
+        image = tf.logical_and(at_block, tf.equal(here, 0x2C))
+        in_chain = tf.logical_not(at_block)
+        closing = tf.logical_and(in_chain, tf.equal(here, 0))
+        width = data[position + 5] + 256 * data[position + 6]
+        height = data[position + 7] + 256 * data[position + 8]
+        new_position = tf.where(extension, position + 2, tf.where(
+            image, position + 11 + table(data[position + 9]), tf.where(in_chain, position + here + 1, position)))
+        new_state = tf.where(extension, chain, tf.where(image, image_chain, tf.where(
+            closing, block, tf.where(in_chain, state, done))))
+        first_image_ends = tf.logical_and(closing, tf.logical_and(tf.equal(state, image_chain), end < 0))
+        first = tf.logical_and(image, tf.equal(images, 0))
+        return (new_position, new_state, tf.where(first_image_ends, new_position, end),
+                images + tf.cast(image, tf.int32), tf.where(first, width, first_w), tf.where(first, height, first_h),
+                tf.where(image, tf.maximum(most_w, width), most_w), tf.where(image, tf.maximum(most_h, height), most_h))
 
-    _, _, end = tf.while_loop(lambda position, state, end: tf.logical_and(state < done, position < size), step,
-                              (13 + colour_table, tf.constant(block), tf.constant(-1)),
-                              maximum_iterations=size + 1)
-    return tf.cond(end > 0, lambda: tf.strings.join([tf.strings.substr(encoded, 0, end), b"\x3b"]),
-                   lambda: encoded)
+    zero = tf.constant(0)
+    position, state, end, images, first_w, first_h, most_w, most_h = tf.while_loop(
+        lambda position, state, *_: tf.logical_and(state < done, position < size), step,
+        (13 + table(data[10]), tf.constant(block), tf.constant(-1), zero, zero, zero, zero, zero),
+        maximum_iterations=GIF_STEPS[0] + size // GIF_STEPS[1])
+    capped = tf.logical_and(state < done, position < size)
+    return end, images, first_w, first_h, most_w, most_h, capped
 
 
 def decode_image(encoded):
@@ -295,7 +302,7 @@ def decode_image(encoded):
     Grayscale is repeated over RGB, RGBA (PNG or WebP) loses its alpha (not composited, as PIL's
     convert("RGB")), palette PNG and GIF are expanded, CMYK JPEG is converted by libjpeg, a 16-bit PNG keeps
     the high byte of each sample (value // 256), the first frame of an animated GIF is used (and decoded
-    alone: `_first_gif_frame`). A palette
+    alone where it can be: see `_gif_walk`). A palette
     (8 bits or fewer per pixel) BMP is refused: TensorFlow's BMP decoder reads its palette indices as gray
     levels. An animated WebP is refused before it reaches the decoder (see `_is_animated_webp`).
     """
@@ -320,22 +327,32 @@ def decode_image(encoded):
     # five formats above (load_image and the folder checks refuse it by its name and header too)
     jpeg_xl = tf.logical_or(_starts(head, b"\xff\x0a"), _starts(head, b"\x00\x00\x00\x0cJXL \r\n\x87\n"))
     not_jpeg_xl = tf.debugging.Assert(tf.logical_not(jpeg_xl), [JPEG_XL])
-    pixels = _declared_pixels(head, is_webp)
+    is_gif = _starts(head, b"GIF8")
+    none = (tf.constant(-1),) + (tf.constant(0),) * 5 + (tf.constant(False),)
+    end, images, first_w, first_h, most_w, most_h, capped = tf.cond(is_gif, lambda: _gif_walk(encoded), lambda: none)
+    # TensorFlow's GIF decoder decodes every image at the largest one's size before the first is taken (150
+    # frames of 1,500 x 1,500 in 550 KB took 336 MB): when the first image is that large, the bytes are cut
+    # after it, which decodes to the same first frame; otherwise all of them count against the bound
+    cut = tf.logical_and(tf.logical_and(is_gif, end > 0), tf.logical_and(tf.equal(first_w, most_w),
+                                                                         tf.equal(first_h, most_h)))
+    gif_pixels = tf.cast(tf.where(cut, 1, images), tf.int64) * tf.cast(most_w, tf.int64) * tf.cast(most_h, tf.int64)
+    pixels = tf.where(is_gif, gif_pixels, _declared_pixels(head, is_webp))
     not_too_large = tf.debugging.Assert(pixels <= MAX_DECLARED_PIXELS, [
         "an image whose header declares", pixels, f"pixels, more than {MAX_DECLARED_PIXELS:,} (a decompression "
         "bomb, or a photo far larger than the model needs): shrink it"])
-    with tf.control_dependencies([check, not_animated, not_jpeg_xl, not_too_large]):
+    not_tiny_blocks = tf.debugging.Assert(tf.logical_not(capped), [TINY_GIF_BLOCKS])
+    with tf.control_dependencies([check, not_animated, not_jpeg_xl, not_too_large, not_tiny_blocks]):
         # the bytes themselves pass through the checks: a decoder inside a cond waits for its data input, where
         # the cond's own control inputs did not hold once it held a loop (an animated WebP reached its decoder)
         encoded = tf.identity(encoded)
-    is_gif = _starts(head, b"GIF8")
     # TensorFlow's WebP decoder takes no channel count but the file's own (3, or 4 with alpha): decoded as it
     # is, then the alpha dropped as for PNG
     image = tf.cond(
         is_webp,
         lambda: tf.io.decode_image(encoded, channels=0, dtype=tf.uint8, expand_animations=False)[:, :, :3],
-        lambda: tf.io.decode_image(tf.cond(is_gif, lambda: _first_gif_frame(encoded), lambda: encoded),
-                                   channels=3, dtype=tf.uint8, expand_animations=False))
+        lambda: tf.io.decode_image(
+            tf.cond(cut, lambda: tf.strings.join([tf.strings.substr(encoded, 0, end), b"\x3b"]), lambda: encoded),
+            channels=3, dtype=tf.uint8, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 
@@ -429,6 +446,8 @@ def decoder_reason(exc) -> str:
         return ANIMATED_WEBP
     if "JPEG XL" in text:
         return JPEG_XL
+    if "tiny blocks" in text:
+        return TINY_GIF_BLOCKS
     if "header declares" in text:
         declared = re.search(r"header declares\W*(\d+)", text)
         return (f"its header declares {int(declared.group(1)):,} pixels" if declared else "too many pixels") + \

@@ -327,3 +327,79 @@ def test_an_animated_gif_is_decoded_one_frame_only(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     shape, grown = done.stdout.strip().rsplit(" ", 1)
     assert shape == "(1500, 1500, 3)" and int(grown) < 120, done.stdout  # MB; one frame is 6.75 MB
+
+
+def _after_colour_table(data: bytes) -> int:
+    """Where a GIF's first block starts: after the header, the screen descriptor and the global colour table."""
+    return 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+
+
+def _gif_with_frames(sizes_at: list, screen: tuple | None = None) -> bytes:
+    """A GIF of solid frames, each (width, height, left, top), on `screen` (default: the first frame's size)."""
+    import io
+    import struct
+
+    frames = []
+    for i, (width, height, left, top) in enumerate(sizes_at):
+        frame = Image.new("P", (width, height), 20 + 40 * i)
+        frame.putpalette([v for c in range(256) for v in (c, 255 - c, (3 * c) % 256)])
+        frames.append((frame, left, top))
+    buffer = io.BytesIO()
+    frames[0][0].save(buffer, "GIF", save_all=len(frames) > 1, append_images=[f for f, _, _ in frames[1:]],
+                      optimize=False, disposal=1)
+    data = bytearray(buffer.getvalue())
+    # PIL writes each frame at (0, 0) on a screen of the first frame's size: set the places and the screen
+    position, found = _after_colour_table(data), 0
+    while data[position] != 0x3B:
+        if data[position] == 0x21:
+            position += 2
+        else:
+            _, _, width, height, _ = struct.unpack("<HHHHB", data[position + 1:position + 10])
+            data[position + 1:position + 5] = struct.pack("<HH", *sizes_at[found][2:])
+            found += 1
+            packed = data[position + 9]
+            position += 11 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)
+        while data[position]:
+            position += data[position] + 1
+        position += 1
+    data[6:10] = struct.pack("<HH", *(screen or sizes_at[0][:2]))
+    return bytes(data)
+
+
+def test_a_gif_is_bounded_by_its_images_not_its_screen_and_decodes_as_tensorflows_first_frame(tmp_path):
+    """TensorFlow's GIF decoder sizes its output by the largest image, not the screen descriptor that the pixel
+    bound read (a screen of 10 x 10 over one image of 14,000 x 13,000 passed it); a first image smaller than a
+    later one is not cut away from the others (its frame has the largest one's size); a GIF of 1-byte blocks
+    kept the block walk busy for 23 s a 2 MB file."""
+    import time
+
+    import tensorflow as tf
+
+    from mobilenet_keras.images import TINY_GIF_BLOCKS, decode_image, decoder_reason
+
+    for frames, screen in (([(10, 6, 3, 4), (20, 20, 0, 0)], (20, 20)),  # a small first image, placed
+                           ([(20, 20, 0, 0), (10, 6, 3, 4)], None),  # the first the largest: cut after it
+                           ([(30, 20, 0, 0)], (10, 10))):  # one image larger than the screen
+        data = _gif_with_frames(frames, screen)
+        want = tf.io.decode_gif(data).numpy()[0]
+        assert np.array_equal(decode_image(tf.constant(data)).numpy(), want), frames
+    bomb = _gif_with_frames([(14_000, 13_000, 0, 0)], screen=(10, 10))
+    assert len(bomb) < 2_000_000
+    with pytest.raises(tf.errors.InvalidArgumentError, match="header declares") as info:
+        decode_image(tf.constant(bomb))
+    assert "182,000,000 pixels" in decoder_reason(info.value)
+    # 2 MB of 1-byte sub-blocks in a comment extension, ahead of a 1 x 1 image
+    tiny = _gif_with_frames([(1, 1, 0, 0)])
+    blocks = _after_colour_table(tiny)
+    tiny = tiny[:blocks] + b"\x21\xfe" + b"\x01x" * 1_000_000 + b"\x00" + tiny[blocks:]
+    started = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="tiny blocks") as info:
+        decode_image(tf.constant(tiny))
+    assert decoder_reason(info.value) == TINY_GIF_BLOCKS
+    assert time.monotonic() - started < 15  # generous on a loaded 2-core machine; it was 23 s with no cap
+    # XMP in a GIF ends in a 258-byte "magic trailer" that reads as 256 sub-blocks of 1 byte: still fine
+    xmp = _gif_with_frames([(8, 8, 0, 0)])
+    trailer = b"\x21\xffXMP DataXMP" + b"<x/>" + bytes([1] + list(range(255, -1, -1))) + b"\x00"
+    blocks = _after_colour_table(xmp)
+    xmp = xmp[:blocks] + trailer + xmp[blocks:]
+    assert np.array_equal(decode_image(tf.constant(xmp)).numpy(), tf.io.decode_gif(xmp).numpy()[0])
