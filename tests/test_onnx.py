@@ -117,6 +117,8 @@ def test_onnx_outputs_arguments_and_files_verify_cannot_check(tmp_path):
     assert report.samples == 40 and report.max_abs_diff < 1e-4 and not report.failures, report.to_markdown()
     eight = export_onnx(model, tmp_path / "eight.onnx", batch_size=8)
     assert verify_onnx(model, eight, images[:37], runs=0).samples == 37  # 4 batches of 8 and one of 5, padded
+    few = verify_onnx(model, eight, images[:3], runs=2)  # fewer images than the batch, timed too (exit 4 before)
+    assert few.samples == 3 and few.latency_ms > 0
     larger = MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, classes=3)
     with pytest.raises(ValueError, match=r"one.onnx takes images of shape \(32, 32, 3\), the model \(48, 48, 3\)"):
         verify_onnx(larger, one, np.zeros((4, 48, 48, 3), np.float32))

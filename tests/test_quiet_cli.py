@@ -136,9 +136,11 @@ def tiny_run(tmp_path_factory):
 
 def test_export_saved_model_creates_the_serving_layout(tiny_run, tmp_path):
     target = tmp_path / "serving" / "mobilenet" / "1"
-    result = run_cli("export", str(tiny_run), "--saved-model", str(target), "--quiet", timeout=600)
+    # an ONNX file inside the SavedModel's folder is two outputs apart (the folder is written first)
+    result = run_cli("export", str(tiny_run), "--saved-model", str(target), "--onnx", str(target / "model.onnx"),
+                     "--quiet", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (target / "saved_model.pb").is_file()
+    assert (target / "saved_model.pb").is_file() and (target / "model.onnx").is_file()
     assert_no_tensorflow_logs(result.stderr)
 
 
@@ -480,7 +482,8 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
             (["--android", str(tmp_path / "app" / "labels.txt")], "would both be written at"),
             # found at the end, after the SavedModel was written and the Android file converted
             (["--saved-model", str(tmp_path / "x"), "--android", str(tmp_path / "x")], "would both be written at"),
-            (["--saved-model", str(tmp_path / "x"), "--onnx", str(tmp_path / "x" / "m.onnx")], "would both be"),
+            (["--saved-model", str(tmp_path / "x" / "m.onnx" / "1"), "--onnx", str(tmp_path / "x" / "m.onnx")],
+             "would lie inside --onnx"),
             # found after the new Android file had replaced the old one, which then sat beside no labels
             (["--android", str(tmp_path / "existing" / "deeper" / "model.tflite")], "where its labels go, is a "
                                                                                   "folder")):

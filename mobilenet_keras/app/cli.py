@@ -557,18 +557,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _check_outputs_apart(outputs: list[tuple]) -> None:
     """UsageError when two of export's outputs (the Android file's labels.txt among them) would take one path,
-    or one would lie inside another's folder: the second write would fail, or replace the first, at the end."""
+    or one would lie inside a file another writes: the second write would fail, or replace the first, at the end
+    (an ONNX file inside the SavedModel's folder is fine: the SavedModel is written first)."""
     from pathlib import Path
 
-    places = []
+    places = []  # (what, where, whether it is a file)
     for what, path, _ in outputs:
-        places.append((what, Path(os.path.realpath(path))))
+        places.append((what, Path(os.path.realpath(path)), what != "--saved-model"))
         if what == "--android":
-            places.append(("the labels.txt beside --android", Path(os.path.realpath(path)).with_name("labels.txt")))
-    for i, (what, place) in enumerate(places):
-        for other, other_place in places[i + 1:]:
-            if place == other_place or place.is_relative_to(other_place) or other_place.is_relative_to(place):
+            places.append(("the labels.txt beside --android", Path(os.path.realpath(path)).with_name("labels.txt"),
+                           True))
+    for what, place, _ in places:
+        for other, other_place, is_file in places:
+            if other is what:
+                continue
+            if place == other_place:
                 raise UsageError(f"{what} and {other} would both be written at {place}; give each its own place.")
+            if is_file and place.is_relative_to(other_place):
+                raise UsageError(f"{what} {place} would lie inside {other} {other_place}, a file; give each its "
+                                 "own place.")
 
 
 def _recorded_image_size(folder: RunFolder) -> int | None:

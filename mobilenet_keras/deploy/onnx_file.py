@@ -94,7 +94,8 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
 
     Returns a `tflite.VerificationReport` with mode `onnx` (float32's thresholds), judged by the same
     `tflite.verify.judge_outputs` as a .tflite file (verdict PASS, FAIL or INCONCLUSIVE under
-    `MIN_VERDICT_IMAGES`); the latency is onnxruntime's at batch 1, measured by `tflite.latency`.
+    `MIN_VERDICT_IMAGES`); the latency is onnxruntime's per image at batch 1 (at the file's batch for a
+    file of a fixed batch), measured by `tflite.latency`.
     """
     import numpy as np
     import onnxruntime as ort
@@ -128,8 +129,10 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)]) if short else chunk
         chunks.append(session.run(None, {name: padded})[0][:len(chunk)])
     got = np.concatenate(chunks)
-    one = images[:batch or 1]
-    latency = measure(lambda: session.run(None, {name: one}), runs) if runs else NOT_MEASURED
+    one = images[:1]
+    if batch:  # a file of a fixed batch runs only that many images at a time: timed per batch, told per image
+        one = np.concatenate([one] * batch)
+    latency = measure(lambda: session.run(None, {name: one}), runs, per=len(one)) if runs else NOT_MEASURED
     return judge_outputs(expected, got, file=path, mode="onnx", size_bytes=path.stat().st_size,
                          float32_size_bytes=float32_size_estimate(float_model), labels=labels,
                          thresholds=FLOAT32_THRESHOLDS, latency=latency)
