@@ -121,15 +121,21 @@ def check_output_path(path: str | os.PathLike, example: str | None = None) -> Pa
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"output folder {folder} does not exist; create it first.")
-    try:  # os.access says yes to root on a read-only mount or in /proc: try it
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+    try:
+        probe_writable(folder)
     except OSError as exc:
         if is_disk_full(exc):
             raise disk_full_error(path, exc) from None
         raise ValueError(f"output folder {folder} is not writable ({exc.strerror or exc}).") from None
     return path
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create and remove a file in `folder`, or raise its OSError: os.access says yes to root on a read-only
+    mount or in /proc."""
+    fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _format_suffix(path: Path) -> str:

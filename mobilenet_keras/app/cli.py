@@ -396,8 +396,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def check_destination(path, what: str) -> None:
     """A file or folder can be written at `path` (missing parent folders can be created); else UsageError."""
-    import tempfile
     from pathlib import Path
+
+    from mobilenet_keras.files import probe_writable
 
     path = Path(path)
     folder = path.parent
@@ -405,10 +406,8 @@ def check_destination(path, what: str) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise UsageError(f"{what} {path}: {folder} is a file, not a folder.")
-    try:  # os.access says yes to root even on a read-only mount: try it
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+    try:
+        probe_writable(folder)
     except OSError as exc:
         raise UsageError(f"{what} {path}: folder {folder} is not writable ({exc.strerror or exc}).") from None
 
@@ -491,6 +490,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     stage = Stages()
     try:
         labels = folder.labels()
+        # the model and its labels first, the run's data after (minutes): each checked before anything is written
+        stage(f"loading {run_dir / 'model.keras'}")
+        from mobilenet_keras.model import load_model_file
+
+        model = load_model_file(run_dir / "model.keras")
+        classes = model.output_shape[-1]
+        _check_model_size(model, _recorded_image_size(folder), run_dir)
+        if labels is None:
+            import warnings
+
+            warnings.warn(f"{run_dir} has no labels.txt: the exports give class numbers, not names (add one "
+                          "class name per line, in output order, to export with names).", stacklevel=2)
+        elif len(labels) != classes:
+            raise UsageError(f"{run_dir / 'labels.txt'} has {len(labels)} names for a model with {classes} classes; "
+                             "give it one class name per line, in output order.")
+        else:
+            from mobilenet_keras.labels import LABELS_REMEDY, check_class_names
+
+            check_class_names(labels, run_dir / "labels.txt", remedy=LABELS_REMEDY)
         images = None  # the run's data: calibration and verification of the Android file
         if args.android and (args.calibration is None or (run_dir / "run.json").is_file()):
             try:  # read and checked before anything is written: a refusal leaves no export behind
@@ -511,31 +529,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 reason = str(exc).removesuffix(f"; {RUN_DATA_HINT}.")
                 stage(f"not using the run's data ({reason}): the Android file is calibrated and verified on "
                       f"{args.calibration}")
-        stage(f"loading {run_dir / 'model.keras'}")
-        from mobilenet_keras.model import load_model_file
-
-        model = load_model_file(run_dir / "model.keras")
-        classes = model.output_shape[-1]
-        trained_at = images.image_size if images is not None else _recorded_image_size(folder)
-        if trained_at is not None:
-            from mobilenet_keras.training.run_folder import check_model_matches_run
-
-            try:
-                check_model_matches_run(model, trained_at, run_dir)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        if labels is None:
-            import warnings
-
-            warnings.warn(f"{run_dir} has no labels.txt: the exports give class numbers, not names (add one "
-                          "class name per line, in output order, to export with names).", stacklevel=2)
-        elif len(labels) != classes:
-            raise UsageError(f"{run_dir / 'labels.txt'} has {len(labels)} names for a model with {classes} classes; "
-                             "give it one class name per line, in output order.")
-        else:
-            from mobilenet_keras.labels import LABELS_REMEDY, check_class_names
-
-            check_class_names(labels, run_dir / "labels.txt", remedy=LABELS_REMEDY)  # before anything is written
+        if images is not None:
+            _check_model_size(model, images.image_size, run_dir)
         # Read before anything is written: an unreadable calibration folder leaves no export behind.
         android_images = _android_images(args, model, images, labels, stage) if args.android else None
         if args.saved_model:
@@ -576,6 +571,18 @@ def _check_outputs_apart(outputs: list[tuple]) -> None:
             if is_file and place.is_relative_to(other_place):
                 raise UsageError(f"{what} {place} would lie inside {other} {other_place}, a file; give each its "
                                  "own place.")
+
+
+def _check_model_size(model, trained_at: int | None, run_dir) -> None:
+    """UsageError when the run folder says it trained at another image size than its model.keras takes."""
+    from mobilenet_keras.training.run_folder import check_model_matches_run
+
+    if trained_at is None:
+        return
+    try:
+        check_model_matches_run(model, trained_at, run_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _recorded_image_size(folder: RunFolder) -> int | None:
