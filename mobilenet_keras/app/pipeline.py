@@ -188,34 +188,35 @@ def _refuse_finished_run(out: Path) -> None:
 
 def _same_config(out: Path, config) -> bool:
     """Whether the folder's run.json (if any) was trained with this config; the data is compared later."""
+    if not (out / "run.json").exists():
+        return True
+    return _recorded_as(out, config) is not None
+
+
+def _recorded_as(out: Path, config, images=None) -> dict | None:
+    """The folder's run.json when it records this config (and, given `images`, this data), else None (also when
+    it is missing or can't be read)."""
     from dataclasses import asdict
 
+    from mobilenet_keras.training.trainer import data_record
+
     try:
-        run = RunFolder(out).read_run() if (out / "run.json").exists() else None
+        run = RunFolder(out).read_run()
     except ValueError:
-        return False
-    if run is None:
-        return True
-    return comparable_settings({"config": run.get("config")}) == comparable_settings({"config": asdict(config)})
+        return None
+    keys = ("config",) if images is None else ("config", "data")
+    now = {"config": asdict(config), "data": data_record(images) if images is not None else None}
+    recorded = comparable_settings({key: run.get(key) for key in keys})
+    return run if recorded == comparable_settings({key: now[key] for key in keys}) else None
 
 
 def _finished_training(out: Path, config, images):
     """The model of a finished training in `out` with exactly this config and data (a pipeline killed after
     its training stage, run again), or None."""
-    from dataclasses import asdict
-
     from mobilenet_keras.model import load_model_file
-    from mobilenet_keras.training.trainer import data_record
 
     folder = RunFolder(out)
-    if not folder.has_model():
-        return None
-    try:
-        run = folder.read_run()
-    except ValueError:
-        return None
-    now = comparable_settings({"config": asdict(config), "data": data_record(images)})
-    if comparable_settings({"config": run.get("config"), "data": run.get("data")}) != now:
+    if not folder.has_model() or _recorded_as(out, config, images) is None:
         return None
     folder.invalidate()  # what the killed run made from the model: made again
     return load_model_file(out / "model.keras")
