@@ -241,7 +241,7 @@ def _gif_walk(encoded):
     step cap), int32 except the last. TensorFlow's GIF decoder makes an output of every image at the largest
     image's size (not the screen descriptor's: a screen of 10 x 10 over an image of 6,000 x 5,000 passed a
     check of the screen), so these bound what it allocates. Always a graph: run eagerly, the walk took 26 s for
-    a 7 MB GIF."""
+    a 7 MB GIF; as a graph 0.26 s, against 0.04 s for the decode itself (27,000 sub-blocks of 255 bytes)."""
     global _GIF_WALK
     import tensorflow as tf
 
@@ -251,47 +251,47 @@ def _gif_walk(encoded):
 
 
 def _walk_gif_blocks(encoded):
-    """One loop step per block or sub-block: header (6 bytes), screen descriptor (7, its global colour table's
-    size in byte 10), then extensions (0x21, a label, sub-blocks) and images (0x2C, a 9-byte descriptor, a local
-    colour table, the LZW code size byte, sub-blocks) until the trailer; each chain of sub-blocks (a length byte,
-    then that many bytes) ends with a 0 length. A byte that starts no block ends the walk."""
+    """Block by block: header (6 bytes), screen descriptor (7, its global colour table's size in byte 10), then
+    extensions (0x21, a label, sub-blocks) and images (0x2C, a 9-byte descriptor, a local colour table, the LZW
+    code size byte, sub-blocks) until the trailer; each chain of sub-blocks (a length byte, then that many bytes)
+    ends with a 0 length and is skipped by a tight inner loop, a step per sub-block. A byte that starts no block
+    ends the walk."""
     import tensorflow as tf
 
     data = tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int32)
     size = tf.size(data)
     data = tf.concat([data, tf.zeros([1024], tf.int32)], 0)  # reads past the end see zeros
+    cap = GIF_STEPS[0] + size // GIF_STEPS[1]
 
     def table(packed):  # the size of the colour table a packed byte announces
         return tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0,
                         3 * tf.bitwise.left_shift(2, tf.bitwise.bitwise_and(packed, 7)), 0)
 
-    block, chain, image_chain, done = 0, 1, 2, 3
+    def past_chain(start, steps):
+        position, steps = tf.while_loop(
+            lambda at, steps: tf.logical_and(tf.logical_and(at < size, data[at] > 0), steps < cap),
+            lambda at, steps: (at + data[at] + 1, steps + 1), (start, steps))
+        return position + 1, steps
 
-    def step(position, state, end, images, first_w, first_h, most_w, most_h):
+    def next_block(position, end, images, first_w, first_h, most_w, most_h, steps, going):
         here = data[position]
-        at_block = tf.equal(state, block)
-        extension = tf.logical_and(at_block, tf.equal(here, 0x21))
-        image = tf.logical_and(at_block, tf.equal(here, 0x2C))
-        in_chain = tf.logical_not(at_block)
-        closing = tf.logical_and(in_chain, tf.equal(here, 0))
+        extension, image = tf.equal(here, 0x21), tf.equal(here, 0x2C)
+        going = tf.logical_or(extension, image)
+        start = tf.where(extension, position + 2, position + 11 + table(data[position + 9]))
+        after, steps = tf.cond(going, lambda: past_chain(start, steps), lambda: (position, steps))
         width = data[position + 5] + 256 * data[position + 6]
         height = data[position + 7] + 256 * data[position + 8]
-        new_position = tf.where(extension, position + 2, tf.where(
-            image, position + 11 + table(data[position + 9]), tf.where(in_chain, position + here + 1, position)))
-        new_state = tf.where(extension, chain, tf.where(image, image_chain, tf.where(
-            closing, block, tf.where(in_chain, state, done))))
-        first_image_ends = tf.logical_and(closing, tf.logical_and(tf.equal(state, image_chain), end < 0))
         first = tf.logical_and(image, tf.equal(images, 0))
-        return (new_position, new_state, tf.where(first_image_ends, new_position, end),
-                images + tf.cast(image, tf.int32), tf.where(first, width, first_w), tf.where(first, height, first_h),
-                tf.where(image, tf.maximum(most_w, width), most_w), tf.where(image, tf.maximum(most_h, height), most_h))
+        return (after, tf.where(first, after, end), images + tf.cast(image, tf.int32),
+                tf.where(first, width, first_w), tf.where(first, height, first_h),
+                tf.where(image, tf.maximum(most_w, width), most_w), tf.where(image, tf.maximum(most_h, height), most_h),
+                steps + 1, going)
 
     zero = tf.constant(0)
-    position, state, end, images, first_w, first_h, most_w, most_h = tf.while_loop(
-        lambda position, state, *_: tf.logical_and(state < done, position < size), step,
-        (13 + table(data[10]), tf.constant(block), tf.constant(-1), zero, zero, zero, zero, zero),
-        maximum_iterations=GIF_STEPS[0] + size // GIF_STEPS[1])
-    capped = tf.logical_and(state < done, position < size)
+    position, end, images, first_w, first_h, most_w, most_h, steps, going = tf.while_loop(
+        lambda position, *rest: tf.logical_and(tf.logical_and(rest[-1], position < size), rest[-2] < cap),
+        next_block, (13 + table(data[10]), tf.constant(-1), zero, zero, zero, zero, zero, zero, tf.constant(True)))
+    capped = tf.logical_and(tf.logical_and(going, position < size), steps >= cap)
     return end, images, first_w, first_h, most_w, most_h, capped
 
 
