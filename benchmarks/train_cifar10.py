@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -97,15 +98,30 @@ def main() -> None:
         except ValueError as exc:
             parser.error(str(exc))
 
-    import keras
-
     from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025, require
-    from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.trainer import TrainConfig, train
 
     require(CIFAR)
     weights = str(require(WEIGHTS_025))
     work = Path(tempfile.mkdtemp(prefix="train_cifar10_"))
+    try:
+        measure(args, weights, work)
+    except BaseException:  # a failed or interrupted run's slice and half-trained model are of no use
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    # the slice goes; a model trained here (no --out) stays for the quantization benchmark
+    shutil.rmtree(work / "data", ignore_errors=True)
+    if args.out:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, weights: str, work: Path) -> None:
+    """Train, time the naive baseline, write the section; `work` holds the slice and, without --out, the run."""
+    import keras
+
+    from mobilenet_keras.testing.reference_data import CIFAR
+    from mobilenet_keras.training import datasets
+    from mobilenet_keras.training.trainer import TrainConfig, train
+
     folder = CIFAR if args.train_images >= 45_000 else slice_folder(CIFAR, args.train_images, work / "data")
     out = Path(args.out) if args.out else work / "run"
     started = time.perf_counter()

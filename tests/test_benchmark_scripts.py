@@ -68,6 +68,35 @@ def test_train_cifar10_refuses_a_finished_run_folder(tmp_path):
     assert (run / "model.keras").read_bytes() == b"a finished run's model"
 
 
+def test_train_cifar10_interrupted_leaves_no_work_folder(tmp_path):
+    """Its work folder in $TMPDIR (a CIFAR slice, the half-trained run) stayed after a failure or a Ctrl-C."""
+    import os
+    import signal
+    import time
+
+    from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025
+
+    if not (CIFAR.is_dir() and WEIGHTS_025.is_file()):
+        pytest.skip(f"{CIFAR} or {WEIGHTS_025} is not there (../shared/data)")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    path = next(p for p in BENCHMARKS if p.stem == "train_cifar10")
+    args = ["--train-images", "300", "--image-size", "32", "--batch-size", "16", "--epochs", "1",
+            "--fine-tune-epochs", "0", "--baseline-steps", "0", "--no-results", "--out", str(tmp_path / "run")]
+    victim = subprocess.Popen([sys.executable, str(path), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    deadline = time.time() + 240
+    while victim.poll() is None and time.time() < deadline and not list(scratch.glob("train_cifar10_*/data/*")):
+        time.sleep(0.05)
+    if victim.poll() is not None:
+        pytest.fail(f"it ended before its slice was made: {victim.communicate()[1][-2000:]}")
+    time.sleep(1)  # into the data loading or training
+    victim.send_signal(signal.SIGINT)
+    victim.communicate(timeout=120)
+    assert victim.returncode != 0
+    assert not list(scratch.glob("train_cifar10_*")), list(scratch.rglob("*"))[:5]
+
+
 def test_the_mse_range_search_clips_a_lone_outlier_and_keeps_a_full_range():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.quantization_quality import mse_optimal_clip
