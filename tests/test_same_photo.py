@@ -69,7 +69,7 @@ def test_serving_bytes_decodes_as_load_image(exported):
 
 def _odd_files(root):
     """The same 24 x 36 picture as RGB PNG, 16-bit RGB PNG, palette PNG, CMYK JPEG, grayscale PNG, RGBA
-    PNG, lossy WebP, and lossless RGB and RGBA WebP, with the RGB each should decode to."""
+    PNG, lossy WebP, lossless RGB and RGBA WebP and an animated GIF, with the RGB each should decode to."""
     rng = np.random.default_rng(0)
     smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).resize((36, 24)))
     root.mkdir(parents=True, exist_ok=True)
@@ -97,6 +97,13 @@ def _odd_files(root):
     expected["rgb.webp"] = smooth
     Image.fromarray(rgba, "RGBA").save(root / "rgba.webp", lossless=True, exact=True)
     expected["rgba.webp"] = smooth
+    # an animated GIF (PIL crops its later frames to what changes): its first frame, decoded alone
+    frames = [Image.fromarray(pixels).convert("P", palette=Image.ADAPTIVE, colors=32)
+              for pixels in (smooth, 255 - smooth)]
+    frames[1].paste(0, (0, 0, 10, 10))
+    frames[0].save(root / "moving.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    with Image.open(root / "moving.gif") as moving:
+        expected["moving.gif"] = np.asarray(moving.convert("RGB"))
     return expected
 
 
