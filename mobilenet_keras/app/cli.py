@@ -496,7 +496,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         model = load_model_file(run_dir / "model.keras")
         classes = model.output_shape[-1]
-        _check_model_size(model, _recorded_image_size(folder), run_dir)
+        from mobilenet_keras.training.run_folder import check_model_matches_run
+
+        trained_at = _recorded_image_size(folder)
+        if trained_at is not None:  # a ValueError, as the others in this block: one line, exit 2
+            check_model_matches_run(model, trained_at, run_dir)
         if labels is None:
             import warnings
 
@@ -530,7 +534,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 stage(f"not using the run's data ({reason}): the Android file is calibrated and verified on "
                       f"{args.calibration}")
         if images is not None:
-            _check_model_size(model, images.image_size, run_dir)
+            check_model_matches_run(model, images.image_size, run_dir)
         # Read before anything is written: an unreadable calibration folder leaves no export behind.
         android_images = _android_images(args, model, images, labels, stage) if args.android else None
         if args.saved_model:
@@ -571,18 +575,6 @@ def _check_outputs_apart(outputs: list[tuple]) -> None:
             if is_file and place.is_relative_to(other_place):
                 raise UsageError(f"{what} {place} would lie inside {other} {other_place}, a file; give each its "
                                  "own place.")
-
-
-def _check_model_size(model, trained_at: int | None, run_dir) -> None:
-    """UsageError when the run folder says it trained at another image size than its model.keras takes."""
-    from mobilenet_keras.training.run_folder import check_model_matches_run
-
-    if trained_at is None:
-        return
-    try:
-        check_model_matches_run(model, trained_at, run_dir)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _recorded_image_size(folder: RunFolder) -> int | None:

@@ -190,12 +190,12 @@ def _same_config(out: Path, config) -> bool:
     """Whether the folder's run.json (if any) was trained with this config; the data is compared later."""
     if not (out / "run.json").exists():
         return True
-    return _recorded_as(out, config) is not None
+    return _recorded_with(out, config)
 
 
-def _recorded_as(out: Path, config, images=None) -> dict | None:
-    """The folder's run.json when it records this config (and, given `images`, this data), else None (also when
-    it is missing or can't be read)."""
+def _recorded_with(out: Path, config, images=None) -> bool:
+    """Whether the folder's run.json records this config (and, given `images`, this data); False when it is
+    missing or can't be read."""
     from dataclasses import asdict
 
     from mobilenet_keras.training.trainer import data_record
@@ -203,11 +203,11 @@ def _recorded_as(out: Path, config, images=None) -> dict | None:
     try:
         run = RunFolder(out).read_run()
     except ValueError:
-        return None
+        return False
     keys = ("config",) if images is None else ("config", "data")
     now = {"config": asdict(config), "data": data_record(images) if images is not None else None}
     recorded = comparable_settings({key: run.get(key) for key in keys})
-    return run if recorded == comparable_settings({key: now[key] for key in keys}) else None
+    return recorded == comparable_settings({key: now[key] for key in keys})
 
 
 def _finished_training(out: Path, config, images):
@@ -216,7 +216,7 @@ def _finished_training(out: Path, config, images):
     from mobilenet_keras.model import load_model_file
 
     folder = RunFolder(out)
-    if not folder.has_model() or _recorded_as(out, config, images) is None:
+    if not folder.has_model() or not _recorded_with(out, config, images):
         return None
     folder.invalidate()  # what the killed run made from the model: made again
     return load_model_file(out / "model.keras")
