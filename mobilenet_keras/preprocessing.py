@@ -30,7 +30,8 @@ def preprocess_input(x: Any, data_format: str | None = None, mode: str = "tf", *
     convention MobileNet's weights were trained with); other keyword arguments are refused.
 
     Takes a numpy array, a list or a number (returns float32 numpy) or a backend tensor (returns a
-    float32 tensor).
+    float32 tensor). What can't be 0..255 pixels is refused: text (a file name), None, complex or bool
+    values, and uint16 pixels of a 16-bit image (scale them to 0..255 first).
     """
     if kwargs:
         raise TypeError(f"preprocess_input() got unexpected keyword argument(s) {', '.join(sorted(kwargs))}; "
@@ -41,10 +42,30 @@ def preprocess_input(x: Any, data_format: str | None = None, mode: str = "tf", *
         raise ValueError(f"MobileNet V1 takes mode 'tf' (pixels scaled to [-1, 1]); got mode={mode!r}. "
                          "'caffe' and 'torch' are other networks' conventions.")
     if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
-        return np.asarray(x, dtype=np.float32) * np.float32(INPUT_SCALE) + np.float32(INPUT_OFFSET)
-    from keras import ops
+        pixels = np.asarray(x)
+        _check_pixel_type(pixels.dtype.name, pixels.dtype.kind)
+        return pixels.astype(np.float32) * np.float32(INPUT_SCALE) + np.float32(INPUT_OFFSET)
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        raise TypeError(f"preprocess_input() takes pixels (a numpy array, a list, a number or a tensor); got "
+                        f"{type(x).__name__}. Decode image files first, e.g. with mobilenet_keras.images.load_image.")
+    from keras import backend, ops
 
+    name = backend.standardize_dtype(dtype)
+    _check_pixel_type(name, "f" if "float" in name else "i" if "int" in name else "O")
     return ops.cast(x, "float32") * INPUT_SCALE + INPUT_OFFSET
+
+
+def _check_pixel_type(name: str, kind: str) -> None:
+    """Refuse what can't be 0..255 pixels: text, objects, complex numbers, and 16-bit images (0..65535)
+    that would land far outside [-1, 1] without an error."""
+    if kind not in "uif":
+        raise TypeError(f"preprocess_input() takes RGB pixels 0..255 as numbers; got dtype {name}. Decode image "
+                        "files first (mobilenet_keras.images.load_image) and pass the array.")
+    if name == "uint16":
+        raise ValueError("preprocess_input() got uint16 pixels (a 16-bit image, 0..65535), not 0..255: scale "
+                         "them first (x / 257), or decode the file with mobilenet_keras.images.load_image, which "
+                         "gives 8-bit pixels.")
 
 
 def _read_class_index(class_index: str | os.PathLike | dict | None) -> dict[str, list[str]]:

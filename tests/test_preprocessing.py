@@ -49,6 +49,24 @@ def test_preprocess_input_takes_keras_applications_arguments():
         preprocess_input(pixels, scale=2)
 
 
+def test_preprocess_input_refuses_what_is_not_8_bit_pixels():
+    # Before: a file name or None failed inside TensorFlow's Cast ("Cast string to float is not supported"),
+    # and a 16-bit image went through silently, 65535 -> 513 where the model expects [-1, 1].
+    import tensorflow as tf
+
+    from mobilenet_keras import preprocess_input
+
+    for not_pixels in ("photo.jpg", b"\xff\xd8", None, {"image": 1}, np.array(["photo.jpg"]), np.array([1 + 2j]),
+                       np.array([True]), tf.constant(["photo.jpg"])):
+        with pytest.raises(TypeError, match="pixels"):
+            preprocess_input(not_pixels)
+    for sixteen_bit in (np.full((1, 2, 2, 3), 65535, np.uint16), tf.constant([[1, 2]], tf.uint16)):
+        with pytest.raises(ValueError, match=r"uint16 pixels .*x / 257"):
+            preprocess_input(sixteen_bit)
+    np.testing.assert_allclose(preprocess_input(tf.constant([0, 255], tf.uint8)), [-1.0, 1.0])
+    np.testing.assert_allclose(preprocess_input(np.array([0, 255], np.int64)), [-1.0, 1.0])
+
+
 def test_decode_predictions_without_the_class_index_says_what_to_pass(tmp_path, monkeypatch):
     # offline and with nothing cached: Keras's download raises a bare Exception ("URL fetch failure")
     from mobilenet_keras import pretrained
