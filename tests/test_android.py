@@ -233,3 +233,56 @@ def test_labels_an_app_could_not_load_are_refused_before_converting(tmp_path):
         with pytest.raises(ValueError, match=problem):
             android_file(model, tmp_path / "app" / "model.tflite", None, labels)
     assert not (tmp_path / "app").exists()
+
+
+
+def _live_processes_naming(text: str) -> list[int]:
+    """Processes, zombies left out, whose command line holds `text`."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in command and "mediapipe_metadata.py" in command and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child's watch on its parent is Linux's prctl")
+def test_mediapipe_child_ends_when_the_package_process_is_killed(tmp_path):
+    """kill -9 of the process running MediaPipe's script ends the script too (before: it went on classifying, and
+    writing into a scratch folder that the next run sweeps away)."""
+    from PIL import Image
+
+    from tests.conftest import TFLITE_REFERENCE, require
+
+    _mediapipe_or_skip()
+    model = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
+    rng = np.random.default_rng(0)
+    tag = f"k{os.getpid()}-{time.monotonic_ns()}"  # in the script's command line: this test's, no other's
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(tmp_path / f"{tag}.png")
+    files = [f"{tag}.png"] * 20000  # ~25 s of MediaPipe's classifier: it is still running when the kill comes
+    code = ("import sys; from mobilenet_keras.deploy.android import run_mediapipe_tools; "
+            "run_mediapipe_tools('classify', *sys.argv[1:])")
+    parent = subprocess.Popen([sys.executable, "-c", code, str(model), *files], cwd=tmp_path)  # short names
+    try:
+        deadline = time.monotonic() + 120
+        while not _live_processes_naming(tag) and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # well inside its run: mediapipe imported, classifying
+        children = _live_processes_naming(tag)
+        assert children and parent.poll() is None, "MediaPipe's script was not running when the kill was due"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _live_processes_naming(tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _live_processes_naming(tag), "MediaPipe's script outlived the killed process"
+    finally:
+        parent.kill()
+        for pid in _live_processes_naming(tag):
+            os.kill(pid, signal.SIGKILL)

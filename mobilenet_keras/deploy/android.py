@@ -140,7 +140,10 @@ def run_mediapipe_tools(*args: str, timeout: int = 300) -> str:
         raise ValueError(f"no Python with mediapipe found: python3 -m venv {user_venv()} && "
                          f"{user_venv()}/bin/pip install {MEDIAPIPE_REQUIREMENT} "
                          f"(or set ${MEDIAPIPE_PYTHON_ENV}).")
-    result = subprocess.run([python, str(_TOOLS), *args], capture_output=True, text=True, timeout=timeout)
+    from mobilenet_keras.deploy.mediapipe_metadata import PARENT_PID_ENV
+
+    result = subprocess.run([python, str(_TOOLS), *args], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise ValueError(f"{_TOOLS.name} {args[0]} failed: {lines[-1] if lines else 'no message'}")

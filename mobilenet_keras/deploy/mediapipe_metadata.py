@@ -22,6 +22,8 @@ import sys
 import types
 
 _PYWRAP = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+#: The process id of the package's process that runs this script; set by `mobilenet_keras.deploy.android`.
+PARENT_PID_ENV = "MOBILENET_KERAS_PARENT_PID"
 
 
 def min_parser_version(metadata_buffer: bytes) -> str:
@@ -105,7 +107,25 @@ def classify(model_path: str, image_paths: list[str], max_results: int = 5) -> l
     return results
 
 
+def die_with_parent() -> None:
+    """End this process when the package's process that started it ends, kill -9 included (Linux): else it
+    goes on writing into a scratch folder that is swept away, or holding the CPU for a file no one will read."""
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it ended before the line above could take effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     parser = argparse.ArgumentParser(description="TFLite metadata and MediaPipe's ImageClassifier (needs mediapipe).")
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="write image-classifier metadata and labels into a .tflite file")
