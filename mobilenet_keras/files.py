@@ -133,7 +133,12 @@ def check_output_path(path: str | os.PathLike, example: str | None = None) -> Pa
 def probe_writable(folder: str | os.PathLike) -> None:
     """Create and remove a file in `folder`, or raise its OSError: os.access says yes to root on a read-only
     mount or in /proc."""
-    fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+    import socket
+
+    # named by host and process, as owned_temp_folder's folders: a probe that a kill left is removed next time
+    prefix = f".write-check.{socket.gethostname()}."
+    remove_abandoned(folder, prefix, rf"\.{RANDOM_PART}\.tmp")
+    fd, probe = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     os.unlink(probe)
 

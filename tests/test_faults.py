@@ -429,6 +429,34 @@ with atomic_path({str(target)!r}) as tmp:
     assert sorted(_temp_files(tmp_path)) == sorted(others)
 
 
+def test_a_write_check_killed_midway_leaves_a_probe_that_the_next_check_removes(tmp_path):
+    import socket
+
+    folder, marker = tmp_path / "out", tmp_path / "holding"
+    folder.mkdir()
+    # the microseconds between the probe's creation and its removal, held open until the kill
+    _killed_while_holding(f"""
+import tempfile, time
+from pathlib import Path
+from mobilenet_keras.files import probe_writable
+mkstemp = tempfile.mkstemp
+def mkstemp_and_hold(*args, **kwargs):
+    made = mkstemp(*args, **kwargs)
+    Path({str(marker)!r}).touch()
+    time.sleep(600)
+tempfile.mkstemp = mkstemp_and_hold
+probe_writable({str(folder)!r})
+""", marker, tmp_path)
+    left = list(folder.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".write-check."), left  # what the kill left
+    other_host = folder / ".write-check.another-host.1.abcdefgh.tmp"  # its process ids mean nothing here
+    other_host.write_bytes(b"")
+    from mobilenet_keras.training.run_folder import RunFolder
+
+    RunFolder(folder).check_writable()
+    assert list(folder.iterdir()) == [other_host], (socket.gethostname(), list(folder.iterdir()))
+
+
 def test_a_data_cache_folder_left_by_a_kill_goes_at_the_next_load(tmp_path):
     from PIL import Image
     import numpy as np

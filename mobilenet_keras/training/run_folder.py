@@ -20,11 +20,10 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.files import write_bytes_atomic, write_json_atomic
+from mobilenet_keras.files import probe_writable, write_bytes_atomic, write_json_atomic
 from mobilenet_keras.labels import check_class_names, read_labels
 
 try:
@@ -109,9 +108,7 @@ class RunFolder:
             raise ValueError(f"run folder {path} can't be created ({exc.strerror or exc}).") from None
         for folder in [path] + [path / name for name in subfolders if (path / name).is_dir()]:
             try:  # os.access says yes to root even on a read-only mount or an immutable folder: try it
-                fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
-                os.close(fd)
-                os.unlink(probe)
+                probe_writable(folder)
             except OSError as exc:
                 raise ValueError(f"{'run folder ' if folder == path else ''}{folder} is not writable "
                                  f"({exc.strerror or exc}); make it writable or copy the run elsewhere.") from None
