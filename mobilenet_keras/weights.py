@@ -71,6 +71,7 @@ def load_weights(model, path: str | os.PathLike) -> None:
                              f". {remedy}") from None
         for warning in caught:  # a load that worked keeps what Keras had to say
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        _check_values(model, path)
         return
 
     try:
@@ -121,6 +122,22 @@ def load_weights(model, path: str | os.PathLike) -> None:
             stacklevel=3,
         )
     model.load_weights(path, by_name=True)
+    _check_values(model, path)
+
+
+def _check_values(model, path: str) -> None:
+    """Refuse weights no trained model holds: NaN or infinite values, or a negative BatchNorm variance. HDF5
+    keeps no checksum of its data, so bytes damaged inside a weights file load without an error; in a block of
+    random bytes about one float in 256 is NaN or infinite."""
+    for weight in model.weights:
+        values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = "NaN or infinite values" if not np.isfinite(values).all() else (
+            "a negative variance" if weight.path.endswith("moving_variance") and (values < 0).any() else None)
+        if bad:
+            raise ValueError(f"{path} gives {weight.path} {bad}: the file is damaged (or was saved from a training "
+                             "that diverged); download or save it again.")
 
 
 def unwrapped(layer):

@@ -267,6 +267,50 @@ def test_a_damaged_weights_file_is_a_one_line_value_error(weights_025, tmp_path)
     assert any(o.startswith("ValueError") for o in outcomes.values()), outcomes
 
 
+def _data_offset(path, name_end: str) -> tuple[int, int]:
+    """(offset, size) in the file of the first dataset whose name ends in `name_end`, as HDF5 laid it out."""
+    import h5py
+
+    found = []
+
+    def visit(name, item):
+        if not found and isinstance(item, h5py.Dataset) and name.endswith(name_end):
+            found.append((item.id.get_offset(), item.id.get_storage_size()))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    assert found and found[0][0] is not None, name_end
+    return found[0]
+
+
+@pytest.mark.parametrize("filler", ["random", "ff"])
+@pytest.mark.parametrize("fmt", [".h5", ".weights.h5"])
+def test_weights_whose_data_bytes_are_damaged_are_refused(weights_025, tmp_path, filler, fmt):
+    # HDF5 keeps no checksum: bytes damaged inside a kernel's data loaded into a model that answered nonsense
+    import shutil
+
+    if fmt == ".h5":
+        source = tmp_path / "source.h5"
+        shutil.copy(weights_025, source)
+        where = "conv_pw_5/kernel:0"
+    else:
+        source = tmp_path / "source.weights.h5"
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=str(weights_025)).save_weights(
+            source)
+        where = "layers/conv2d_5/vars/0"  # Keras 3 names by class: conv1 is conv2d, conv_pw_5 conv2d_5
+    offset, size = _data_offset(source, where)
+    damaged = bytearray(source.read_bytes())
+    rng = np.random.default_rng(1)
+    length = min(4096, size)
+    damaged[offset:offset + length] = (rng.integers(0, 256, length, dtype=np.uint8).tobytes() if filler == "random"
+                                       else b"\xff" * length)
+    path = tmp_path / f"damaged{fmt}"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"gives conv_pw_5/kernel NaN or infinite values: the file is damaged"):
+        MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=str(path))
+    MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=str(source))  # the sound file loads
+
+
 def test_an_input_tensor_is_checked_and_named_as_its_shape():
     """An input_tensor skipped the size checks (16 px reached Keras's "output size would be zero or negative")
     and a 64 px model was named mobilenet_0.25_224."""
