@@ -119,6 +119,13 @@ def test_onnx_outputs_arguments_and_files_verify_cannot_check(tmp_path):
     assert verify_onnx(model, eight, images[:37], runs=0).samples == 37  # 4 batches of 8 and one of 5, padded
     few = verify_onnx(model, eight, images[:3], runs=2)  # fewer images than the batch, timed too (exit 4 before)
     assert few.samples == 3 and few.latency_ms > 0
+    # read as tflite.verify reads images: each distinct image once, one filed under two classes left out (before:
+    # every copy counted, for each of its classes)
+    answers = model.predict(images, verbose=0).argmax(1)
+    with pytest.warns(UserWarning, match=r"10 image\(s\) appear under two classes"):
+        twice = verify_onnx(model, one, np.concatenate([images, images[:10], images[10:20]]),
+                            labels=np.concatenate([answers, (answers[:10] + 1) % 3, answers[10:20]]), runs=0)
+    assert twice.samples == 30 and twice.float_accuracy == 1.0, twice.to_markdown()
     larger = MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, classes=3)
     with pytest.raises(ValueError, match=r"one.onnx takes images of shape \(32, 32, 3\), the model \(48, 48, 3\)"):
         verify_onnx(larger, one, np.zeros((4, 48, 48, 3), np.float32))

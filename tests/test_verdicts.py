@@ -223,6 +223,25 @@ def test_repeated_images_are_judged_once(model3, file3):
     assert report.float_accuracy == once.float_accuracy and report.top1_agreement == once.top1_agreement
 
 
+def test_an_image_filed_under_two_classes_is_left_out_not_counted_for_its_first_class(model3, file3):
+    # before: the first copy was kept, with its label; a model answering one class for every image scored 100%
+    # on a folder whose other class's images were also copied into the first class's folder
+    images = _images(40)
+    answers = model3.predict(images, verbose=0).argmax(1)
+    wrong = (answers + 1) % 3
+    doubled = np.concatenate([images, images[:20]])
+    labels = np.concatenate([answers, wrong[:20]])  # the first 20 filed again under a class the model doesn't give
+    with pytest.warns(UserWarning, match=r"20 image\(s\) appear under two classes or more in labels"):
+        report = verify(model3, file3, doubled, labels=labels, latency_runs=0)
+    assert report.samples == 20 and report.float_accuracy == 1.0
+    reverse = np.concatenate([wrong, answers[:20]])  # the wrong class first: still left out, not counted wrong
+    with pytest.warns(UserWarning, match="judged on the 20 distinct ones of one class each"):
+        assert verify(model3, file3, doubled, labels=reverse, latency_runs=0).float_accuracy == 0.0
+    with pytest.raises(ValueError, match="every image appears under two classes"):
+        verify(model3, file3, np.concatenate([images, images]), labels=np.concatenate([answers, wrong]),
+               latency_runs=0)
+
+
 def test_labels_must_be_class_numbers_of_the_model(model3, file3):
     images = _images(12)
     with pytest.raises(ValueError, match="class numbers 0 to 2 .* from 55 to 55"):

@@ -68,17 +68,34 @@ def check_single_image_input(model, what: str) -> None:
 FEW_DISTINCT_IMAGES = 50
 
 
-def distinct_images(images: np.ndarray) -> np.ndarray:
-    """Indices of the first of each distinct image of `images`, in order (repeats dropped)."""
+def _image_keys(images: np.ndarray) -> list[bytes]:
     import hashlib
 
-    seen, keep = set(), []
-    for i, image in enumerate(images):
-        key = hashlib.blake2b(memoryview(np.ascontiguousarray(image)).cast("B"), digest_size=16).digest()
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    return np.asarray(keep, dtype=np.int64)
+    return [hashlib.blake2b(memoryview(np.ascontiguousarray(image)).cast("B"), digest_size=16).digest()
+            for image in images]
+
+
+def distinct_images(images: np.ndarray) -> np.ndarray:
+    """Indices of the first of each distinct image of `images`, in order (repeats dropped)."""
+    first: dict[bytes, int] = {}
+    for i, key in enumerate(_image_keys(images)):
+        first.setdefault(key, i)
+    return np.asarray(sorted(first.values()), dtype=np.int64)
+
+
+def distinct_labelled_images(images: np.ndarray, labels) -> tuple[np.ndarray, int]:
+    """(indices of the first of each distinct image whose copies all carry one label, in order; how many
+    distinct images carry two labels or more). An image filed under two classes has no known class: keeping
+    its first copy would count the answer for that copy's class right."""
+    labels = np.asarray(labels)
+    first: dict[bytes, int] = {}
+    seen_labels: dict[bytes, set] = {}
+    for i, key in enumerate(_image_keys(images)):
+        first.setdefault(key, i)
+        seen_labels.setdefault(key, set()).add(labels[i].tobytes())
+    conflicting = {key for key, found in seen_labels.items() if len(found) > 1}
+    keep = sorted(i for key, i in first.items() if key not in conflicting)
+    return np.asarray(keep, dtype=np.int64), len(conflicting)
 
 
 def warn_if_few_distinct(calibration: np.ndarray) -> None:

@@ -15,7 +15,8 @@ from mobilenet_keras.files import write_json_atomic
 from tflite.flatbuffer import op_counts
 from tflite.latency import NOT_MEASURED, Latency, check_count, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
-from tflite.representative import check_single_image_input, collect, distinct_images, warn_if_unit_range
+from tflite.representative import (check_single_image_input, collect, distinct_images, distinct_labelled_images,
+                                   warn_if_unit_range)
 from tflite.runtime import TFLiteModel
 
 
@@ -424,6 +425,30 @@ def verify(
     if classes > 0 and file_classes != classes:
         raise ValueError(f"the model gives {classes} classes but {model_file.path.name} gives {file_classes}; "
                          "verify a file against the model it was converted from.")
+    images, labels = judged_images(float_model, data, labels, max_samples, class_names, classes, stacklevel=3)
+    expected = _predict_float(float_model, images)
+    got = _predict_tflite(model_file, images, verbose)
+    latency = tflite_latency(model_file, latency_runs) if latency_runs else NOT_MEASURED
+    report = judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
+                           float32_size_bytes=float32_size or float32_size_estimate(float_model), labels=labels,
+                           thresholds=thresholds, latency=latency, min_samples=min_samples)
+    counts = op_counts(model_file.flatbuffer)  # the bytes that were run, not the file as it is now
+    report.float_ops, report.int16_ops = counts["float"], counts["int16"]
+    if not allow_float_ops and mode in MODES and (MODES[mode].integer or MODES[mode].takes_qat_model) \
+            and report.float_ops:
+        report.failures.append(f"{report.float_ops} float op(s) inside an integer file (a conversion's denylist "
+                               "kept layers in float; such a file needs a CPU or GPU delegate: pass "
+                               "allow_float_ops=True to accept it)")
+    return report
+
+
+def judged_images(float_model, data, labels=None, max_samples: int | None = None,
+                  class_names: list[str] | None = None, classes: int = 0,
+                  stacklevel: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images a file is judged on and their true classes (None when unknown), as `verify` reads `data`,
+    `labels`, `max_samples` and `class_names` (`classes`: the model's number of classes, 0 when unknown): a
+    folder's class folders mapped to the model's classes, each distinct image once, an image filed under two
+    classes left out, a warning for pixels outside the model's range. For every file format's check."""
     folder = isinstance(data, (str, os.PathLike))
     if labels is not None and folder and max_samples is not None:
         raise ValueError("labels were given with a folder and max_samples: the folder is sampled across its "
@@ -447,37 +472,36 @@ def verify(
         labels = np.asarray(labels)[:len(images)]  # collect kept the first max_samples
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images; give one label per image.")
-    keep = distinct_images(images)
-    if len(keep) < len(images):
+    keep = distinct = distinct_images(images)
+    conflicting = 0
+    if labels is not None:
+        keep, conflicting = distinct_labelled_images(images, labels)
+    if conflicting:
+        what = "the class folders" if folder else "labels"
+        if not len(keep):
+            raise ValueError(f"every image appears under two classes or more in {what}: their true class is "
+                             "unknown, so no accuracy can be measured; give images filed under one class each.")
+        warnings.warn(f"{conflicting} image(s) appear under two classes or more in {what} (the same pixels "
+                      "filed twice): their true class is unknown, so they are left out; clean the data to "
+                      "judge on them.", stacklevel=stacklevel)
+    if len(distinct) < len(images):
         # a repeated image is no new evidence: counted again, it would narrow the interval and lift a
         # handful of images past the verdict's minimum
-        warnings.warn(f"{len(images) - len(keep)} of the {len(images)} images repeat others; judged on the "
-                      f"{len(keep)} distinct ones.", stacklevel=2)
-        images = images[keep]
-        labels = None if labels is None else np.asarray(labels)[keep]
+        warnings.warn(f"{len(images) - len(distinct)} of the {len(images)} images repeat others; judged on the "
+                      f"{len(keep)} distinct ones{' of one class each' if conflicting else ''}.",
+                      stacklevel=stacklevel)
+    images = images[keep]
+    labels = None if labels is None else np.asarray(labels)[keep]
     from tflite.equalization import is_mobilenet
 
     if is_mobilenet(float_model):
         low, high = float(images.min()), float(images.max())
         if low < -1.001 or high > 1.001:
             warnings.warn(f"the images reach [{low:.4g}, {high:.4g}], but the model takes pixels on [-1, 1]: give "
-                          "uint8 pixels or preprocess_input's output.", stacklevel=2)
+                          "uint8 pixels or preprocess_input's output.", stacklevel=stacklevel)
         else:
-            warn_if_unit_range(images, "the images")
-    expected = _predict_float(float_model, images)
-    got = _predict_tflite(model_file, images, verbose)
-    latency = tflite_latency(model_file, latency_runs) if latency_runs else NOT_MEASURED
-    report = judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
-                           float32_size_bytes=float32_size or float32_size_estimate(float_model), labels=labels,
-                           thresholds=thresholds, latency=latency, min_samples=min_samples)
-    counts = op_counts(model_file.flatbuffer)  # the bytes that were run, not the file as it is now
-    report.float_ops, report.int16_ops = counts["float"], counts["int16"]
-    if not allow_float_ops and mode in MODES and (MODES[mode].integer or MODES[mode].takes_qat_model) \
-            and report.float_ops:
-        report.failures.append(f"{report.float_ops} float op(s) inside an integer file (a conversion's denylist "
-                               "kept layers in float; such a file needs a CPU or GPU delegate: pass "
-                               "allow_float_ops=True to accept it)")
-    return report
+            warn_if_unit_range(images, "the images", stacklevel=stacklevel + 1)
+    return images, labels
 
 
 def _model_classes(labels: list, folder: Path, names: list[str], class_names: list[str] | None,

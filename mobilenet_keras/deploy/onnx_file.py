@@ -102,11 +102,10 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
 
     from tflite.latency import NOT_MEASURED, measure
     from tflite.modes import FLOAT32_THRESHOLDS
-    from tflite.representative import collect
-    from tflite.verify import DEFAULT_MAX_SAMPLES, check_model_outputs, float32_size_estimate, judge_outputs
+    from tflite.verify import check_model_outputs, float32_size_estimate, judge_outputs, judged_images
 
     require_onnx()
-    check_model_outputs(float_model)
+    classes = check_model_outputs(float_model)
     if len(float_model.output_shape) != 2:
         raise ValueError(f"verify_onnx checks a classifier (one score per class); this model gives outputs of shape "
                          f"{tuple(float_model.output_shape[1:])} per image. Compare a backbone's features yourself "
@@ -116,10 +115,7 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
         raise ValueError(f"{path} does not exist or is not a file.")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name, batch = _checked_input(session, float_model, path)
-    found: list = []
-    images = collect(data, tuple(float_model.input_shape[1:]), limit=max_samples, labels_out=found,
-                     cap=DEFAULT_MAX_SAMPLES)
-    labels = found if labels is None and len(found) == len(images) else labels
+    images, labels = judged_images(float_model, data, labels, max_samples, classes=classes, stacklevel=3)
     expected = np.asarray(float_model.predict(images, batch_size=32, verbose=0), np.float32)
     step = batch or 32
     chunks = []
