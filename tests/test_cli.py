@@ -154,6 +154,57 @@ def test_predict_refuses_models_that_do_not_give_class_scores_per_image(tmp_path
     assert f"labels file {tmp_path} is a folder" in capsys.readouterr().err
 
 
+def test_predict_refuses_models_that_do_not_take_one_rgb_image_or_give_one_output(tmp_path, capsys):
+    # before: a two-output .keras model was an internal error (exit 4), a 1-channel .keras model Keras's multi-line
+    # layer error with terminal colour codes, a .tflite of 1-D inputs TensorFlow's "'size' must be a 1-D Tensor"
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from mobilenet_keras import MobileNetV1
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(image)
+    backbone = MobileNetV1(alpha=0.25, input_shape=(32, 32, 3), classes=3, weights=None)
+    keras.Model(backbone.inputs, [backbone.output, backbone.output]).save(tmp_path / "two.keras")
+    MobileNetV1(alpha=0.25, input_shape=(32, 32, 1), classes=3, weights=None).save(tmp_path / "gray.keras")
+    vector = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3, activation="softmax")])
+    vector.save(tmp_path / "vector.keras")
+    import tensorflow as tf  # tflite.convert takes image models only: TensorFlow's own converter writes this one
+
+    function = tf.function(lambda x: vector(x), input_signature=[tf.TensorSpec((1, 10), tf.float32)])
+    (tmp_path / "vector.tflite").write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], vector).convert())
+    for name, words in (("two.keras", "has 1 input(s) and 2 output(s)"),
+                        ("gray.keras", "takes inputs of shape (32, 32, 1), not RGB images"),
+                        ("vector.keras", "takes inputs of shape (10,), not RGB images"),
+                        ("vector.tflite", "takes inputs of shape (10,), not RGB images")):
+        assert main(["predict", str(tmp_path / name), str(image)]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "\x1b" not in err[0], (name, err)
+
+
+def test_predict_refuses_a_labels_file_with_a_blank_name(tmp_path, capsys):
+    # a JSON class index given as --labels: its first line blank, the rest one line, as many "names" as classes
+    import numpy as np
+    from PIL import Image
+
+    from mobilenet_keras import MobileNetV1
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
+    MobileNetV1(alpha=0.25, input_shape=(32, 32, 3), classes=2, weights=None).save(tmp_path / "m.keras")
+    (tmp_path / "index.json").write_text(' \n{"0": ["n01", "cat"], "1": ["n02", "dog"]}\n')
+    assert main(["predict", str(tmp_path / "m.keras"), str(image), "--labels", str(tmp_path / "index.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has a blank line (1) among its class names" in err[0], err
+    (tmp_path / "labels.txt").write_text("\ncat\n")  # found beside the model: class numbers, with a warning
+    assert main(["predict", str(tmp_path / "m.keras"), str(image)]) == 0
+    out, err = capsys.readouterr()
+    assert "has a blank line (1) among its class names: printing class numbers" in err, err
+    assert sorted(line.split()[-1] for line in out.splitlines()[-2:]) == ["0", "1"]
+
+
 def test_an_output_path_that_ends_in_a_slash_names_a_folder(tmp_path):
     import pytest
 

@@ -45,6 +45,20 @@ def _find_labels(model_path: Path, given: str | None) -> tuple[list[str] | None,
     return None, None
 
 
+def _image_size(model_path: Path, input_shape) -> tuple[int, int]:
+    """The (height, width) a model of `input_shape` takes RGB images at, or a ValueError saying why predict
+    can't feed it (before: TensorFlow's resize or Keras's layer call failed on the first image)."""
+    shape = tuple(None if side is None else int(side) for side in input_shape[1:])
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"{model_path} takes inputs of shape {shape}, not RGB images (height, width, 3); predict "
+                         "takes an image classifier of 3 channels.")
+    if None in shape[:2]:
+        raise ValueError(f"{model_path} takes images of shape {shape}; predict resizes each image to the model's "
+                         "height and width: rebuild the model with input_shape=(height, width, 3) and its weights "
+                         "(model.set_weights), or call it from Python.")
+    return shape[0], shape[1]
+
+
 def scores(model_path: Path, images: list[Path]) -> np.ndarray:
     """Class scores for image files, with each format's own input convention. Every format sees the same
     pixels: `load_image` here and the SavedModel's `serving_bytes` both decode and resize with
@@ -53,8 +67,7 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
         from tflite import TFLiteModel
 
         model = TFLiteModel(model_path)
-        size = model.input_shape[1:3]
-        pixels = np.stack([load_image(p, size) for p in images])
+        pixels = np.stack([load_image(p, _image_size(model_path, model.input_shape)) for p in images])
         if model.input_dtype == np.uint8:  # raw pixels, as on a phone
             return model.dequantize_output(model.predict_raw(pixels))
         return model.predict(preprocess_input(pixels))
@@ -62,11 +75,10 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
         from mobilenet_keras.model import load_model_file
 
         model = load_model_file(model_path)
-        if len(model.input_shape) != 4 or None in model.input_shape[1:3]:
-            raise ValueError(f"{model_path} takes images of shape {tuple(model.input_shape[1:])}; predict resizes each "
-                             "image to the model's height and width: rebuild the model with input_shape=(height, "
-                             "width, 3) and its weights (model.set_weights), or call it from Python.")
-        pixels = np.stack([load_image(p, model.input_shape[1:3]) for p in images])
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(f"{model_path} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); "
+                             "predict takes single-input, single-output classifiers: call it from Python.")
+        pixels = np.stack([load_image(p, _image_size(model_path, model.input_shape)) for p in images])
         return model.predict(preprocess_input(pixels), verbose=0)
     from mobilenet_keras.deploy.saved_model import is_saved_model
 
@@ -106,14 +118,18 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
         raise ValueError(f"{model_path} gives an output of shape {result.shape[1:]} per image, not class scores (a "
                          "model without its classifier, include_top=False?); predict takes a classifier.")
     names, source = _find_labels(model_path, str(labels) if labels is not None else None)
+    problem = None
     if names is not None and len(names) != result.shape[-1]:
+        problem = f"has {len(names)} lines, but {model_path} has {result.shape[-1]} classes"
+    elif names is not None and not all(name.strip() for name in names):
+        # a blank line is a class without a name, or names shifted by a line: not a labels file of this model
+        problem = f"has a blank line ({[name.strip() for name in names].index('') + 1}) among its class names"
+    if problem:
         if labels is not None:  # names shifted by one line would be wrong answers, printed as right ones
-            raise ValueError(f"{labels} has {len(names)} lines, but {model_path} has {result.shape[-1]} classes; "
-                             "give its labels.txt, one class name per line in output order.")
+            raise ValueError(f"{labels} {problem}; give its labels.txt, one class name per line in output order.")
         import warnings
 
-        warnings.warn(f"{source} has {len(names)} lines, but {model_path} has {result.shape[-1]} classes: printing "
-                      "class numbers (give --labels FILE).", stacklevel=2)
+        warnings.warn(f"{source} {problem}: printing class numbers (give --labels FILE).", stacklevel=2)
         names = None
     for image, row in zip(images, result):
         print(image)
