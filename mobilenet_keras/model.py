@@ -322,10 +322,13 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         try:
             with open(path, "rb") as f:
-                hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+                head = f.read(8)
         except OSError:
-            hdf5 = False
-        if hdf5:  # a whole .h5 model of Keras 2 or a weights file: not damaged, another format
+            head = b""
+        if head[4:8] == b"TFL3":  # the flatbuffer's file identifier
+            raise ValueError(f"{path} is a TFLite file, not a .keras archive: name it .tflite (predict and verify "
+                             "take it so), or give the .keras model it was converted from.") from None
+        if head == b"\x89HDF\r\n\x1a\n":  # a whole .h5 model of Keras 2 or a weights file: not damaged, another format
             raise ValueError(f"{path} is an HDF5 file (a weights file or a Keras 2 .h5 model), not a .keras archive: "
                              "build the model with MobileNetV1(..., weights=PATH) for a weights file, or save the "
                              "model as .keras (model.save('model.keras')).") from None

@@ -291,6 +291,33 @@ def test_predict_names_a_saved_model_that_export_did_not_write(model, tmp_path):
         print_top_classes(tmp_path / "plain", [photo])
 
 
+def test_predict_names_a_damaged_saved_model_in_one_line(saved, tmp_path):
+    # before: internal errors (IndexError "Read less bytes than requested", protobuf's "Wire format was corrupt",
+    # exit 4) or TensorFlow's advice for other cases ("requires a tags= argument", "load on a different device")
+    import shutil
+
+    from mobilenet_keras.app.predict import print_top_classes
+
+    photo = sorted(p for p in require(IMAGES).iterdir() if p.suffix.lower() in {".png", ".jpg"})[0]
+    data = next((Path(saved) / "variables").glob("variables.data-*"))
+    damage = {
+        "empty_data": lambda f: (f / "variables" / data.name).write_bytes(b""),
+        "cut_graph": lambda f: (f / "saved_model.pb").write_bytes((f / "saved_model.pb").read_bytes()[:3000]),
+        "empty_graph": lambda f: (f / "saved_model.pb").write_bytes(b""),
+        "no_variables": lambda f: shutil.rmtree(f / "variables"),
+        "no_index": lambda f: (f / "variables" / "variables.index").unlink(),
+    }
+    for name, spoil in damage.items():
+        folder = tmp_path / name
+        shutil.copytree(saved, folder)
+        spoil(folder)
+        with pytest.raises(ValueError) as info:
+            print_top_classes(folder, [photo])
+        message = str(info.value)
+        assert message.startswith(f"{folder} is a") and ("damaged SavedModel" in message or "incomplete" in message) \
+            and "export it again" in message and "\n" not in message, (name, message)
+
+
 def test_without_an_atomic_exchange_the_old_version_is_set_aside_never_lost(model, tmp_path, monkeypatch):
     """Where renameat2's exchange is missing (another system or file system) the old version is renamed aside
     before the new one goes in: what a kill between the two renames leaves (the old version under

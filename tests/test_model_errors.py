@@ -152,6 +152,12 @@ def test_a_damaged_or_lambda_keras_file_is_named_in_one_line(tmp_path):
     small.save_weights(tmp_path / "model.weights.h5")  # a sound file of another format is not "damaged"
     with pytest.raises(ValueError, match="is an HDF5 file .* not a .keras archive"):
         load_model_file(tmp_path / "model.weights.h5")
+    import tflite
+
+    tflite.convert(small, tmp_path / "converted.tflite", "float32")
+    (tmp_path / "converted.tflite").rename(tmp_path / "converted.keras")  # a .tflite file under the wrong name
+    with pytest.raises(ValueError, match="converted.keras is a TFLite file, not a .keras archive: name it .tflite"):
+        load_model_file(tmp_path / "converted.keras")
 
 
 def test_bias_correction_copies_a_model_with_a_lambda_layer():

@@ -80,12 +80,12 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
                              "predict takes single-input, single-output classifiers: call it from Python.")
         pixels = np.stack([load_image(p, _image_size(model_path, model.input_shape)) for p in images])
         return model.predict(preprocess_input(pixels), verbose=0)
-    from mobilenet_keras.deploy.saved_model import is_saved_model
+    from mobilenet_keras.deploy.saved_model import is_saved_model, load_saved_model
 
     if model_path.is_dir() and is_saved_model(model_path):
         import tensorflow as tf
 
-        loaded = tf.saved_model.load(str(model_path))
+        loaded = load_saved_model(model_path)
         if "serving_bytes" not in loaded.signatures:
             raise ValueError(f"{model_path} is not a SavedModel written by mobilenet-keras export: it has no "
                              f"serving_bytes signature (it has {', '.join(sorted(loaded.signatures)) or 'none'}); "

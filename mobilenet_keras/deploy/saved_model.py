@@ -22,6 +22,23 @@ def is_saved_model(path: str | os.PathLike) -> bool:
     return any(Path(path, name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
 
 
+def load_saved_model(path: str | os.PathLike):
+    """`tf.saved_model.load(path)`, or a one-line ValueError naming a damaged or incomplete SavedModel (TensorFlow
+    raises a different error for each kind of damage, some of them advice that doesn't apply: "requires a tags=
+    argument", "trying to load on a different device")."""
+    import tensorflow as tf
+
+    path = Path(path)
+    remedy = "export it again (mobilenet-keras export RUN --saved-model FOLDER) or copy it whole"
+    if not (path / "variables").is_dir():
+        raise ValueError(f"{path} is an incomplete SavedModel: it has no variables/ folder; {remedy}.")
+    try:
+        return tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpError, DecodeError, OSError, IndexError, ValueError, ... by the damage
+        reason = (" ".join(str(exc).split()) or type(exc).__name__)[:160]
+        raise ValueError(f"{path} is a damaged SavedModel ({type(exc).__name__}: {reason}); {remedy}.") from None
+
+
 def check_saved_model_path(path: str | os.PathLike, force: bool = False) -> None:
     """Refuse, with what to do instead, a `path` the SavedModel can't take: a file, a link, a folder with
     something in it (with `force`: anything but an earlier SavedModel, or a folder holding the current one).
