@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import keras
+from mobilenet_keras.quiet import quiet_tensorflow
+
+with quiet_tensorflow():  # TensorFlow's log lines as it loads (mobilenet_keras.quiet)
+    import keras
 
 from mobilenet_keras import specs
 

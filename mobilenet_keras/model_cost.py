@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
+from mobilenet_keras.quiet import quiet_tensorflow
+
+with quiet_tensorflow():  # TensorFlow's log lines as it loads (mobilenet_keras.quiet)
+    import keras
 import numpy as np
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mobilenet_keras.app import cli
+from mobilenet_keras.quiet import NativeStderrFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 TF_LOG_STARTS = ("I0000", "W0000", "E0000", "WARNING: All log messages before absl")
@@ -69,7 +70,7 @@ def test_a_quiet_run_shows_no_tensorflow_log_lines():
 
 
 def test_the_native_stderr_filter_drops_tensorflow_lines_only(capfd):
-    with cli.NativeStderrFilter():
+    with NativeStderrFilter():
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
                     b"I0000 00:00:1795877891.156010    5569 port.cc:153] oneDNN custom operations are on.\n")
         os.write(2, b"our own line\nE0000 00:00:1795877895.044769    5569 cuda_platform.cc:52] failed call to "
@@ -83,7 +84,7 @@ def test_the_native_stderr_filter_lets_the_reason_for_an_abort_through(capfd):
     # leaving a stack trace without its reason
     fatal = (b"F0000 00:00:1796604849.598742    5939 env.cc:84] Check failed: ret == 0 (11 vs. 0) Thread "
              b"tf_data_iterator_resource creation via pthread_create() failed.\n")
-    with cli.NativeStderrFilter():
+    with NativeStderrFilter():
         os.write(2, b"Improper call to JPEG library in state 201\nInput file read error\n" + fatal)
         os.write(2, b"Input file read error: a line of someone else's stays\n")
     assert capfd.readouterr().err == fatal.decode() + "Input file read error: a line of someone else's stays\n"
@@ -576,3 +577,37 @@ def test_export_without_the_onnx_extra_writes_nothing(tiny_run, tmp_path, monkey
     assert cli.main(argv) == 2
     assert "needs the onnx extra" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+API_SCRIPT = """
+import sys, warnings
+import numpy as np
+from mobilenet_keras import MobileNetV1
+import tflite
+
+model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3)
+path = tflite.convert(model, sys.argv[1], "float32")
+images = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+warnings.simplefilter("always")
+tflite.verify(model, path, np.concatenate([images, images]), latency_runs=1)  # warns: repeated images
+tflite.TFLiteModel(path).predict(images[:1])
+print("our line", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("asked", [None, {"MOBILENET_KERAS_VERBOSE": "1"}, {"TF_CPP_MIN_LOG_LEVEL": "0"}])
+def test_the_python_api_keeps_tensorflow_log_lines_off_stderr_unless_asked(tmp_path, asked):
+    # before: importing, building, converting and checking from Python printed ~20 of TensorFlow's and LiteRT's
+    # lines (absl's pre-init notice, oneDNN, CUDA probing as an E line, the converter's W lines naming a scratch
+    # folder, "INFO: Created TensorFlow Lite XNNPACK delegate"); the command line filtered them, the API did not
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MOBILENET_KERAS_VERBOSE")}
+    env.update(asked or {})
+    result = subprocess.run([sys.executable, "-c", API_SCRIPT, str(tmp_path / "m.tflite")], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "our line" in result.stderr and "8 of the 16 images repeat others" in result.stderr, result.stderr
+    if asked is None:
+        assert_no_tensorflow_logs(result.stderr)
+        assert "XNNPACK" not in result.stderr and "INFO: " not in result.stderr, result.stderr
+    else:  # asked for: TensorFlow's own lines, as TensorFlow prints them
+        assert any(line.startswith(TF_LOG_STARTS) for line in result.stderr.splitlines()), result.stderr

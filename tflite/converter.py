@@ -15,6 +15,7 @@ import numpy as np
 
 from mobilenet_keras.files import check_output_path, scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
+from mobilenet_keras.quiet import quiet
 from tflite.adaround import rounded_or_bias_corrected as round_to_grid
 from tflite.bias_correction import bias_corrected
 from tflite.equalization import is_mobilenet, prepare
@@ -54,6 +55,7 @@ def _other_format(path: Path) -> str | None:
     return next((suffix for suffix in _OTHER_FORMATS if name.endswith(suffix)), None)
 
 
+@quiet
 def convert(
     model,
     output_path: str | os.PathLike,

@@ -8,6 +8,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
+from mobilenet_keras.quiet import quiet
 from tflite.names import keras_layers_in
 from tflite.converter import calibration_generator, float32_model, saved_model_converter
 from tflite.representative import CALIBRATION_IMAGES, collect
@@ -35,6 +36,7 @@ def _keras_layer(tensor_name: str, layer_names: set[str]) -> str:
     return found[0] if found else tensor_name
 
 
+@quiet
 def layer_errors(model, representative_data, debug_data=None, num_calibration: int = CALIBRATION_IMAGES,
                  num_debug: int = 50, verbose: bool = False) -> list[LayerError]:
     """Quantize `model` to int8 and measure each op's output error, worst first.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilenet_keras.quiet import quiet
 from tflite.flatbuffer import detect_mode, operator_names, read_model
 
 FLATBUFFER_IDENTIFIER = b"TFL3"
@@ -26,6 +27,7 @@ class TFLiteModel:
         input_quantization, output_quantization: `(scale, zero_point)`, or `None` for float tensors.
     """
 
+    @quiet
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, content: bytes | None = None):
         """Load `path` (or `content`, the bytes already read from `path`: a second interpreter of the same file,
         with other threads, sees what the first one saw even if the file changed since)."""

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import traceback
 import warnings
 
@@ -48,93 +47,9 @@ Keras prints one line per epoch instead of a progress bar.
 
 # --- quiet TensorFlow --------------------------------------------------------------------------------
 
-# What TensorFlow's native code writes to fd 2 on its own: absl log lines (I0000 00:00:17.. 5569 port.cc:153] ...),
-# TF's older format, absl's pre-init notice, the CPU-feature note's second line, the MLIR quantizer's
-# settings line, LiteRT's delegate notice and CUDA probing on a machine without a GPU.
-# F (fatal) lines are not chatter: they say why TensorFlow is about to abort the process, and pass.
-NATIVE_CHATTER = re.compile(
-    r"(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]"
-    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] "
-    r"|Improper call to JPEG library in state \d+"  # libjpeg's, on a truncated file the pre-check then names
-    r"|Input file read error$"  # libjpeg's too, on a truncated JPEG that the error line then names
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|To enable the following instructions: "
-    r"|fully_quantize: "
-    r"|INFO: Created TensorFlow Lite \w+ delegate"
-    r"|.*\bcuInit\b)")
-_CHATTER_START = re.compile(r"(?:[IWE]\d|\d{4}-|WARNING: All|To enable|fully_q|INFO: |Improper|Input file)")
 # Python packages whose UserWarnings are about their own internals, not about what the user did.
 QUIET_PACKAGES = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "absl", "google.protobuf",
                   "tf2onnx", "h5py")
-
-
-class NativeStderrFilter:
-    """While active, fd 2 goes through a pipe whose reader drops `NATIVE_CHATTER` lines and passes the rest
-    on to the real stderr: TensorFlow's C++ code writes to fd 2 directly, whatever Python's sys.stderr is,
-    and TF_CPP_MIN_LOG_LEVEL does not reach everything (absl's pre-init lines, the converter's).
-    """
-
-    def __init__(self):
-        self._saved = None
-        self._thread = None
-
-    def __enter__(self):
-        _flush_stderr()
-        self._saved = os.dup(2)
-        read, write = os.pipe()
-        os.dup2(write, 2)
-        os.close(write)
-        self._thread = threading.Thread(target=self._pump, args=(read,), name="stderr-filter", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        _flush_stderr()
-        os.dup2(self._saved, 2)  # closes the pipe's last writer (unless a child still holds it)
-        self._thread.join(timeout=5)
-        os.close(self._saved)
-        return False
-
-    def _write(self, data: bytes) -> None:
-        while data:
-            try:
-                data = data[os.write(self._saved, data):]
-            except OSError:
-                return
-
-    def _pump(self, read: int) -> None:
-        pending = b""
-        try:
-            while True:
-                chunk = os.read(read, 65536)
-                if not chunk:
-                    break
-                pending += chunk
-                kept, pending = self.filter_complete(pending)
-                if pending and not _CHATTER_START.match(pending.lstrip(b"\r").decode("utf-8", "replace")):
-                    kept, pending = kept + pending, b""  # a progress line ending in \r: show it now
-                self._write(kept)
-        finally:
-            if pending and not NATIVE_CHATTER.match(pending.decode("utf-8", "replace")):
-                self._write(pending)
-            os.close(read)
-
-    @staticmethod
-    def filter_complete(data: bytes) -> tuple[bytes, bytes]:
-        """(the complete lines of `data` that are not chatter, the incomplete rest)."""
-        kept, start = [], 0
-        for match in re.finditer(rb"[^\r\n]*(?:\r\n|\n|\r)", data):
-            line = match.group()
-            if not NATIVE_CHATTER.match(line.decode("utf-8", "replace")):
-                kept.append(line)
-            start = match.end()
-        return b"".join(kept), data[start:]
-
-
-def _flush_stderr() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
 
 
 @contextlib.contextmanager
@@ -143,12 +58,15 @@ def quiet_runtime(verbose: bool = False):
 
     Without `verbose`: TF_CPP_MIN_LOG_LEVEL=3 (unless set), the `tensorflow` and `absl` Python loggers at
     ERROR, UserWarnings raised inside those packages ignored, and TensorFlow's native log lines filtered
-    out of fd 2 (`NativeStderrFilter`). The loggers' levels and the warning filters are put back after.
+    out of fd 2 (`mobilenet_keras.quiet`), whatever the environment asks. The loggers' levels and the warning
+    filters are put back after.
     """
+    from mobilenet_keras.quiet import tensorflow_logs
+
     if verbose:
-        yield
+        with tensorflow_logs(show=True):
+            yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "h5py")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -158,7 +76,7 @@ def quiet_runtime(verbose: bool = False):
             for package in QUIET_PACKAGES:
                 warnings.filterwarnings("ignore", category=UserWarning, module=re.escape(package) + r"(\.|$)")
                 warnings.filterwarnings("ignore", category=DeprecationWarning, module=re.escape(package) + r"(\.|$)")
-            with NativeStderrFilter():
+            with tensorflow_logs(show=False):
                 yield
     finally:
         for logger, level in zip(loggers, levels):
