@@ -165,7 +165,10 @@ def test_a_worker_that_never_starts_is_named_after_the_wait(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_ends_the_wait_for_the_other_workers(tmp_path):
+@pytest.mark.parametrize("signal_name,status,words", [("SIGINT", 130, "interrupted"),
+                                                       ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_ends_the_wait_for_the_other_workers(tmp_path, signal_name, status, words):
+    # SIGTERM (kill, timeout, docker stop) ended the process with 143 and no word, skipping the clean-up
     import signal
     import time
 
@@ -174,9 +177,10 @@ def test_ctrl_c_ends_the_wait_for_the_other_workers(tmp_path):
     line = ""
     while "waiting for the other workers" not in line and time.time() < deadline:
         line = worker.stderr.readline()
-    worker.send_signal(signal.SIGINT)
+    worker.send_signal(getattr(signal, signal_name))
     _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 130 and "interrupted" in err, (worker.returncode, line, err[-2000:])
+    assert worker.returncode == status and f"train: {words} (run the same command again" in err, \
+        (worker.returncode, line, err[-2000:])
 
 
 def test_what_tensorflow_takes_in_tf_config_is_taken(monkeypatch):

@@ -25,11 +25,37 @@ EXIT_USAGE = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a command the signal ended
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a command that SIGPIPE ended (`... | head`)
 
 
 class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: the same clean-up on the way out (temporary
+    files, scratch folders, the stderr filter), then exit status 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises `Terminated` while the block runs (in the main thread; elsewhere it is left as it is)."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals can't be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 EPILOG_MAIN = """exit status (every command):
@@ -40,6 +66,7 @@ EPILOG_MAIN = """exit status (every command):
   4    internal error (an unexpected exception): rerun with --debug for the traceback
   130  interrupted (Ctrl-C)
   141  its output was closed early (e.g. piped into head)
+  143  terminated (SIGTERM: kill, timeout, docker stop, systemd), after cleaning up as for Ctrl-C
 
 --quiet, --verbose and --debug go before or after the command. Without a terminal (a log file),
 Keras prints one line per epoch instead of a progress bar.
@@ -846,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     where = f"mobilenet-keras {args.command}"
-    with quiet_runtime(args.verbose), warnings.catch_warnings():
+    with quiet_runtime(args.verbose), warnings.catch_warnings(), sigterm_as_interrupt():
         if not args.debug:  # one line in the command's own voice, not Python's file:line and source line
             warnings.showwarning = lambda message, *_, **__: print(f"{where}: warning: {_one_line(message)}",
                                                                    file=sys.stderr)
@@ -859,11 +886,12 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             print(f"{where}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             resumes = " (run the same command again to resume from the last finished epoch)" if args.command in (
                 "train", "pipeline") else ""
-            print(f"{where}: interrupted{resumes}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            terminated = isinstance(exc, Terminated)
+            print(f"{where}: {'terminated (SIGTERM)' if terminated else 'interrupted'}{resumes}", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         except BrokenPipeError:  # `bench ... | head -2`: the reader has what it wanted
             # stdout points at nothing from here on, so that Python's flush at exit does not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
