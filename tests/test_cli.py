@@ -203,6 +203,12 @@ def test_predict_refuses_a_labels_file_with_a_blank_name(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "has a blank line (1) among its class names: printing class numbers" in err, err
     assert sorted(line.split()[-1] for line in out.splitlines()[-2:]) == ["0", "1"]
+    odd = tmp_path / "two\nlines\x1b.png"  # one block of lines per image, whatever the file's name holds
+    odd.write_bytes(image.read_bytes())
+    (tmp_path / "labels.txt").unlink()
+    assert main(["predict", str(tmp_path / "m.keras"), str(odd), str(image), "--top", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[0] == ascii(str(odd)) and lines[2] == str(image), lines
 
 
 def test_an_output_path_that_ends_in_a_slash_names_a_folder(tmp_path):

@@ -132,7 +132,8 @@ def print_top_classes(model: str | Path, images: list[str | Path], labels: str |
         warnings.warn(f"{source} {problem}: printing class numbers (give --labels FILE).", stacklevel=2)
         names = None
     for image, row in zip(images, result):
-        print(image)
+        # a line break or another control character in a file's name would split or garble its block
+        print(image if str(image).isprintable() else ascii(str(image)))
         for index in np.argsort(-row)[:top]:
             name = names[index] if names and index < len(names) else str(index)
             print(f"  {row[index]:.4f}  {name}")
