@@ -73,6 +73,7 @@ def test_an_epoch_under_mirrored_strategy_over_two_logical_cpus(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["throughput"]["replicas"] == 2 and run["final"]["epochs"] == 1
     assert len(run["throughput"]["images_per_second"]) == 1 and run["throughput"]["images_per_second"][0] > 0
+    assert run["resumed_after_epochs"] == 0
     assert (out / "model.keras").exists()
 
 

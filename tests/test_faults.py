@@ -371,6 +371,9 @@ def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["final"]["best_val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in history))
     assert run["final"]["epochs"] == 3
+    # seconds and images/s are this process's: the epochs before the kill are counted apart
+    assert run["resumed_after_epochs"] >= 1 and \
+        run["resumed_after_epochs"] + len(run["throughput"]["epoch_seconds"]) == 3, run
     assert not (out / "backup").exists() and not (out / "best.weights.h5").exists()
     assert _temp_files(out) == []
 

@@ -662,7 +662,8 @@ def _train(data, folder, config: TrainConfig, verbose: int, callbacks: list | No
                   "best_val_accuracy": float(max(finite)) if finite else float(val_accuracy),
                   "epochs": len(merged.get("loss", []))},
         "seconds": round(time.time() - started, 1),
-        # this process's epochs (a resumed run times only the epochs it ran)
+        # a resumed run's process times only the epochs it ran: the epochs before it are said, not timed
+        "resumed_after_epochs": max(0, len(merged.get("loss", [])) - len(throughput.log["epoch_seconds"])),
         "throughput": {"batch_size": config.batch_size, "replicas": int(strategy.num_replicas_in_sync),
                        **throughput.log},
         "versions": _versions(),
