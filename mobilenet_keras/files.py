@@ -402,6 +402,28 @@ def scratch_folder():
         _MINE.discard(os.path.abspath(where))
 
 
+@contextlib.contextmanager
+def process_temp_folder():
+    """Point Python's temporary files (`tempfile`) at a folder of the package's for the block, removed after it,
+    and by the next process when a kill left it: TensorFlow's AutoGraph writes a .py file for each function it
+    converts and removes them only at a clean exit, so every killed run left dozens in /tmp."""
+    import shutil
+
+    before = tempfile.tempdir
+    try:
+        where = owned_temp_folder(tempfile.gettempdir(), ".tmp")
+    except OSError:  # no room or no write access: the files go where they would have gone
+        yield None
+        return
+    tempfile.tempdir = str(where)
+    try:
+        yield where
+    finally:
+        tempfile.tempdir = before
+        shutil.rmtree(where, ignore_errors=True)
+        _MINE.discard(os.path.abspath(where))
+
+
 def remember_mine(path: str | os.PathLike) -> None:
     """Mark a temporary file or folder as this process's own, for `remove_abandoned` to leave alone."""
     _MINE.add(os.path.abspath(path))

@@ -575,3 +575,30 @@ with scratch_folder() as tmp:
     with scratch_folder() as mine:
         assert not left.exists() and mine.is_dir()
     assert not mine.exists()
+
+
+def test_tensorflows_temporary_files_of_a_killed_command_go_at_the_next_one(tmp_path):
+    # AutoGraph writes a .py file into $TMPDIR for each function it converts and removes them at a clean exit
+    # only: every killed run left dozens (thousands had piled up in /tmp on a test machine)
+    temp, out = tmp_path / "tmp", tmp_path / "run"
+    temp.mkdir()
+    env = {**_env(), "TMPDIR": str(temp)}
+    victim = subprocess.Popen([sys.executable, "-m", "mobilenet_keras", "train", *TRAIN, "--epochs", "50", "--out",
+                               str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.time() + 240
+    try:
+        while not list(temp.rglob("__autograph_generated_file*")) and time.time() < deadline:
+            assert victim.poll() is None, victim.stderr.read()[-3000:]
+            time.sleep(0.05)
+        assert list(temp.rglob("__autograph_generated_file*")), "no AutoGraph file in 240 s"
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    left = list(temp.iterdir())
+    assert len(left) == 1 and left[0].name.startswith("mobilenet-keras.") and left[0].name.endswith(".tmp"), left
+    assert not list(temp.glob("__autograph_generated_file*"))  # all of them inside the package's folder
+    done = subprocess.run([sys.executable, "-m", "mobilenet_keras", "summary", "--alpha", "0.25", "--quiet"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(temp.iterdir()) == []  # the killed command's folder went, and the summary's own after it

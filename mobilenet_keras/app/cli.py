@@ -878,7 +878,10 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = lambda message, *_, **__: print(f"{where}: warning: {_one_line(message)}",
                                                                    file=sys.stderr)
         try:
-            status = args.func(args)
+            from mobilenet_keras.files import process_temp_folder
+
+            with process_temp_folder():
+                status = args.func(args)
             sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
             return status
         except UsageError as exc:
