@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mobilenet_keras.quiet import install_import_filter
+
 __version__ = "0.2.0"
+
+install_import_filter()  # TensorFlow's start-up lines, when the package imports it (MOBILENET_KERAS_VERBOSE=1 shows)
 
 _EXPORTS = {
     "Complexity": "mobilenet_keras.model_cost",

@@ -17,10 +17,7 @@ synchronized statistics, float16/bfloat16 inputs, a non-last axis, another backe
 
 from __future__ import annotations
 
-from mobilenet_keras.quiet import quiet_tensorflow
-
-with quiet_tensorflow():  # TensorFlow's log lines as it loads (mobilenet_keras.quiet)
-    import keras
+import keras
 
 
 # Named like Keras's layer on purpose: a .keras file stores each layer's weights under a path made from its

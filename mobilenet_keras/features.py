@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from mobilenet_keras.quiet import quiet_tensorflow
-
-with quiet_tensorflow():  # TensorFlow's log lines as it loads (mobilenet_keras.quiet)
-    import keras
+import keras
 
 from mobilenet_keras import specs
 

@@ -8,10 +8,7 @@ import os
 import types
 from typing import Any, Callable
 
-from mobilenet_keras.quiet import quiet, quiet_tensorflow
-
-with quiet_tensorflow():  # TensorFlow's log lines as it loads (mobilenet_keras.quiet)
-    import keras
+import keras
 
 from mobilenet_keras import batchnorm as fused_batchnorm
 from mobilenet_keras import pretrained, specs
@@ -38,7 +35,6 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-@quiet
 def MobileNetV1(  # noqa: N802 - named like keras.applications.MobileNet on purpose
     input_shape: tuple[int | None, int | None, int] | None = None,
     alpha: float = 1.0,
@@ -307,7 +303,6 @@ def copy_model(model: keras.Model) -> keras.Model:
     return copy
 
 
-@quiet
 def load_model_file(path: str | os.PathLike) -> keras.Model:
     """Load a `.keras` file, with a one-line ValueError that says what is wrong with it and what to do.
 

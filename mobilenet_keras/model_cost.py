@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mobilenet_keras.quiet import quiet_tensorflow
-
-with quiet_tensorflow():  # TensorFlow's log lines as it loads (mobilenet_keras.quiet)
-    import keras
+import keras
 import numpy as np
 
 

@@ -13,12 +13,10 @@ Imports nothing from TensorFlow, so that the command line sets this up before Te
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import sys
 import threading
-from typing import Callable, TypeVar
 
 # What TensorFlow's native code writes to fd 2 on its own: absl log lines (I0000 00:00:17.. 5569 port.cc:153] ...),
 # TF's older format, absl's pre-init notice, the CPU-feature note's second line, the MLIR quantizer's
@@ -51,31 +49,44 @@ class NativeStderrFilter:
         _flush_stderr()
         self._saved = os.dup(2)
         try:
+            # the pump writes to a descriptor of its own, closed when it ends: a child process that outlives
+            # the block (it holds the pipe) keeps its lines going to the real stderr, never into a reused fd
+            out = os.dup(self._saved)
             read, write = os.pipe()
-        except OSError:
+        except BaseException:
             os.close(self._saved)
             raise
-        os.dup2(write, 2)
-        os.close(write)
-        self._thread = threading.Thread(target=self._pump, args=(read,), name="stderr-filter", daemon=True)
-        self._thread.start()
+        try:
+            os.dup2(write, 2)
+            os.close(write)
+            self._thread = threading.Thread(target=self._pump, args=(read, out), name="stderr-filter", daemon=True)
+            self._thread.start()
+        except BaseException:  # Ctrl-C or SIGTERM right here: stderr must not stay on a pipe no one reads
+            os.dup2(self._saved, 2)
+            for fd in (read, out, self._saved):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
+        _follow_faulthandler(self._saved)
         return self
 
     def __exit__(self, *exc):
         _flush_stderr()
         os.dup2(self._saved, 2)  # closes the pipe's last writer (unless a child still holds it)
-        self._thread.join(timeout=5)
+        _follow_faulthandler(2)
         os.close(self._saved)
+        self._thread.join(timeout=2)  # its last lines out before the caller's next ones
         return False
 
-    def _write(self, data: bytes) -> None:
+    @staticmethod
+    def _write(out: int, data: bytes) -> None:
         while data:
             try:
-                data = data[os.write(self._saved, data):]
+                data = data[os.write(out, data):]
             except OSError:
                 return
 
-    def _pump(self, read: int) -> None:
+    def _pump(self, read: int, out: int) -> None:
         pending = b""
         try:
             while True:
@@ -86,11 +97,12 @@ class NativeStderrFilter:
                 kept, pending = self.filter_complete(pending)
                 if pending and not _CHATTER_START.match(pending.lstrip(b"\r").decode("utf-8", "replace")):
                     kept, pending = kept + pending, b""  # a progress line ending in \r: show it now
-                self._write(kept)
+                self._write(out, kept)
         finally:
             if pending and not NATIVE_CHATTER.match(pending.decode("utf-8", "replace")):
-                self._write(pending)
+                self._write(out, pending)
             os.close(read)
+            os.close(out)
 
     @staticmethod
     def filter_complete(data: bytes) -> tuple[bytes, bytes]:
@@ -104,6 +116,16 @@ class NativeStderrFilter:
         return b"".join(kept), data[start:]
 
 
+def _follow_faulthandler(fd: int) -> None:
+    """Point faulthandler, when on, at `fd`: a crash's traceback written into the filter's pipe dies with the
+    process before the filter passes it on."""
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        with contextlib.suppress(Exception):
+            faulthandler.enable(file=fd, all_threads=True)
+
+
 def _flush_stderr() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -113,23 +135,22 @@ def _flush_stderr() -> None:
 _lock = threading.Lock()
 _depth = 0
 _filter: NativeStderrFilter | None = None
-_shown: bool | None = None  # decided at the first quiet call, from the environment, unless set
+_shown: bool | None = None  # set by show_tensorflow_logs or tensorflow_logs; None: as the environment asks
+# Read once, as this module loads: the command line sets TF_CPP_MIN_LOG_LEVEL itself later, for TensorFlow.
+_ASKED = os.environ.get("MOBILENET_KERAS_VERBOSE", "") == "1" or "TF_CPP_MIN_LOG_LEVEL" in os.environ
 
 
 def show_tensorflow_logs(show: bool = True) -> None:
-    """Let TensorFlow's native log lines through (`show=True`) or keep them out, from now on (for the block
+    """Let TensorFlow's native log lines through (`show=True`) or keep them out, from now on (for a block
     alone: `tensorflow_logs`)."""
     global _shown
     _shown = show
 
 
 def tensorflow_logs_shown() -> bool:
-    """Whether TensorFlow's log lines reach stderr: asked for by MOBILENET_KERAS_VERBOSE=1, by TF_CPP_MIN_LOG_LEVEL
-    set before the first quiet call, or by `show_tensorflow_logs`."""
-    global _shown
-    if _shown is None:
-        _shown = os.environ.get("MOBILENET_KERAS_VERBOSE", "") == "1" or "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    return _shown
+    """Whether TensorFlow's log lines reach stderr: asked for by MOBILENET_KERAS_VERBOSE=1 or by TF_CPP_MIN_LOG_LEVEL
+    set before the package was imported, or by `show_tensorflow_logs`."""
+    return _ASKED if _shown is None else _shown
 
 
 @contextlib.contextmanager
@@ -140,15 +161,16 @@ def quiet_tensorflow():
     if tensorflow_logs_shown():
         yield
         return
-    # Read by TensorFlow when it loads: its later lines (the converter's, CUDA's probing) are never written.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _lock:
-        if _depth == 0:
+        _depth += 1
+        if _depth == 1:
             try:
                 _filter = NativeStderrFilter().__enter__()
             except OSError:  # no file descriptor or thread to spare: the lines show, the work goes on
                 _filter = None
-        _depth += 1
+            except BaseException:
+                _depth -= 1
+                raise
     try:
         yield
     finally:
@@ -157,6 +179,59 @@ def quiet_tensorflow():
             if _depth == 0 and _filter is not None:
                 _filter.__exit__(None, None, None)
                 _filter = None
+
+
+class _QuietLoader:
+    """TensorFlow's own loader, run inside `quiet_tensorflow()`, then CUDA's probing for a GPU (an E line on a
+    machine without one, otherwise written at the first op) while the filter is on."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with quiet_tensorflow():
+            self._loader.exec_module(module)
+            with contextlib.suppress(Exception):
+                module.config.list_physical_devices()
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _QuietTensorFlowImport:
+    """A meta-path finder for the first `import tensorflow` after the package loads, wherever it happens (the
+    package imports TensorFlow inside many functions): TensorFlow's start-up lines (absl's pre-init notice,
+    oneDNN, CUDA drivers, CPU features), which TF_CPP_MIN_LOG_LEVEL does not reach, are filtered."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        uninstall_import_filter()  # once; and the lookup below must not come back here
+        if tensorflow_logs_shown():
+            return None
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+_finder = _QuietTensorFlowImport()
+
+
+def install_import_filter() -> None:
+    """Filter TensorFlow's start-up lines when it is imported after this (see `_QuietTensorFlowImport`)."""
+    if "tensorflow" not in sys.modules and _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+
+
+def uninstall_import_filter() -> None:
+    with contextlib.suppress(ValueError):
+        sys.meta_path.remove(_finder)
 
 
 @contextlib.contextmanager
@@ -170,17 +245,3 @@ def tensorflow_logs(show: bool):
             yield
     finally:
         _shown = before
-
-
-F = TypeVar("F", bound=Callable)
-
-
-def quiet(function: F) -> F:
-    """`function` run inside `quiet_tensorflow()`."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with quiet_tensorflow():
-            return function(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TF_LOG_STARTS = ("I0000", "W0000", "E0000", "WARNING: All log messages before absl")
 
 
+def _unasked_env() -> dict:
+    """This process's environment without a request for TensorFlow's lines (an in-process CLI call of another
+    test sets TF_CPP_MIN_LOG_LEVEL here, for TensorFlow)."""
+    return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MOBILENET_KERAS_VERBOSE")}
+
+
 def run_cli(*args, timeout=600, cwd=None):
     return subprocess.run([sys.executable, "-m", "mobilenet_keras", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or ROOT)
+                          timeout=timeout, cwd=cwd or ROOT, env=_unasked_env())
 
 
 def assert_no_tensorflow_logs(stderr: str) -> None:
@@ -77,6 +84,19 @@ def test_the_native_stderr_filter_drops_tensorflow_lines_only(capfd):
                     b"cuInit: INTERNAL\nfully_quantize: 0, inference_type: 6, input_inference_type: UINT8\n")
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n\r  calibrating 3/9")
     assert capfd.readouterr().err == "our own line\n\r  calibrating 3/9"
+
+
+def test_a_child_that_outlives_the_filter_writes_to_stderr_not_into_a_reused_descriptor(tmp_path, capfd):
+    # the pump wrote to the descriptor that __exit__ closed: a file opened next got that number, and the
+    # child's line went into the file
+    with NativeStderrFilter():
+        child = subprocess.Popen(["sh", "-c", "sleep 6; echo child says hi >&2"])  # past any wait for the pump
+    with open(tmp_path / "model.bin", "wb") as f:  # likely the number the filter's descriptor had
+        child.wait(timeout=30)
+        time.sleep(0.2)
+        f.write(b"weights")
+    assert (tmp_path / "model.bin").read_bytes() == b"weights"
+    assert "child says hi" in capfd.readouterr().err
 
 
 def test_the_native_stderr_filter_lets_the_reason_for_an_abort_through(capfd):
@@ -582,6 +602,8 @@ def test_export_without_the_onnx_extra_writes_nothing(tiny_run, tmp_path, monkey
 API_SCRIPT = """
 import sys, warnings
 import numpy as np
+from mobilenet_keras.training import datasets
+datasets.digits(image_size=32)  # TensorFlow imported by the data code first, not through Keras
 from mobilenet_keras import MobileNetV1
 import tflite
 
@@ -600,12 +622,13 @@ def test_the_python_api_keeps_tensorflow_log_lines_off_stderr_unless_asked(tmp_p
     # before: importing, building, converting and checking from Python printed ~20 of TensorFlow's and LiteRT's
     # lines (absl's pre-init notice, oneDNN, CUDA probing as an E line, the converter's W lines naming a scratch
     # folder, "INFO: Created TensorFlow Lite XNNPACK delegate"); the command line filtered them, the API did not
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MOBILENET_KERAS_VERBOSE")}
-    env.update(asked or {})
+    env = {**_unasked_env(), **(asked or {})}
     result = subprocess.run([sys.executable, "-c", API_SCRIPT, str(tmp_path / "m.tflite")], capture_output=True,
                             text=True, timeout=300, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "our line" in result.stderr and "8 of the 16 images repeat others" in result.stderr, result.stderr
+    # the package's warnings name the caller's line, not a frame of the package's
+    assert "<string>:13: UserWarning: 8 of the 16 images repeat others" in result.stderr, result.stderr
     if asked is None:
         assert_no_tensorflow_logs(result.stderr)
         assert "XNNPACK" not in result.stderr and "INFO: " not in result.stderr, result.stderr

@@ -15,7 +15,7 @@ import numpy as np
 
 from mobilenet_keras.files import check_output_path, scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
-from mobilenet_keras.quiet import quiet
+from mobilenet_keras.quiet import quiet_tensorflow
 from tflite.adaround import rounded_or_bias_corrected as round_to_grid
 from tflite.bias_correction import bias_corrected
 from tflite.equalization import is_mobilenet, prepare
@@ -55,7 +55,6 @@ def _other_format(path: Path) -> str | None:
     return next((suffix for suffix in _OTHER_FORMATS if name.endswith(suffix)), None)
 
 
-@quiet
 def convert(
     model,
     output_path: str | os.PathLike,
@@ -586,7 +585,8 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
     import tensorflow as tf
 
     layer_names = {layer.name for layer in model.layers}
-    with saved_model_converter(model, batch_size) as converter:
+    # TensorFlow's converter logs a dozen lines per file (naming the scratch folder): not the user's business
+    with saved_model_converter(model, batch_size) as converter, quiet_tensorflow():
         return RECIPES[spec.recipe](converter, tf, spec, calibration, input_range, denylist, layer_names, verbose)
 
 

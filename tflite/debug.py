@@ -8,7 +8,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from mobilenet_keras.quiet import quiet
+from mobilenet_keras.quiet import quiet_tensorflow
 from tflite.names import keras_layers_in
 from tflite.converter import calibration_generator, float32_model, saved_model_converter
 from tflite.representative import CALIBRATION_IMAGES, collect
@@ -36,7 +36,6 @@ def _keras_layer(tensor_name: str, layer_names: set[str]) -> str:
     return found[0] if found else tensor_name
 
 
-@quiet
 def layer_errors(model, representative_data, debug_data=None, num_calibration: int = CALIBRATION_IMAGES,
                  num_debug: int = 50, verbose: bool = False) -> list[LayerError]:
     """Quantize `model` to int8 and measure each op's output error, worst first.
@@ -62,7 +61,7 @@ def layer_errors(model, representative_data, debug_data=None, num_calibration: i
     with saved_model_converter(model, batch_size=1) as converter:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration_generator(calibration, verbose)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_tensorflow():  # the converter's and LiteRT's log lines
             # the debugger runs tf.lite.Interpreter inside, whose deprecation notice the caller can't act on
             warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
             debugger = tf.lite.experimental.QuantizationDebugger(

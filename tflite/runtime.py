@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_keras.quiet import quiet
+from mobilenet_keras.quiet import quiet_tensorflow
 from tflite.flatbuffer import detect_mode, operator_names, read_model
 
 FLATBUFFER_IDENTIFIER = b"TFL3"
@@ -27,7 +27,6 @@ class TFLiteModel:
         input_quantization, output_quantization: `(scale, zero_point)`, or `None` for float tensors.
     """
 
-    @quiet
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, content: bytes | None = None):
         """Load `path` (or `content`, the bytes already read from `path`: a second interpreter of the same file,
         with other threads, sees what the first one saw even if the file changed since)."""
@@ -41,8 +40,9 @@ class TFLiteModel:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with quiet_tensorflow():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path} could not be loaded by the LiteRT interpreter: {one_line(exc)}") from None
         self._content = content

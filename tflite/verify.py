@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.files import write_json_atomic
-from mobilenet_keras.quiet import quiet
 from tflite.flatbuffer import op_counts
 from tflite.latency import NOT_MEASURED, Latency, check_count, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
@@ -349,7 +348,6 @@ def check_model_outputs(float_model) -> int:
     return int(shape[-1]) if shape and shape[-1] is not None else -1
 
 
-@quiet
 def verify(
     float_model,
     tflite_file: str | os.PathLike | TFLiteModel,

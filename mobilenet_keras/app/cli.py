@@ -94,6 +94,7 @@ def quiet_runtime(verbose: bool = False):
         with tensorflow_logs(show=True):
             yield
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read by TensorFlow as it loads, for this process alone
     loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "h5py")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:

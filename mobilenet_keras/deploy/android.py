@@ -14,7 +14,6 @@ from pathlib import Path
 
 from mobilenet_keras.files import owned_temp_folder, scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
-from mobilenet_keras.quiet import quiet
 
 # MediaPipe's metadata describes normalization as (pixel - mean) / std.
 NORM_MEAN = -INPUT_OFFSET / INPUT_SCALE  # 127.5
@@ -171,7 +170,6 @@ def add_metadata(model_bytes: bytes, labels: list[str], name: str, version: str)
         return out.read_bytes()
 
 
-@quiet
 def android_file(model, path: str | os.PathLike, calibration, labels: list[str], version: str = "1",
                  uint8_file: str | os.PathLike | None = None, denylist=None, labels_file: bool = True) -> Path:
     """Convert `model` to the uint8 file Android apps load, with MediaPipe metadata (labels, normalization).

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from mobilenet_keras.files import atomic_path, check_file_name, make_folder, scratch_folder
-from mobilenet_keras.quiet import quiet
 
 OPSET = 17
 # tf2onnx 1.17 writes opsets up to 18; below 13 its MobileNet graph has ops onnxruntime has no kernel for (Clip(1))
@@ -32,7 +31,6 @@ def require_onnx():
     return tf2onnx
 
 
-@quiet
 def export_onnx(model, path: str | os.PathLike, opset: int = OPSET, batch_size: int | None = None) -> Path:
     """Write `model` as an ONNX file (a temporary file, renamed) and return its path.
 
@@ -90,7 +88,6 @@ def _output_name(model) -> str:
     return "logits" if activation is keras.activations.linear else "probabilities"
 
 
-@quiet
 def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: int = 30,
                 max_samples: int | None = None):
     """Run the float model and the ONNX file (onnxruntime, CPU) on the same images and judge the file.

@@ -11,7 +11,6 @@ from pathlib import Path
 from mobilenet_keras.files import (exchange_folders, folder_mode, follow_umask, remember_mine, remove_abandoned,
                                    remove_abandoned_staging, write_bytes_atomic)
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
-from mobilenet_keras.quiet import quiet
 
 #: The class names inside the SavedModel folder, one per line in output order (TF Serving's
 #: `assets.extra` holds files for tools, not the graph).
@@ -68,7 +67,6 @@ def check_saved_model_path(path: str | os.PathLike, force: bool = False) -> None
                          "earlier SavedModel: choose a new folder.")
 
 
-@quiet
 def export_saved_model(model, path: str | os.PathLike, labels: list[str] | None = None, top_k: int = 5,
                        force: bool = False) -> Path:
     """Write a SavedModel with two signatures, through Keras 3's `ExportArchive`.

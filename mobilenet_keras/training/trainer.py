@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras import specs
-from mobilenet_keras.quiet import quiet
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -512,7 +511,6 @@ def _callbacks(out: Path, phase: str, best_so_far: float | None = None, prior_hi
     return [best, backup, keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False)]
 
 
-@quiet
 def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, verbose: int = 1,
           callbacks: list | None = None, restart: bool = False):
     """Train a classifier on `data` (`mobilenet_keras.training.datasets.ImageData`) and write a run folder.
