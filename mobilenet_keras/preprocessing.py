@@ -41,14 +41,12 @@ def preprocess_input(x: Any, data_format: str | None = None, mode: str = "tf", *
     if mode != "tf":
         raise ValueError(f"MobileNet V1 takes mode 'tf' (pixels scaled to [-1, 1]); got mode={mode!r}. "
                          "'caffe' and 'torch' are other networks' conventions.")
-    if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
+    dtype = getattr(x, "dtype", None)
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)) or dtype is None:
+        # anything numpy reads as an array: a PIL image, an array.array, a memoryview
         pixels = np.asarray(x)
         _check_pixel_type(pixels.dtype.name, pixels.dtype.kind)
         return pixels.astype(np.float32) * np.float32(INPUT_SCALE) + np.float32(INPUT_OFFSET)
-    dtype = getattr(x, "dtype", None)
-    if dtype is None:
-        raise TypeError(f"preprocess_input() takes pixels (a numpy array, a list, a number or a tensor); got "
-                        f"{type(x).__name__}. Decode image files first, e.g. with mobilenet_keras.images.load_image.")
     from keras import backend, ops
 
     name = backend.standardize_dtype(dtype)
@@ -60,8 +58,9 @@ def _check_pixel_type(name: str, kind: str) -> None:
     """Refuse what can't be 0..255 pixels: text, objects, complex numbers, and 16-bit images (0..65535)
     that would land far outside [-1, 1] without an error."""
     if kind not in "uif":
-        raise TypeError(f"preprocess_input() takes RGB pixels 0..255 as numbers; got dtype {name}. Decode image "
-                        "files first (mobilenet_keras.images.load_image) and pass the array.")
+        raise TypeError(f"preprocess_input() takes RGB pixels 0..255 as numbers (an array, a tensor, an image); got "
+                        f"{'text' if kind in 'US' else 'dtype ' + name}. Decode image files first "
+                        "(mobilenet_keras.images.load_image) and pass the array.")
     if name == "uint16":
         raise ValueError("preprocess_input() got uint16 pixels (a 16-bit image, 0..65535), not 0..255: scale "
                          "them first (x / 257), or decode the file with mobilenet_keras.images.load_image, which "

@@ -64,6 +64,10 @@ def test_preprocess_input_refuses_what_is_not_8_bit_pixels():
         with pytest.raises(ValueError, match=r"uint16 pixels .*x / 257"):
             preprocess_input(sixteen_bit)
     np.testing.assert_allclose(preprocess_input(tf.constant([0, 255], tf.uint8)), [-1.0, 1.0])
+    from PIL import Image  # a decoded image that numpy reads as an array
+
+    np.testing.assert_allclose(preprocess_input(Image.new("RGB", (2, 2), (255, 0, 255))),
+                               np.array([1.0, -1.0, 1.0]) * np.ones((2, 2, 3)))
     np.testing.assert_allclose(preprocess_input(np.array([0, 255], np.int64)), [-1.0, 1.0])
 
 
