@@ -46,7 +46,7 @@ class NativeStderrFilter:
         self._thread = None
 
     def __enter__(self):
-        _flush_stderr()
+        flush_streams()
         self._saved = os.dup(2)
         try:
             # the pump writes to a descriptor of its own, closed when it ends: a child process that outlives
@@ -71,7 +71,7 @@ class NativeStderrFilter:
         return self
 
     def __exit__(self, *exc):
-        _flush_stderr()
+        flush_streams()
         os.dup2(self._saved, 2)  # closes the pipe's last writer (unless a child still holds it)
         _follow_faulthandler(2)
         os.close(self._saved)
@@ -126,7 +126,7 @@ def _follow_faulthandler(fd: int) -> None:
             faulthandler.enable(file=fd, all_threads=True)
 
 
-def _flush_stderr() -> None:
+def flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

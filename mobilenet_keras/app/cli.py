@@ -919,5 +919,21 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INTERNAL
 
 
+def run() -> None:
+    """The `mobilenet-keras` program: `main`, then exit with its status. A command ended by SIGTERM ends by the
+    signal again once it has cleaned up: a service manager reads that as a stop, and exit status 143 as a
+    failure (systemd); a shell reports 143 either way."""
+    status = main()
+    if status == EXIT_TERMINATED:
+        import signal
+
+        from mobilenet_keras.quiet import flush_streams
+
+        flush_streams()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
