@@ -103,6 +103,26 @@ def test_a_wrong_mediapipe_python_is_named(monkeypatch, tmp_path):
         mediapipe_python()
 
 
+def test_a_mediapipe_python_behind_a_wrapper_script_runs(monkeypatch, tmp_path):
+    # a wrapper that does not exec (setting a library path, a conda shim) is the script's parent, not the package's
+    # process: the script took that for its parent's death and stopped, without a word
+    from PIL import Image
+
+    from mobilenet_keras.deploy.android import run_mediapipe_tools
+    from tests.conftest import TFLITE_REFERENCE, require
+
+    python = _mediapipe_or_skip()
+    model = require(TFLITE_REFERENCE / "mobilenet_v1_0.25_128_quant.tflite")
+    wrapper = tmp_path / "bin" / "python"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexport SOMETHING=1\n"{python}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("MOBILENET_KERAS_MEDIAPIPE_PYTHON", str(wrapper))
+    Image.new("RGB", (128, 128), (120, 80, 40)).save(tmp_path / "x.png")
+    lines = run_mediapipe_tools("classify", str(model), str(tmp_path / "x.png")).splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["top"], lines
+
+
 # --- where MediaPipe's Python comes from -----------------------------------------------------------------
 
 FAKE_VENV_PYTHON = """#!/bin/sh

@@ -120,8 +120,15 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != int(parent):  # it ended before the line above could take effect
-        os._exit(1)
+    if os.getppid() != int(parent):  # started through a wrapper script, or the parent ended before the line above
+        try:
+            os.kill(int(parent), 0)
+        except ProcessLookupError:
+            print(f"mediapipe_metadata.py: the process that started it ({parent}) has ended; stopping.",
+                  file=sys.stderr)
+            os._exit(1)
+        except OSError:  # another user's process by that number: it runs
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
