@@ -240,6 +240,14 @@ def test_an_image_filed_under_two_classes_is_left_out_not_counted_for_its_first_
     with pytest.raises(ValueError, match="every image appears under two classes"):
         verify(model3, file3, np.concatenate([images, images]), labels=np.concatenate([answers, wrong]),
                latency_runs=0)
+    # labels are read as class numbers before copies are compared: one-hot rows, 0.0 and -0.0 are one class
+    same = np.concatenate([answers, answers[:20]]).astype(float)
+    same[40:][same[40:] == 0] = -0.0
+    assert verify(model3, file3, doubled, labels=same, latency_runs=0).samples == 40
+    one_hot = np.eye(3)[np.concatenate([answers, answers[:20]])]
+    assert verify(model3, file3, doubled, labels=one_hot, latency_runs=0).samples == 40
+    with pytest.raises(ValueError, match="labels must be class numbers; could not read them"):
+        verify(model3, file3, images[:3], labels=[[0], [1, 2], [0]], latency_runs=0)
 
 
 def test_labels_must_be_class_numbers_of_the_model(model3, file3):

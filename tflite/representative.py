@@ -75,32 +75,25 @@ def _image_keys(images: np.ndarray) -> list[bytes]:
             for image in images]
 
 
-def distinct_images(images: np.ndarray) -> np.ndarray:
-    """Indices of the first of each distinct image of `images`, in order (repeats dropped)."""
-    first: dict[bytes, int] = {}
-    for i, key in enumerate(_image_keys(images)):
-        first.setdefault(key, i)
-    return np.asarray(sorted(first.values()), dtype=np.int64)
-
-
-def distinct_labelled_images(images: np.ndarray, labels) -> tuple[np.ndarray, int]:
-    """(indices of the first of each distinct image whose copies all carry one label, in order; how many
-    distinct images carry two labels or more). An image filed under two classes has no known class: keeping
-    its first copy would count the answer for that copy's class right."""
-    labels = np.asarray(labels)
+def distinct_labelled_images(images: np.ndarray, labels=None) -> tuple[np.ndarray, int, int]:
+    """(indices of the first of each distinct image of `images` whose copies all carry one label, in order; the
+    number of distinct images; how many of them carry two labels or more). An image filed under two classes
+    has no known class: keeping its first copy would count the answer for that copy's class right."""
     first: dict[bytes, int] = {}
     seen_labels: dict[bytes, set] = {}
+    labels = None if labels is None else np.asarray(labels)
     for i, key in enumerate(_image_keys(images)):
         first.setdefault(key, i)
-        seen_labels.setdefault(key, set()).add(labels[i].tobytes())
+        if labels is not None:
+            seen_labels.setdefault(key, set()).add(labels[i].tobytes())
     conflicting = {key for key, found in seen_labels.items() if len(found) > 1}
     keep = sorted(i for key, i in first.items() if key not in conflicting)
-    return np.asarray(keep, dtype=np.int64), len(conflicting)
+    return np.asarray(keep, dtype=np.int64), len(first), len(conflicting)
 
 
 def warn_if_few_distinct(calibration: np.ndarray) -> None:
     """A warning when a calibration set holds fewer than FEW_DISTINCT_IMAGES different images."""
-    count = len(distinct_images(calibration))
+    count = distinct_labelled_images(calibration)[1]
     if count < FEW_DISTINCT_IMAGES:
         repeats = f" ({len(calibration)} with repeats)" if count < len(calibration) else ""
         warnings.warn(f"calibrating on {count} distinct image(s){repeats}: a file calibrated on so few fits them "

@@ -15,8 +15,7 @@ from mobilenet_keras.files import write_json_atomic
 from tflite.flatbuffer import op_counts
 from tflite.latency import NOT_MEASURED, Latency, check_count, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
-from tflite.representative import (check_single_image_input, collect, distinct_images, distinct_labelled_images,
-                                   warn_if_unit_range)
+from tflite.representative import check_single_image_input, collect, distinct_labelled_images, warn_if_unit_range
 from tflite.runtime import TFLiteModel
 
 
@@ -472,10 +471,9 @@ def judged_images(float_model, data, labels=None, max_samples: int | None = None
         labels = np.asarray(labels)[:len(images)]  # collect kept the first max_samples
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images; give one label per image.")
-    keep = distinct = distinct_images(images)
-    conflicting = 0
-    if labels is not None:
-        keep, conflicting = distinct_labelled_images(images, labels)
+    if labels is not None and classes > 0:  # checked and made class numbers before copies are compared
+        labels = class_numbers(labels, len(images), classes)
+    keep, distinct, conflicting = distinct_labelled_images(images, labels)
     if conflicting:
         what = "the class folders" if folder else "labels"
         if not len(keep):
@@ -484,10 +482,10 @@ def judged_images(float_model, data, labels=None, max_samples: int | None = None
         warnings.warn(f"{conflicting} image(s) appear under two classes or more in {what} (the same pixels "
                       "filed twice): their true class is unknown, so they are left out; clean the data to "
                       "judge on them.", stacklevel=stacklevel)
-    if len(distinct) < len(images):
+    if distinct < len(images):
         # a repeated image is no new evidence: counted again, it would narrow the interval and lift a
         # handful of images past the verdict's minimum
-        warnings.warn(f"{len(images) - len(distinct)} of the {len(images)} images repeat others; judged on the "
+        warnings.warn(f"{len(images) - distinct} of the {len(images)} images repeat others; judged on the "
                       f"{len(keep)} distinct ones{' of one class each' if conflicting else ''}.",
                       stacklevel=stacklevel)
     images = images[keep]
