@@ -140,7 +140,8 @@ def probe_writable(folder: str | os.PathLike) -> None:
     remove_abandoned(folder, prefix, rf"\.{RANDOM_PART}\.tmp")
     fd, probe = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
-    os.unlink(probe)
+    with contextlib.suppress(FileNotFoundError):  # removed as abandoned by a twin (same host name, same pid)
+        os.unlink(probe)
 
 
 def _format_suffix(path: Path) -> str:

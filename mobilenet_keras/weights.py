@@ -129,10 +129,12 @@ def _check_values(model, path: str) -> None:
     """Refuse weights no trained model holds: NaN or infinite values, or a negative BatchNorm variance. HDF5
     keeps no checksum of its data, so bytes damaged inside a weights file load without an error; in a block of
     random bytes about one float in 256 is NaN or infinite."""
+    import keras
+
     for weight in model.weights:
-        values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
-        if not np.issubdtype(values.dtype, np.floating):
+        if not keras.backend.is_float_dtype(weight.dtype):  # bfloat16 too, which numpy doesn't call floating
             continue
+        values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight, dtype=np.float32)
         bad = "NaN or infinite values" if not np.isfinite(values).all() else (
             "a negative variance" if weight.path.endswith("moving_variance") and (values < 0).any() else None)
         if bad:

@@ -175,7 +175,13 @@ def test_predict_refuses_models_that_do_not_take_one_rgb_image_or_give_one_outpu
     function = tf.function(lambda x: vector(x), input_signature=[tf.TensorSpec((1, 10), tf.float32)])
     (tmp_path / "vector.tflite").write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
         [function.get_concrete_function()], vector).convert())
+    pooled = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 1),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    function = tf.function(lambda x: pooled(x), input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)])
+    (tmp_path / "any_size.tflite").write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], pooled).convert())  # LiteRT shows its sides as 1: it was fed 1x1 images
     for name, words in (("two.keras", "has 1 input(s) and 2 output(s)"),
+                        ("any_size.tflite", "takes images of shape (None, None, 3); predict resizes"),
                         ("gray.keras", "takes inputs of shape (32, 32, 1), not RGB images"),
                         ("vector.keras", "takes inputs of shape (10,), not RGB images"),
                         ("vector.tflite", "takes inputs of shape (10,), not RGB images")):

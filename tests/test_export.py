@@ -306,6 +306,8 @@ def test_predict_names_a_damaged_saved_model_in_one_line(saved, tmp_path):
         "empty_graph": lambda f: (f / "saved_model.pb").write_bytes(b""),
         "no_variables": lambda f: shutil.rmtree(f / "variables"),
         "no_index": lambda f: (f / "variables" / "variables.index").unlink(),
+        "garbage_index": lambda f: (f / "variables" / "variables.index").write_bytes(b"x" * 100),
+        "cut_data": lambda f: (f / "variables" / data.name).write_bytes(data.read_bytes()[:5000]),
     }
     for name, spoil in damage.items():
         folder = tmp_path / name

@@ -52,6 +52,8 @@ class TFLiteModel:
                              "TFLiteModel runs single-input, single-output models.")
         self._input, self._output = inputs[0], outputs[0]
         self.input_shape = tuple(int(d) for d in self._input["shape"])
+        # the sizes the file takes, None where any is taken (`input_shape` shows 1 there)
+        self.input_signature = tuple(None if int(d) < 0 else int(d) for d in self._input["shape_signature"])
         self.output_shape = tuple(int(d) for d in self._output["shape"])
         self._dynamic_batch = int(self._input["shape_signature"][0]) == -1
         self.input_dtype = np.dtype(self._input["dtype"])

@@ -67,7 +67,7 @@ def scores(model_path: Path, images: list[Path]) -> np.ndarray:
         from tflite import TFLiteModel
 
         model = TFLiteModel(model_path)
-        pixels = np.stack([load_image(p, _image_size(model_path, model.input_shape)) for p in images])
+        pixels = np.stack([load_image(p, _image_size(model_path, model.input_signature)) for p in images])
         if model.input_dtype == np.uint8:  # raw pixels, as on a phone
             return model.dequantize_output(model.predict_raw(pixels))
         return model.predict(preprocess_input(pixels))

@@ -32,10 +32,17 @@ def load_saved_model(path: str | os.PathLike):
     remedy = "export it again (mobilenet-keras export RUN --saved-model FOLDER) or copy it whole"
     if not (path / "variables").is_dir():
         raise ValueError(f"{path} is an incomplete SavedModel: it has no variables/ folder; {remedy}.")
+    from google.protobuf.message import DecodeError
+
     try:
         return tf.saved_model.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpError, DecodeError, OSError, IndexError, ValueError, ... by the damage
+    except tf.errors.ResourceExhaustedError:  # out of memory: not the folder's fault
+        raise
+    except (IndexError, OSError, ValueError, DecodeError, tf.errors.OpError) as exc:  # each kind of damage its own
         reason = (" ".join(str(exc).split()) or type(exc).__name__)[:160]
+        if "Op type not registered" in reason:
+            raise ValueError(f"{path} holds ops this TensorFlow ({tf.__version__}) lacks ({reason}); load it with the "
+                             "TensorFlow that wrote it, or export it again with this one.") from None
         raise ValueError(f"{path} is a damaged SavedModel ({type(exc).__name__}: {reason}); {remedy}.") from None
 
 
