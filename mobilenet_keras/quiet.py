@@ -1,11 +1,13 @@
 """TensorFlow's native log lines kept off the user's stderr while this package works.
 
 TensorFlow's and LiteRT's C++ code writes to fd 2 directly, whatever Python's `sys.stderr` is, and
-TF_CPP_MIN_LOG_LEVEL does not reach every line (absl's pre-init notice, LiteRT's delegate notice). The
-package's own calls that make TensorFlow talk (building a model, converting, checking, exporting, training)
-run inside `quiet_tensorflow()`, which passes every other line through. The lines are shown when asked for:
-MOBILENET_KERAS_VERBOSE=1, or TF_CPP_MIN_LOG_LEVEL set before the package's first call (TensorFlow's own
-switch: its level then applies as TensorFlow applies it), or `show_tensorflow_logs()`.
+TF_CPP_MIN_LOG_LEVEL does not reach every line (absl's pre-init notice, LiteRT's delegate notice). Where
+TensorFlow talks while the package works, the lines are filtered by `quiet_tensorflow()`, which passes every
+other line through: as TensorFlow loads (an import hook, `install_import_filter`: the package imports it
+inside many functions), while the converter runs and while LiteRT loads a file. The command line filters
+for the whole command. The lines are shown when asked for: MOBILENET_KERAS_VERBOSE=1, or TF_CPP_MIN_LOG_LEVEL
+set before the package is imported (TensorFlow's own switch: its level then applies as TensorFlow applies
+it), or `show_tensorflow_logs()`.
 
 Imports nothing from TensorFlow, so that the command line sets this up before TensorFlow loads.
 """
