@@ -634,3 +634,33 @@ def test_the_python_api_keeps_tensorflow_log_lines_off_stderr_unless_asked(tmp_p
         assert "XNNPACK" not in result.stderr and "INFO: " not in result.stderr, result.stderr
     else:  # asked for: TensorFlow's own lines, as TensorFlow prints them
         assert any(line.startswith(TF_LOG_STARTS) for line in result.stderr.splitlines()), result.stderr
+
+
+FINALIZER_SCRIPT = """
+import os, signal, sys, threading, time
+from mobilenet_keras.app.cli import sigterm_as_interrupt
+
+class Slow:
+    def __del__(self):  # as TensorFlow's functions are freed: the signal lands while a finalizer runs
+        threading.Timer(0.2, lambda: os.kill(os.getpid(), getattr(signal, sys.argv[1]))).start()
+        time.sleep(1)
+
+with sigterm_as_interrupt():
+    try:
+        item = Slow()
+        del item
+        time.sleep(3)
+        print("went on")
+    except KeyboardInterrupt as exc:
+        print("stopped:", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("signal_name,stopped", [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")])
+def test_a_signal_that_lands_in_a_finalizer_still_stops_the_command(signal_name, stopped):
+    # Python prints and drops an exception raised in __del__: a SIGTERM during an int8 conversion (TensorFlow
+    # freeing a function) was lost, and the pipeline ran on to write its report
+    result = subprocess.run([sys.executable, "-c", FINALIZER_SCRIPT, signal_name], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == f"stopped: {stopped}", (result.stdout, result.stderr[-2000:])
+    assert "Exception ignored" not in result.stderr, result.stderr

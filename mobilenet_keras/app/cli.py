@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import traceback
 import warnings
 
@@ -44,7 +45,12 @@ def _raise_terminated(signum, frame) -> None:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM raises `Terminated` while the block runs (in the main thread; elsewhere it is left as it is)."""
+    """SIGTERM raises `Terminated` while the block runs (in the main thread; elsewhere it is left as it is).
+
+    A signal's exception raised while a finalizer (`__del__`, TensorFlow frees functions so) runs is printed
+    and dropped by Python: the command went on to its end. Such a Terminated or KeyboardInterrupt is sent
+    again as its signal, so that it lands in the command's own code.
+    """
     import signal
 
     try:
@@ -52,9 +58,22 @@ def sigterm_as_interrupt():
     except ValueError:  # not the main thread: signals can't be handled here
         yield
         return
+    hook = sys.unraisablehook
+
+    def resend_interrupts(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # from another thread, a moment later: the handler then runs in the main thread's own code, not
+            # here (an exception in this hook is dropped too) nor in the finalizer that is still running
+            number = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            threading.Timer(0.05, os.kill, (os.getpid(), number)).start()
+        else:
+            hook(unraisable)
+
+    sys.unraisablehook = resend_interrupts
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
 
 
