@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -132,7 +133,9 @@ def test_each_epoch_is_one_pass_over_the_batches(digits32, tmp_path):
         def on_train_batch_end(self, batch, logs=None):
             self.steps[-1] += 1
 
-    for data, batch_size in ((digits32, 32), (dataclasses.replace(digits32, train=unknown), 64)):
+    # batch_size=None: batches of other sizes than the config's (loaded data of another size is refused)
+    for data, batch_size in ((dataclasses.replace(digits32, batch_size=None), 32),
+                             (dataclasses.replace(digits32, train=unknown), 64)):
         steps = Steps()
         train(data, tmp_path / f"run{batch_size}", TrainConfig(alpha=0.25, image_size=32, epochs=2,
                                                                batch_size=batch_size), verbose=0, callbacks=[steps])
@@ -298,3 +301,44 @@ def test_train_refuses_data_loaded_at_another_size(tmp_path):
     with pytest.raises(ValueError, match="loaded at 32 px but config.image_size is 48"):
         train(datasets.digits(image_size=32), tmp_path / "run", TrainConfig(image_size=48, epochs=1))
     assert not (tmp_path / "run").exists()
+
+
+def test_train_names_arguments_of_the_wrong_kind_before_making_a_folder(digits32, tmp_path):
+    # before: AttributeErrors from inside (data "digits", a dict for config), a TypeError from fit for callbacks=5
+    # after the folder was made (a lock and resume.json left), restart="no" taken as True, and run.json recording
+    # config.batch_size 64 for batches of 16
+    from mobilenet_keras.training.trainer import TrainConfig, train
+
+    config = TrainConfig(alpha=0.25, image_size=32, epochs=1, batch_size=64)
+    out = tmp_path / "run"
+    for kwargs, error, words in (
+            (dict(data="digits"), TypeError, "data must be the ImageData of mobilenet_keras.training.datasets.load"),
+            (dict(data=None), TypeError, "got NoneType"),
+            (dict(config={"epochs": 1}), TypeError, "config must be a TrainConfig"),
+            (dict(out_dir=None), TypeError, "out_dir must be a folder path"),
+            (dict(out_dir=f"{tmp_path}/a\0b"), ValueError, "NUL character"),
+            (dict(restart="no"), TypeError, "restart must be True or False"),
+            (dict(callbacks=5), TypeError, "callbacks must be a list of keras.callbacks.Callback"),
+            (dict(verbose=7), ValueError, "verbose must be 0, 1, 2 or 'auto'"),
+            (dict(data=datasets.digits(image_size=32, batch_size=16)), ValueError,
+             "batched by 16 but config.batch_size is 64"),
+            (dict(config=dataclasses.replace(config, weights=str(tmp_path / "typo.h5"))), ValueError, "typo.h5")):
+        arguments = {"data": digits32, "out_dir": out, "config": config, "verbose": 0, **kwargs}
+        with pytest.raises(error, match=words):
+            train(arguments.pop("data"), arguments.pop("out_dir"), arguments.pop("config"), **arguments)
+        assert not out.exists(), kwargs
+
+
+def test_a_restart_with_a_weights_file_that_cant_load_leaves_the_finished_run_whole(digits32, tmp_path):
+    # restart=True removed the old run's report, history and logs first, then failed on the weights
+    from mobilenet_keras.training.trainer import TrainConfig, train
+
+    config = TrainConfig(alpha=0.25, image_size=32, epochs=1, batch_size=64)
+    out = tmp_path / "run"
+    train(digits32, out, config, verbose=0)
+    (out / "report.json").write_text("{}")  # as a pipeline's verdict on this model would be
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with pytest.raises(ValueError, match="typo.h5"):
+        train(digits32, out, dataclasses.replace(config, weights=str(tmp_path / "typo.h5")), verbose=0,
+              restart=True)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before

@@ -48,6 +48,8 @@ class ImageData:
     validation_split: float | None = None
     #: `files_fingerprint` of the training and the validation files, in split order (None: the embedded digits).
     fingerprint: str | None = None
+    #: The batch size the batches were made with (`train` checks it against its config's).
+    batch_size: int | None = None
 
     def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All validation images and integer labels as numpy arrays (for verification and reports)."""
@@ -433,7 +435,7 @@ def image_folder(path: str | os.PathLike, image_size: int = 96, batch_size: int 
     # absolute: run.json records it, and `export` and `qat` read it again from wherever they are started
     return ImageData(train, validation, plain, list(folder.class_names), image_size,
                      num_train, num_validation, str(Path(path).resolve()), augmentation(augment, flip, crop_scale),
-                     validation_split, files_fingerprint(path, train_paths, val_paths))
+                     validation_split, files_fingerprint(path, train_paths, val_paths), batch_size)
 
 
 def digits(image_size: int = 64, batch_size: int = 32, validation_split: float = 0.2, seed: int = 0,
@@ -458,7 +460,7 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     train, validation, plain = _finish(train, validation, (len(train_idx), len(val_idx)), image_size, batch_size,
                                        augment, False, 10, seed, crop_scale=crop_scale)
     return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
-                     DIGITS, augmentation(augment, False, crop_scale), validation_split)
+                     DIGITS, augmentation(augment, False, crop_scale), validation_split, batch_size=batch_size)
 
 
 def load(source: str | os.PathLike, **kwargs) -> ImageData:

@@ -246,15 +246,55 @@ def build_classifier(config: TrainConfig, num_classes: int):
     return model
 
 
+_WEIGHTS_CHECKED: set = set()
+
+
 def check_weights_load(config: TrainConfig) -> None:
     """Load `config.weights` into a backbone of the run's width once, so that a missing, damaged or
-    mismatched weights file is named before the data is read (minutes, for a large folder)."""
+    mismatched weights file is named before the data is read (minutes, for a large folder) and before a run
+    folder is touched. A file checked already (same path, size and time, same width) is not loaded again."""
     if config.weights is None:
         return
     from mobilenet_keras.model import MobileNetV1
 
+    try:
+        stat = os.stat(config.weights)
+        key = (os.path.realpath(config.weights), stat.st_size, stat.st_mtime_ns, config.alpha, config.image_size)
+    except (OSError, TypeError, ValueError):
+        key = None  # "imagenet", or a path the load below names
+    if key is not None and key in _WEIGHTS_CHECKED:
+        return
     MobileNetV1(input_shape=(config.image_size, config.image_size, 3), alpha=config.alpha, include_top=False,
                 weights=config.weights)
+    if key is not None:
+        _WEIGHTS_CHECKED.add(key)
+
+
+def _check_arguments(data, out_dir, config, verbose, callbacks, restart) -> None:
+    """`train`'s arguments of the wrong kind, as one TypeError or ValueError naming the argument (before: an
+    AttributeError from inside, or a run folder made and left)."""
+    from mobilenet_keras.training.datasets import ImageData
+
+    if not isinstance(data, ImageData):
+        raise TypeError(f"data must be the ImageData of mobilenet_keras.training.datasets.load(...) (or image_folder, "
+                        f"digits); got {type(data).__name__}.")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (or None for the defaults); got {type(config).__name__}.")
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a folder path; got {type(out_dir).__name__}.")
+    if "\0" in os.fspath(out_dir) or not os.fspath(out_dir):
+        raise ValueError(f"out_dir {os.fspath(out_dir)!r} is not a usable folder path (empty, or a NUL character).")
+    if not isinstance(restart, (bool, np.bool_)):  # "no" would be true: a finished run discarded
+        raise TypeError(f"restart must be True or False; got {restart!r}.")
+    if verbose not in (0, 1, 2, "auto") or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', as for Keras's fit; got {verbose!r}.")
+    if callbacks is not None:
+        import keras
+
+        if not isinstance(callbacks, (list, tuple)) or not all(isinstance(c, keras.callbacks.Callback)
+                                                               for c in callbacks):
+            raise TypeError("callbacks must be a list of keras.callbacks.Callback (or None); got "
+                            f"{type(callbacks).__name__}.")
 
 
 def _build_from_spec(model, strategy, spec) -> None:
@@ -536,11 +576,16 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     from mobilenet_keras.training.run_folder import RunFolder
 
     config = config or TrainConfig()
+    _check_arguments(data, out_dir, config, verbose, callbacks, restart)
     config.check()
     check_class_names(data.class_names, data.source)
     if data.image_size != config.image_size:
         raise ValueError(f"the data is loaded at {data.image_size} px but config.image_size is {config.image_size}: "
                          "load it with the model's size (image_size=...) or set config.image_size to match.")
+    if data.batch_size is not None and data.batch_size != config.batch_size:  # run.json would record the other
+        raise ValueError(f"the data is batched by {data.batch_size} but config.batch_size is {config.batch_size}: "
+                         "load it with batch_size=config.batch_size, or set config.batch_size to match.")
+    check_weights_load(config)  # before anything in the folder goes (restart=True removes a finished run's files)
     scratch = None
     if config.strategy == "multiworker" and not is_chief(make_strategy(config.strategy)):
         import tempfile
