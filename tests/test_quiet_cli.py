@@ -614,6 +614,10 @@ warnings.simplefilter("always")
 tflite.verify(model, path, np.concatenate([images, images]), latency_runs=1)  # warns: repeated images
 tflite.TFLiteModel(path).predict(images[:1])
 print("our line", file=sys.stderr)
+many = np.random.default_rng(1).uniform(-1, 1, (71, 32, 32, 3)).astype("float32")
+int8 = tflite.convert(model, sys.argv[1] + ".int8.tflite", "int8", representative_data=many[:50])
+for count in (37, 50, 71):  # batches of several lengths: Keras's predict function was traced again each time
+    tflite.verify(model, int8, many[:count], latency_runs=0)
 """
 
 
@@ -629,6 +633,7 @@ def test_the_python_api_keeps_tensorflow_log_lines_off_stderr_unless_asked(tmp_p
     assert "our line" in result.stderr and "8 of the 16 images repeat others" in result.stderr, result.stderr
     # the package's warnings name the caller's line, not a frame of the package's
     assert "<string>:13: UserWarning: 8 of the 16 images repeat others" in result.stderr, result.stderr
+    assert "retracing" not in result.stderr, result.stderr  # TensorFlow's Python warning, shown or not
     if asked is None:
         assert_no_tensorflow_logs(result.stderr)
         assert "XNNPACK" not in result.stderr and "INFO: " not in result.stderr, result.stderr

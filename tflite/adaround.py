@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from mobilenet_keras import specs
+from tflite.batched import predict
 
 LEVELS = 127
 DEFAULT_SWEEPS = 4
@@ -229,7 +230,7 @@ def adaround(model, calibration: np.ndarray, *, bias_correction: bool = True, sw
     # What conv1 reads (the image, through any layers before it); the same in the file (its input is on
     # the uint8 pixel grid already) and in the float model.
     start = keras.Model(reference.inputs, reference.get_layer(convolutions[0]).input)
-    reached = expected = np.asarray(start.predict(images, batch_size=_BATCH, verbose=0), np.float32)
+    reached = expected = predict(start, images, _BATCH)
     for layer in chain:
         n = layer.name
         if n in weights.depthwise and n not in skip:

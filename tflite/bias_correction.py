@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mobilenet_keras.folding import fold_kernel, folding_gain
+from tflite.batched import batch_outputs
 
 _BATCH = 16
 
@@ -60,10 +61,7 @@ def _input_means(model, layers, calibration: np.ndarray) -> list[np.ndarray]:
 
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     sums = None
-    for start in range(0, len(calibration), _BATCH):
-        outputs = probe.predict_on_batch(calibration[start:start + _BATCH])
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
+    for outputs in batch_outputs(probe, calibration, _BATCH):
         batch_sums = [np.asarray(o, np.float64).sum(axis=(0, 1, 2)) for o in outputs]
         sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
     counts = [len(calibration) * int(np.prod(layer.input.shape[1:3])) for layer in layers]

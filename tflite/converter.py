@@ -17,6 +17,7 @@ from mobilenet_keras.files import check_output_path, scratch_folder, write_bytes
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 from mobilenet_keras.quiet import quiet_tensorflow
 from tflite.adaround import rounded_or_bias_corrected as round_to_grid
+from tflite.batched import predict
 from tflite.bias_correction import bias_corrected
 from tflite.equalization import is_mobilenet, prepare
 from tflite.modes import get_mode
@@ -225,7 +226,7 @@ def convert(
         # quantized inside the graph, so int8_float_io keeps a search of its own
         searched = _prefix_key(model, calibration, spec.input_type == "float32", batch_size, input_range,
                                target_agreement, bias_correction, equalization, adaround)
-        expected = np.asarray(model.predict(calibration, batch_size=32, verbose=0))
+        expected = predict(model, calibration)
 
         def every_integer_step() -> bytes:
             equalized, _ = prepare(model, calibration, input_range=input_range)
@@ -460,7 +461,7 @@ def _with_float_prefix(model, calibration, convert_with, target_agreement: float
     convolutions = [layer.name for layer in model.layers
                     if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     if expected is None:
-        expected = np.asarray(model.predict(calibration, batch_size=32, verbose=0))
+        expected = predict(model, calibration)
     best = None
     start, reached = _PREFIX_FOUND.get(searched, (0, True)) if searched else (0, True)
     for steps in _PREFIX_STEPS:

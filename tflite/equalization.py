@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mobilenet_keras import specs
+from tflite.batched import batch_outputs
 
 RELU6 = 6.0
 # A channel whose folded pre-activation varies by less than this over every possible input is constant.
@@ -205,8 +206,7 @@ def channel_maxima(model, calibration: np.ndarray) -> dict[str, np.ndarray]:
     names = specs.convolution_names()
     probe = keras.Model(model.inputs, [model.get_layer(f"{n}_relu").output for n in names])
     maxima = None
-    for start in range(0, len(calibration), _BATCH):
-        outputs = probe.predict_on_batch(calibration[start:start + _BATCH])
+    for outputs in batch_outputs(probe, calibration, _BATCH):
         batch = [np.asarray(o).max(axis=(0, 1, 2)) for o in outputs]
         maxima = batch if maxima is None else [np.maximum(a, b) for a, b in zip(maxima, batch)]
     return dict(zip(names, maxima))

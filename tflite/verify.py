@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.files import write_json_atomic
+from tflite.batched import predict
 from tflite.flatbuffer import op_counts
 from tflite.latency import NOT_MEASURED, Latency, check_count, tflite_latency
 from tflite.modes import MODES, Thresholds, get_mode
@@ -569,7 +570,7 @@ def _drop_could_pass(float_only_right: int, file_only_right: int, samples: int, 
 
 
 def _predict_float(model, images: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(images, batch_size=32, verbose=0), dtype=np.float32)
+    return predict(model, images)
 
 
 def _predict_tflite(model_file: TFLiteModel, images: np.ndarray, verbose: bool) -> np.ndarray:
