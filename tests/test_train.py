@@ -329,6 +329,31 @@ def test_train_names_arguments_of_the_wrong_kind_before_making_a_folder(digits32
         assert not out.exists(), kwargs
 
 
+def test_a_run_folder_inside_its_data_folder_is_refused(tmp_path, capsys):
+    # a red team's pipeline wrote model.keras, PNG plots and a SavedModel into cifar10/train/airplane/out: the
+    # next load reads the plots as airplanes
+    from PIL import Image
+
+    from mobilenet_keras.app.cli import main
+    from mobilenet_keras.training.trainer import TrainConfig, train
+
+    root = tmp_path / "data"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((32, 32, 3), 30 * i, np.uint8)).save(root / name / f"{i}.png")
+    data = datasets.image_folder(root, image_size=32, batch_size=4, validation_split=0.25)
+    for out in (root, root / "a" / "run", root / "runs" / "x"):
+        with pytest.raises(ValueError, match="is inside the data folder"):
+            train(data, out, TrainConfig(alpha=0.25, image_size=32, epochs=1, batch_size=4), verbose=0)
+        for command in ("train", "pipeline"):
+            assert main([command, "--data", str(root), "--out", str(out), "--image-size", "32", "--epochs", "1",
+                         "--quiet"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "is inside the data folder" in err[0], err
+    assert sorted(p.name for p in root.iterdir()) == ["a", "b"] and len(list(root.rglob("*"))) == 14
+
+
 def test_a_restart_with_a_weights_file_that_cant_load_leaves_the_finished_run_whole(digits32, tmp_path):
     # restart=True removed the old run's report, history and logs first, then failed on the weights
     from mobilenet_keras.training.trainer import TrainConfig, train

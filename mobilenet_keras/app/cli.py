@@ -216,7 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mobilenet_keras.training import datasets
-    from mobilenet_keras.training.run_folder import held_run_folder
+    from mobilenet_keras.training.run_folder import check_outside_data, held_run_folder
     from mobilenet_keras.training.trainer import check_weights_load, train
 
     try:
@@ -229,6 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             RunFolder(out).refuse_finished_run("--restart", "--out")
         config = train_config(args)
         check_destination(out / "run.json", "--out")
+        check_outside_data(out, args.data)  # before the data is read; train() checks again
         check_weights_load(config)
         with held_run_folder(out, config.strategy):  # refused at once when another process writes it
             loaded = datasets.load(args.data, image_size=config.image_size, batch_size=config.batch_size,

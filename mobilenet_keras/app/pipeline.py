@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_keras.files import read_json
-from mobilenet_keras.training.run_folder import RunFolder, comparable_settings, held_run_folder
+from mobilenet_keras.training.run_folder import RunFolder, check_outside_data, comparable_settings, held_run_folder
 from tflite.representative import CALIBRATION_IMAGES
 
 # Exit status per verdict (the CLI's: 0 pass, 1 a file failed, 3 inconclusive).
@@ -373,6 +373,7 @@ def run_pipeline(settings: PipelineSettings) -> int:
     for mode in settings.modes:
         tflite.get_mode(mode)
     check_out(settings.out, settings.force)
+    check_outside_data(settings.out, settings.data)
     if any(tflite.get_mode(m).takes_qat_model for m in settings.modes):
         check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
     with held_run_folder(settings.out, settings.config.strategy) as folder:

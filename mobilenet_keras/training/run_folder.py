@@ -382,6 +382,18 @@ def held_run_folder(out: str | os.PathLike, strategy: str = "default"):
         raise
 
 
+def check_outside_data(out: str | os.PathLike, source: str | os.PathLike | None) -> None:
+    """Refuse a run folder at or inside the image folder it trains on (`source`; the embedded "digits" has
+    none): its PNG plots and a SavedModel's files would be read as images of a class the next time the folder
+    is loaded, or stop that load."""
+    if source is None or str(source) == "digits":
+        return
+    data, here = Path(os.path.realpath(source)), Path(os.path.realpath(out))
+    if here == data or data in here.parents:
+        raise ValueError(f"run folder {out} is inside the data folder {source}: the run's plots would be read as "
+                         "images the next time the data is loaded; give a run folder outside it.")
+
+
 def check_model_matches_run(model, image_size: int, run_dir: str | os.PathLike) -> None:
     """A one-line ValueError when a run's model.keras takes another image size than its run.json's data."""
     height, width = tuple(model.input_shape[1:3])

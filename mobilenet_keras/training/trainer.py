@@ -573,7 +573,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     """
     from mobilenet_keras.files import disk_full_error, is_disk_full
     from mobilenet_keras.labels import check_class_names
-    from mobilenet_keras.training.run_folder import RunFolder
+    from mobilenet_keras.training.run_folder import RunFolder, check_outside_data
 
     config = config or TrainConfig()
     _check_arguments(data, out_dir, config, verbose, callbacks, restart)
@@ -585,6 +585,7 @@ def train(data, out_dir: str | os.PathLike, config: TrainConfig | None = None, v
     if data.batch_size is not None and data.batch_size != config.batch_size:  # run.json would record the other
         raise ValueError(f"the data is batched by {data.batch_size} but config.batch_size is {config.batch_size}: "
                          "load it with batch_size=config.batch_size, or set config.batch_size to match.")
+    check_outside_data(out_dir, data.source)
     check_weights_load(config)  # before anything in the folder goes (restart=True removes a finished run's files)
     scratch = None
     if config.strategy == "multiworker" and not is_chief(make_strategy(config.strategy)):
