@@ -184,6 +184,17 @@ def test_qat_settings_are_checked_before_training(epochs, rate, targets, message
     check_qat_settings(2, 1e-5, "labels")  # both targets are accepted
 
 
+def test_the_pipeline_checks_qat_options_it_was_given_even_without_a_qat_mode(tmp_path, capsys):
+    # --qat-epochs -3 with --modes float32 ran to the end, the mistake unsaid
+    from mobilenet_keras.app.cli import main
+
+    for option in (["--qat-epochs", "-3"], ["--qat-learning-rate", "nan"]):
+        assert main(["pipeline", "--modes", "float32", "--out", str(tmp_path / "run"), "--quiet", *option]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("QAT needs at least 1 epoch" in err[0] or "learning rate" in err[0]), err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_export_refuses_data_that_splits_otherwise_before_writing_anything(tmp_path):
     run = tmp_path / "run"

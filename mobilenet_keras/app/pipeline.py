@@ -374,8 +374,8 @@ def run_pipeline(settings: PipelineSettings) -> int:
         tflite.get_mode(mode)
     check_out(settings.out, settings.force)
     check_outside_data(settings.out, settings.data)
-    if any(tflite.get_mode(m).takes_qat_model for m in settings.modes):
-        check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
+    # checked whether or not a QAT mode is asked for: --qat-epochs -3 without one is a mistake all the same
+    check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
     with held_run_folder(settings.out, settings.config.strategy) as folder:
         check_out(settings.out, settings.force)  # again, held: another run may have finished meanwhile
         return _run_stages(settings, folder)
