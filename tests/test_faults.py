@@ -260,6 +260,9 @@ def test_check_writable_refuses_a_file_and_an_unwritable_folder(tmp_path):
         RunFolder(locked).check_writable()
     assert "is not writable" in str(info.value) and "\n" not in str(info.value)
     assert RunFolder(tmp_path / "new" / "run").check_writable().is_dir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(ValueError, match=r"dangling is a link to .*gone, which does not exist"):
+        RunFolder(tmp_path / "dangling").check_writable()
 
 
 # -- a full disk ---------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ class RunFolder:
         """Create the folder if needed and check a file can be written there, and in each of `subfolders` that
         exists (one-line ValueError): before hours of work whose files would have nowhere to go."""
         path = self.path
+        if path.is_symlink() and not path.exists():  # mkdir's "File exists" said nothing of the link
+            raise ValueError(f"run folder {path} is a link to {os.readlink(path)}, which does not exist; remove the "
+                             "link or create what it points to.")
         if path.exists() and not path.is_dir():
             raise ValueError(f"run folder {path} is not a folder (a file is there); give a folder.")
         try:
