@@ -426,7 +426,7 @@ def verify(
         raise ValueError(f"the model gives {classes} classes but {model_file.path.name} gives {file_classes}; "
                          "verify a file against the model it was converted from.")
     images, labels = judged_images(float_model, data, labels, max_samples, class_names, classes, stacklevel=3)
-    expected = _predict_float(float_model, images)
+    expected = predict(float_model, images)
     got = _predict_tflite(model_file, images, verbose)
     latency = tflite_latency(model_file, latency_runs) if latency_runs else NOT_MEASURED
     report = judge_outputs(expected, got, file=model_file.path, mode=mode, size_bytes=model_file.size_bytes,
@@ -567,10 +567,6 @@ def _drop_could_pass(float_only_right: int, file_only_right: int, samples: int, 
     drop = (float_only_right - file_only_right) / samples
     spread = math.sqrt(max((float_only_right + file_only_right) / samples - drop * drop, 0.0) / samples)
     return drop - z * spread <= limit
-
-
-def _predict_float(model, images: np.ndarray) -> np.ndarray:
-    return predict(model, images)
 
 
 def _predict_tflite(model_file: TFLiteModel, images: np.ndarray, verbose: bool) -> np.ndarray:

@@ -102,6 +102,7 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
 
     from tflite.latency import NOT_MEASURED, measure
     from tflite.modes import FLOAT32_THRESHOLDS
+    from tflite.batched import predict
     from tflite.verify import check_model_outputs, float32_size_estimate, judge_outputs, judged_images
 
     require_onnx()
@@ -116,7 +117,7 @@ def verify_onnx(float_model, path: str | os.PathLike, data, labels=None, runs: i
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name, batch = _checked_input(session, float_model, path)
     images, labels = judged_images(float_model, data, labels, max_samples, classes=classes, stacklevel=3)
-    expected = np.asarray(float_model.predict(images, batch_size=32, verbose=0), np.float32)
+    expected = predict(float_model, images)  # batches of one shape, as verify runs the model
     step = batch or 32
     chunks = []
     for start in range(0, len(images), step):

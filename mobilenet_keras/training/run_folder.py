@@ -389,7 +389,9 @@ def check_outside_data(out: str | os.PathLike, source: str | os.PathLike | None)
     """Refuse a run folder at or inside the image folder it trains on (`source`; the embedded "digits" has
     none): its PNG plots and a SavedModel's files would be read as images of a class the next time the folder
     is loaded, or stop that load."""
-    if source is None or str(source) == "digits":
+    from mobilenet_keras.training.datasets import DIGITS
+
+    if source is None or str(source) == DIGITS:
         return
     data, here = Path(os.path.realpath(source)), Path(os.path.realpath(out))
     if here == data or data in here.parents:
