@@ -376,7 +376,7 @@ def test_verify_arguments_are_checked_before_any_image_is_run(model3, file3, kwa
     def no_inference(*args, **kwargs):
         raise AssertionError("ran the model before checking the arguments")
 
-    monkeypatch.setattr(verify_module, "_predict_float", no_inference)
+    monkeypatch.setattr(verify_module, "predict", no_inference)
     with pytest.raises(ValueError, match=words):
         verify(model3, file3, _images(4), **kwargs)
 
