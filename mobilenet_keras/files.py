@@ -111,7 +111,7 @@ def check_file_name(path: str | os.PathLike, example: str = "model.tflite") -> P
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output path {path} is a folder; give a file name such as {path / example}.")
-    return path
+    return walked_path(path)
 
 
 def check_output_path(path: str | os.PathLike, example: str | None = None) -> Path:
@@ -301,6 +301,16 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())
     return value
+
+
+def walked_path(path: str | os.PathLike) -> Path:
+    """`path` with its folder resolved as the system walks it, where it holds '..': `mkdir -p` on 'new/../x'
+    creates 'new', which the written file then never uses (left behind, empty). The file's own name is kept,
+    so that a link there is replaced, not followed."""
+    path = Path(path)
+    if ".." not in path.parts:
+        return path
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def make_folder(path: str | os.PathLike) -> Path:

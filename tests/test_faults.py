@@ -265,6 +265,24 @@ def test_check_writable_refuses_a_file_and_an_unwritable_folder(tmp_path):
         RunFolder(tmp_path / "dangling").check_writable()
 
 
+def test_a_path_through_a_missing_folder_and_dotdot_leaves_no_empty_folder(tmp_path):
+    from mobilenet_keras.files import check_file_name, make_folder, walked_path
+
+    # mkdir -p on "new/../x" made "new", which nothing then used
+    run = RunFolder(tmp_path / "new" / ".." / "run")
+    assert run.check_writable() == tmp_path / "run"
+    target = check_file_name(tmp_path / "a b" / ".." / "app" / "model.tflite")
+    make_folder(target.parent)
+    assert target == tmp_path / "app" / "model.tflite" and sorted(os.listdir(tmp_path)) == ["app", "run"]
+    # a linked folder is walked as the system walks it: ".." is the link target's parent
+    (tmp_path / "deep" / "inner").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "inner")
+    assert walked_path(tmp_path / "link" / ".." / "m.tflite") == tmp_path / "deep" / "m.tflite"
+    # the file's own name stays a name (a link there is replaced, not followed); a plain path is untouched
+    assert walked_path(tmp_path / "x" / ".." / "link") == tmp_path / "link"
+    assert walked_path("runs/latest") == Path("runs/latest")
+
+
 # -- a full disk ---------------------------------------------------------------------------------
 
 

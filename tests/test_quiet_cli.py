@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,17 +122,31 @@ def test_an_unexpected_exception_is_one_line_and_status_4(monkeypatch, capsys):
                      "(rerun with --debug for the traceback)"]
 
 
-def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys, tmp_path):
     def interrupted(args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_cmd_summary", interrupted)
     assert cli.main(["summary"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["mobilenet-keras summary: interrupted"]
-    monkeypatch.setattr(cli, "_cmd_train", interrupted)  # a run that resumes says how
-    assert cli.main(["train"]) == 130
+    # a run says what running it again does, as its run folder holds it
+    monkeypatch.setattr(cli, "_cmd_train", interrupted)
+    monkeypatch.setattr(cli, "_cmd_pipeline", interrupted)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--out", str(run)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mobilenet-keras train: interrupted (no epoch had finished: the same command starts from the beginning)"]
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "training_metadata.json").write_text("{}")
+    assert cli.main(["train", "--out", str(run)]) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
         "mobilenet-keras train: interrupted (run the same command again to resume from the last finished epoch)"]
+    shutil.rmtree(run / "backup")
+    for name in ("model.keras", "run.json"):  # training had finished; the pipeline was converting
+        (run / name).write_bytes(b"")
+    assert cli.main(["pipeline", "--out", str(run)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mobilenet-keras pipeline: interrupted (run the same command again to go on from the trained model)"]
 
 
 def test_keras_prints_one_line_per_epoch_without_a_terminal(monkeypatch):
@@ -294,7 +309,6 @@ def test_export_android_falls_back_to_the_calibration_folder_when_the_run_data_i
     # run.json names a folder that now holds other classes (same counts): without --calibration the
     # command refuses and says what to do; with it, the folder serves both sets and a stage line says why
     import json
-    import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -320,7 +334,6 @@ def test_export_android_falls_back_to_the_calibration_folder_when_the_run_data_i
 
 def test_qat_on_a_run_whose_data_is_gone_names_the_data_option(tiny_run, tmp_path, capsys):
     import json
-    import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -398,7 +411,6 @@ def test_float_layers_values():
 
 @pytest.mark.slow
 def test_export_android_calibrates_on_and_verifies_against_the_run_data(digits_pipeline_run, tmp_path):
-    import shutil
 
     # a trained run folder (the README's default run, trained once per session by the pipeline test's
     # fixture, which checks its --quiet training lines): its model, labels and run.json, nothing made from them
@@ -431,7 +443,6 @@ def test_export_android_over_the_runs_own_android_file_judges_the_run_again(digi
     a file of float layers: now the new file's own row is the report's verdict on it."""
     import hashlib
     import json
-    import shutil
 
     finished, _ = digits_pipeline_run
     run = tmp_path / "run"
@@ -473,7 +484,6 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
     """`--saved-model RUN --force` replaced the run folder with the SavedModel, `--saved-model . --force`
     emptied the current folder; `--android out/` wrote a file named `out`, `--android FOLDER` failed after
     converting and verifying. Each is one line and status 2 now, with nothing touched."""
-    import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -516,7 +526,6 @@ def test_export_refuses_destinations_it_would_destroy_or_misname_before_loading(
 
 
 def test_export_reads_labels_as_editors_write_them_and_says_when_there_are_none(tiny_run, tmp_path, capsys):
-    import shutil
 
     from mobilenet_keras.deploy.saved_model import LABELS_FILE
 
@@ -547,7 +556,6 @@ def test_export_android_names_a_run_json_that_does_not_match_the_model(digits_pi
     """It said "representative images have shape (64, 64, 3)..." without blaming run.json, after making the
     app's folder."""
     import json
-    import shutil
 
     finished, _ = digits_pipeline_run
     run = tmp_path / "run"

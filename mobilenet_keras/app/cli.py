@@ -617,12 +617,12 @@ def _export_android(args, model, labels, android_images: tuple, stage, float_lay
     from mobilenet_keras.app.pipeline import VERDICT_EXIT, file_line, float_layers_hint
     from mobilenet_keras.app.report import row_verdict
     from mobilenet_keras.deploy.android import android_file, write_labels_beside
-    from mobilenet_keras.files import remove_abandoned_staging, staging_path
+    from mobilenet_keras.files import remove_abandoned_staging, staging_path, walked_path
 
     from mobilenet_keras.app import report
 
     calibration, validation, truth, where = android_images
-    target = Path(args.android)
+    target = walked_path(args.android)
     names = labels or [str(i) for i in range(model.output_shape[-1])]
     run_dir = Path(args.run_dir)
     failed = target.with_name(f"{target.stem}.failed{target.suffix}")
@@ -882,6 +882,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/latest", help="run folder to write (default runs/latest)")
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What running the interrupted `train` or `pipeline` again does, read from its run folder."""
+    from mobilenet_keras.training.run_folder import RunFolder
+
+    try:
+        folder = RunFolder(args.out)
+        if folder.has_resume_state():
+            return " (run the same command again to resume from the last finished epoch)"
+        if args.command == "pipeline" and folder.has_model():
+            return " (run the same command again to go on from the trained model)"
+    except OSError:  # an unreadable folder: say nothing rather than fail while reporting the interrupt
+        return ""
+    return " (no epoch had finished: the same command starts from the beginning)"
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 300 else text[:297] + "..."
@@ -911,8 +926,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{where}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt as exc:
-            resumes = " (run the same command again to resume from the last finished epoch)" if args.command in (
-                "train", "pipeline") else ""
+            resumes = _resume_hint(args) if args.command in ("train", "pipeline") else ""
             terminated = isinstance(exc, Terminated)
             print(f"{where}: {'terminated (SIGTERM)' if terminated else 'interrupted'}{resumes}", file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED

@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.files import owned_temp_folder, scratch_folder, write_bytes_atomic
+from mobilenet_keras.files import owned_temp_folder, scratch_folder, walked_path, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 
 # MediaPipe's metadata describes normalization as (pixel - mean) / std.
@@ -186,7 +186,7 @@ def android_file(model, path: str | os.PathLike, calibration, labels: list[str],
 
     # MediaPipe's metadata drops a blank name, and its label count then differs from the classes: no app loads it
     labels = check_class_names(labels, remedy=LABELS_REMEDY)
-    path = Path(path)
+    path = walked_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if uint8_file is not None:
         content = Path(uint8_file).read_bytes()

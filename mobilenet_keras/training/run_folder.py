@@ -23,7 +23,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from mobilenet_keras.files import probe_writable, write_bytes_atomic, write_json_atomic
+from mobilenet_keras.files import probe_writable, walked_path, write_bytes_atomic, write_json_atomic
 from mobilenet_keras.labels import check_class_names, read_labels
 
 try:
@@ -89,7 +89,7 @@ class RunFolder:
     """The run folder at `path` (created by `check_writable`)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = walked_path(path)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
