@@ -173,7 +173,7 @@ def test_every_command_has_help(capsys):
 
 @pytest.mark.parametrize("epochs, rate, targets, message", [
     (0, 1e-5, "float-model", "at least 1 epoch"),
-    (2, 0.0, "float-model", "learning rate must be in"),
+    (2, 0.0, "float-model", r"learning rate \(learning_rate\) must be in"),
     (2, 1e-5, "teacher", "QAT trains on one of float-model, labels"),
 ])
 def test_qat_settings_are_checked_before_training(epochs, rate, targets, message):
@@ -182,6 +182,13 @@ def test_qat_settings_are_checked_before_training(epochs, rate, targets, message
     with pytest.raises(ValueError, match=message):
         check_qat_settings(epochs, rate, targets)
     check_qat_settings(2, 1e-5, "labels")  # both targets are accepted
+    # each caller's own names for the setting: the pipeline's flags, the qat command's, the Python keywords
+    for flags, named in (("--qat-", "--qat-epochs"), ("--", "(--epochs)"), (None, "(epochs)")):
+        with pytest.raises(ValueError) as info:
+            check_qat_settings(0, 1e-5, flags=flags)
+        assert named in str(info.value) and "/" not in str(info.value)
+    with pytest.raises(ValueError, match=r"\(--qat-learning-rate\)"):
+        check_qat_settings(2, 2.0, flags="--qat-")
 
 
 def test_the_pipeline_checks_qat_options_it_was_given_even_without_a_qat_mode(tmp_path, capsys):

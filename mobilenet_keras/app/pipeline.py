@@ -375,7 +375,7 @@ def run_pipeline(settings: PipelineSettings) -> int:
     check_out(settings.out, settings.force)
     check_outside_data(settings.out, settings.data)
     # checked whether or not a QAT mode is asked for: --qat-epochs -3 without one is a mistake all the same
-    check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets)
+    check_qat_settings(settings.qat_epochs, settings.qat_learning_rate, settings.qat_targets, flags="--qat-")
     with held_run_folder(settings.out, settings.config.strategy) as folder:
         check_out(settings.out, settings.force)  # again, held: another run may have finished meanwhile
         return _run_stages(settings, folder)

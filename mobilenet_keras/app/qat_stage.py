@@ -17,14 +17,21 @@ QAT_TARGET_WORDS = {"float-model": "the float model's probabilities", "labels": 
 QAT_TARGETS = tuple(QAT_TARGET_WORDS)
 
 
-def check_qat_settings(epochs: int, learning_rate: float, targets: str = QAT_TARGETS[0]) -> None:
-    """Refuse QAT settings that can't be right, before any training starts."""
+def check_qat_settings(epochs: int, learning_rate: float, targets: str = QAT_TARGETS[0], *,
+                       flags: str | None = None) -> None:
+    """Refuse QAT settings that can't be right, before any training starts. The message names each setting as
+    the caller took it: the command-line flags that start with `flags` ("--" for `qat`, "--qat-" for `pipeline`),
+    or the keyword arguments when None."""
+    def name(setting: str) -> str:
+        return setting if flags is None else flags + setting.replace("_", "-")
+
     if targets not in QAT_TARGETS:
-        raise ValueError(f"QAT trains on one of {', '.join(QAT_TARGETS)} (--qat-targets / --targets); got {targets!r}.")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"QAT needs at least 1 epoch (--qat-epochs / --epochs); got {epochs!r}.")
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
-        raise ValueError(f"the QAT learning rate must be in (0, 1), typically 1e-5; got {learning_rate!r}.")
+        raise ValueError(f"QAT trains on one of {', '.join(QAT_TARGETS)} ({name('targets')}); got {targets!r}.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"QAT needs at least 1 epoch ({name('epochs')}); got {epochs!r}.")
+    if isinstance(learning_rate, bool) or not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
+        raise ValueError(f"the QAT learning rate ({name('learning_rate')}) must be in (0, 1), typically 1e-5; got "
+                         f"{learning_rate!r}.")
 
 
 def qat_files(model, images, out: Path, *, epochs: int, learning_rate: float, modes=QAT_MODES,
@@ -119,7 +126,7 @@ def qat_run_folder(run_dir: str | Path, *, epochs: int, learning_rate: float, da
     """
     from mobilenet_keras.training.run_folder import RunFolder
 
-    check_qat_settings(epochs, learning_rate, targets)
+    check_qat_settings(epochs, learning_rate, targets, flags="--")
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     if not run_dir.is_dir():
