@@ -291,6 +291,15 @@ def test_a_path_through_a_missing_folder_and_dotdot_leaves_no_empty_folder(tmp_p
     # the file's own name stays a name (a link there is replaced, not followed); a plain path is untouched
     assert walked_path(tmp_path / "x" / ".." / "link") == tmp_path / "link"
     assert walked_path("runs/latest") == Path("runs/latest")
+    # train and pipeline hold their folder by the same path: a run that fails at once takes away the folder it
+    # made (before, the clean-up listed "gone/../held" and raised FileNotFoundError over the real error)
+    from mobilenet_keras.training.run_folder import held_run_folder
+
+    with pytest.raises(RuntimeError, match="the work failed"):
+        with held_run_folder(tmp_path / "gone" / ".." / "held") as folder:
+            assert folder.path == tmp_path / "held" and folder.path.is_dir()
+            raise RuntimeError("the work failed")
+    assert not (tmp_path / "held").exists() and not (tmp_path / "gone").exists()
 
 
 # -- a full disk ---------------------------------------------------------------------------------

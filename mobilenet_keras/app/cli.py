@@ -213,14 +213,13 @@ def train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from mobilenet_keras.files import walked_path
     from mobilenet_keras.training import datasets
     from mobilenet_keras.training.run_folder import check_outside_data, held_run_folder
     from mobilenet_keras.training.trainer import check_weights_load, train
 
     try:
-        out = Path(args.out)
+        out = walked_path(args.out)  # every file of the run under one path, never through a missing "new/.."
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file; give a folder for the run.")
         from mobilenet_keras.training.run_folder import RunFolder
@@ -310,12 +309,11 @@ def _cmd_qat(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from mobilenet_keras.app.pipeline import PipelineSettings, parse_float_layers, parse_modes, run_pipeline
+    from mobilenet_keras.files import walked_path
 
     try:
-        settings = PipelineSettings(data=args.data, out=Path(args.out), config=train_config(args),
+        settings = PipelineSettings(data=args.data, out=walked_path(args.out), config=train_config(args),
                                     modes=parse_modes(args.modes), qat_epochs=args.qat_epochs,
                                     qat_learning_rate=args.qat_learning_rate, qat_targets=args.qat_targets,
                                     force=args.force,

@@ -369,9 +369,9 @@ def held_run_folder(out: str | os.PathLike, strategy: str = "default"):
     (`RunFolder.claimed`); a folder this created goes again when the work fails before writing anything
     there. Not held for a multi-worker run: its workers share `out`, and training gives all but the chief
     scratch folders of their own. Yields the `RunFolder`."""
-    out = Path(out)
-    created = not out.exists()
     folder = RunFolder(out)
+    out = folder.path  # as the folder resolves it ("new/../run"): the check below reads the folder made
+    created = not out.exists()
     folder.check_writable()
     if strategy == "multiworker":
         yield folder
