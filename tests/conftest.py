@@ -11,6 +11,23 @@ from mobilenet_keras.testing.reference_data import (  # noqa: F401 - re-exported
     CIFAR, DATA, IMAGES, LABELS, ROOT, TFLITE_REFERENCE, WEIGHTS_025, require)
 
 
+def _shared_folder(tmp_path_factory) -> Path:
+    """The session's temporary folder, shared by all pytest-xdist workers (each has its own inside it)."""
+    import os
+
+    shared = tmp_path_factory.getbasetemp()
+    return shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cifar_made_once(tmp_path_factory):
+    """The CIFAR classifiers and their converted files (`mobilenet_keras.testing.cifar`) are made once per
+    session: by the first worker that asks, read by the others."""
+    from mobilenet_keras.testing import cifar
+
+    cifar.share_across_processes(_shared_folder(tmp_path_factory) / "cifar")
+
+
 @pytest.fixture(scope="session")
 def weights_025() -> Path:
     return require(WEIGHTS_025)
@@ -48,13 +65,10 @@ def digits_pipeline_run(tmp_path_factory):
     """
     import fcntl
     import json
-    import os
     import subprocess
     import sys
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent
+    shared = _shared_folder(tmp_path_factory)
     out, record = shared / "digits_pipeline" / "run", shared / "digits_pipeline.json"
     with open(shared / "digits_pipeline.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

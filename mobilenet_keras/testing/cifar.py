@@ -1,10 +1,16 @@
 """Small, seeded CIFAR-10 slices and classifiers from the real 0.25 ImageNet backbone, shared by tests
 and benchmarks. Slices are taken in sorted file order: training images from offset 0, held-out
-images from 200, calibration images from 400 (per class), so no image is in two roles."""
+images from 200, calibration images from 400 (per class), so no image is in two roles.
+
+The classifier and its converted files take minutes to make. Within a process they are made once; after
+`share_across_processes(folder)` (the test suite's conftest calls it with the folder its pytest-xdist workers
+share) they are also made once for all processes, under a file lock, and read from there by the others."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import functools
 import shutil
 import tempfile
@@ -17,6 +23,36 @@ from mobilenet_keras.images import load_images, scan_folder
 from mobilenet_keras.testing.reference_data import CIFAR, WEIGHTS_025, require
 
 SIZE = 96
+
+_shared: list[Path] = []  # the folder that processes share their classifiers and files in, once set
+
+
+def share_across_processes(folder: str | Path) -> None:
+    """Keep the classifiers and converted files in `folder`, made by the first process that asks for one (the
+    others wait for it and load it). Every process that shares the folder must run this module's code."""
+    _shared[:] = [Path(folder)]
+
+
+@contextlib.contextmanager
+def _made_once(name: str):
+    """The path `name` in the shared folder, held under its lock: the caller makes the file there when it
+    does not exist yet (atomically: a process killed midway leaves no file). Without a shared folder, a
+    path in a folder of this process's own."""
+    if not _shared:
+        yield _own_folder() / name
+        return
+    folder = _shared[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder / name
+
+
+@functools.lru_cache(maxsize=None)
+def _own_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cifar_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,29 +89,50 @@ def _fit(model, size: int, per_class: int, epochs: int, learning_rate: float):
     return model
 
 
+def _trained_once(name: str, train):
+    """`train()`'s model, or the one saved under `name` in the shared folder by the process that trained it."""
+    import keras
+
+    from mobilenet_keras.files import atomic_path
+
+    with _made_once(f"{name}.keras") as path:
+        if path.exists():
+            return keras.saving.load_model(path)
+        model = train()
+        with atomic_path(path) as scratch:
+            model.save(scratch)
+        return model
+
+
 @functools.lru_cache(maxsize=None)
 def classifier(size: int = SIZE, per_class: int = 200, epochs: int = 8):
     """The 0.25 ImageNet backbone, frozen, with a 10-class head trained on 2,000 CIFAR-10 images."""
-    import keras
+    def train():
+        import keras
 
-    keras.utils.set_random_seed(0)
-    model = _backbone_with_head(size)
-    for layer in model.layers:
-        layer.trainable = layer.name == "conv_preds"
-    return _fit(model, size, per_class, epochs, 3e-3)
+        keras.utils.set_random_seed(0)
+        model = _backbone_with_head(size)
+        for layer in model.layers:
+            layer.trainable = layer.name == "conv_preds"
+        return _fit(model, size, per_class, epochs, 3e-3)
+
+    return _trained_once(f"classifier_{size}_{per_class}_{epochs}", train)
 
 
 @functools.lru_cache(maxsize=None)
 def fine_tuned_classifier(size: int = SIZE, per_class: int = 200, epochs: int = 3):
     """The same, fine-tuned end to end (BatchNorm momentum 0.9 so its statistics follow the weights)."""
-    import keras
+    def train():
+        import keras
 
-    keras.utils.set_random_seed(0)
-    model = _backbone_with_head(size)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
-    return _fit(model, size, per_class, epochs, 1e-3)
+        keras.utils.set_random_seed(0)
+        model = _backbone_with_head(size)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+        return _fit(model, size, per_class, epochs, 1e-3)
+
+    return _trained_once(f"fine_tuned_classifier_{size}_{per_class}_{epochs}", train)
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,8 +141,9 @@ def converted(mode: str, size: int = SIZE, denylist: str | None = None) -> Path:
     `denylist` is `tflite.convert`'s (None: fully integer, "auto": the float prefix)."""
     import tflite
 
-    folder = Path(tempfile.mkdtemp(prefix="mobilenet_keras_cifar_"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    calibration = cifar_slice(20, 400, size)[0]
-    name = f"{mode}.tflite" if denylist is None else f"{mode}_{denylist}.tflite"
-    return tflite.convert(classifier(size), folder / name, mode, representative_data=calibration, denylist=denylist)
+    name = f"cifar_{size}_{mode}.tflite" if denylist is None else f"cifar_{size}_{mode}_{denylist}.tflite"
+    with _made_once(name) as path:
+        if path.exists():
+            return path
+        calibration = cifar_slice(20, 400, size)[0]
+        return tflite.convert(classifier(size), path, mode, representative_data=calibration, denylist=denylist)
