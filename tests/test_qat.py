@@ -127,22 +127,27 @@ def test_pruning_and_clustering_name_bad_data_and_arguments_in_one_line():
     assert len(np.unique(clustered.get_layer("conv_pw_3").get_weights()[0])) <= 4
 
 
-def test_a_logits_model_trains_on_a_loss_for_logits():
+def test_a_logits_model_trains_on_a_loss_for_logits(monkeypatch):
     """`classifier_activation=None` gives logits; tf_keras's loss read them as probabilities (the red team saw a
-    pruning run "converge" on a meaningless loss)."""
+    pruning run "converge" on a meaningless loss). Each fit traces its step once (the optimizer is built first)."""
     import tf_keras
 
     from mobilenet_keras import MobileNetV1
     from mobilenet_keras.optimize.qat import ends_in_softmax, fit_tf_keras
     from mobilenet_keras.optimize.tf_keras_twin import tf_keras_twin
 
+    traces = []
+    step = tf_keras.Model.train_step
+    monkeypatch.setattr(tf_keras.Model, "train_step", lambda self, data: traces.append(1) or step(self, data))
     for activation, softmax in ((None, False), ("softmax", True)):
+        traces.clear()
         twin = tf_keras_twin(MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=3,
                                          classifier_activation=activation))
         assert ends_in_softmax(twin) is softmax
         images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
         labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
         fit_tf_keras(twin, tf_keras_data(images, labels), None, 1, 1e-5, label_smoothing=0.0, verbose=0)
+        assert len(traces) == 1
         assert twin.loss.get_config()["from_logits"] is not softmax
         expected = tf_keras.losses.CategoricalCrossentropy(from_logits=not softmax)(labels, twin(images)).numpy()
         assert abs(twin.evaluate(images, labels, verbose=0)[0] - expected) < 1e-4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -89,16 +90,33 @@ def test_ctrl_c_keeps_the_resume_state_and_the_rerun_resumes(digits32, tmp_path)
     out = tmp_path / "run"
     config = TrainConfig(alpha=0.25, image_size=32, epochs=3, batch_size=64)
 
+    optimizer_state = {}
+
+    def state(model):
+        return int(model.optimizer.iterations), [np.array(v) for v in model.optimizer.variables]
+
     class CtrlCAfterEpoch2(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
+                optimizer_state["interrupted"] = state(self.model)
                 raise KeyboardInterrupt()
+
+    class ResumedState(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):  # after the backup's own on_train_begin has restored the run
+            optimizer_state.setdefault("resumed", state(self.model))
 
     with pytest.raises(KeyboardInterrupt):
         train(digits32, out, config, verbose=0, callbacks=[CtrlCAfterEpoch2()])
     assert (out / "backup" / "phase1" / "latest.weights.h5").is_file()
     assert json.loads((out / "backup" / "phase1" / "training_metadata.json").read_text())["epoch"] == 2
-    train(digits32, out, config, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(digits32, out, config, verbose=0, callbacks=[ResumedState()])
+    assert not [w for w in caught if "Skipping variable loading for optimizer" in str(w.message)]
+    # the optimizer goes on where it stopped: its step count (the learning rate schedule's position) and moments
+    interrupted, resumed = optimizer_state["interrupted"], optimizer_state["resumed"]
+    assert interrupted[0] == resumed[0] > 0 and len(interrupted[1]) == len(resumed[1]) > 2
+    assert all(np.array_equal(a, b) for a, b in zip(interrupted[1], resumed[1]))
     rows = [line.split(",") for line in (out / "history.csv").read_text().strip().splitlines()]
     header, rows = rows[0], rows[1:]
     assert [row[0] for row in rows] == ["0", "1", "2"]  # epochs 0-1 from the first run, only epoch 2 from the second
@@ -106,6 +124,27 @@ def test_ctrl_c_keeps_the_resume_state_and_the_rerun_resumes(digits32, tmp_path)
     run = json.loads((out / "run.json").read_text())
     assert run["final"]["best_val_accuracy"] == pytest.approx(max(float(row[column]) for row in rows))
     assert not (out / "backup").exists() and not (out / "best.weights.h5").exists()
+
+
+def test_each_phase_traces_its_training_step_once(digits32, tmp_path, monkeypatch):
+    """The optimizer is built before fit: made while the first step was traced, its variables made TensorFlow
+    trace the step again (about half of a short fit's time)."""
+    traces = []
+    step = keras.Model.train_step
+
+    def counted(self, data):  # runs when TensorFlow traces the step, not at each batch
+        traces[-1] += 1
+        return step(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counted)
+
+    class EachFit(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            traces.append(0)
+
+    config = TrainConfig(alpha=0.25, image_size=32, epochs=1, fine_tune_epochs=1, batch_size=64)
+    train(digits32, tmp_path / "run", config, verbose=0, callbacks=[EachFit()])
+    assert traces == [1, 1]
 
 
 def test_each_epoch_is_one_pass_over_the_batches(digits32, tmp_path):

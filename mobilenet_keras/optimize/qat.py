@@ -206,12 +206,15 @@ def fit_tf_keras(model, train, validation, epochs: int, learning_rate: float, la
     `metric`: the name of the top-1 figure (`agreement` when the targets are a teacher's answers)."""
     import tf_keras
 
+    from mobilenet_keras.training.trainer import build_optimizer
+
     # A classifier built with classifier_activation=None gives logits: read as probabilities, they train on a
     # meaningless loss without a word.
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                   loss=tf_keras.losses.CategoricalCrossentropy(from_logits=not ends_in_softmax(model),
                                                                label_smoothing=label_smoothing),
                   metrics=[tf_keras.metrics.CategoricalAccuracy(name=metric)])
+    build_optimizer(model)
     history = model.fit(train, validation_data=validation, epochs=epochs, verbose=verbose, callbacks=callbacks or [])
     return {k: [float(x) for x in v] for k, v in history.history.items()}
 

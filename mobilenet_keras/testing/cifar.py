@@ -81,10 +81,12 @@ def _fit(model, size: int, per_class: int, epochs: int, learning_rate: float):
     import keras
 
     from mobilenet_keras import preprocess_input
+    from mobilenet_keras.training.trainer import build_optimizer
 
     images, labels, _ = cifar_slice(per_class, 0, size)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
+    build_optimizer(model)
     model.fit(preprocess_input(images), labels, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
     return model
 
