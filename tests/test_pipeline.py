@@ -112,26 +112,6 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     assert rows["model_uint8.tflite"]["top1_agreement"] >= 0.85, rows["model_uint8.tflite"]
 
 
-@pytest.mark.slow
-def test_the_android_file_is_verified_when_no_uint8_file_was(tmp_path):
-    """Without uint8 in --modes the export stage converts the Android file itself: it gets a row and a verdict of
-    its own (with uint8 it is the verified model_uint8.tflite plus metadata)."""
-    out = tmp_path / "run"
-    result = cli("pipeline", "--modes", "float32", "--epochs", "1", "--out", str(out), "--quiet")
-    assert result.returncode in (0, 1, 3), result.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
-    files = [out / row["file"] for row in report["files"]]  # paths from the run folder
-    assert [row["file"] for row in report["files"]][0] == "tflite/model_float32.tflite"
-    android = report["files"][1]
-    name = "model.failed.tflite" if android["failures"] else "model.tflite"  # a failed one is set aside
-    assert [f.name for f in files] == ["model_float32.tflite", name]
-    assert files[1] == out / "android" / name and files[1].is_file() and android["mode"] == "uint8"
-    assert android["float_ops"] == 0 and 0 <= android["top1_agreement"] <= 1
-    assert "verifying the Android file" in result.stderr and " android/model.tflite: top-1" in result.stderr
-    assert f"| `android/{name}` | uint8 |" in (out / "report.md").read_text()  # named as the Android file
-    assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[report["verdict"]]
-
-
 @pytest.mark.parametrize("args,words", [
     (["--data", "/no/such/folder"], "does not exist"),
     (["--modes", "float32,int4"], "unknown mode"),
@@ -391,6 +371,8 @@ def test_a_finished_training_of_other_settings_is_refused_before_the_data_is_rea
 
 @pytest.mark.slow
 def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipeline_run):
+    """... and, without uint8 in --modes, the export stage converts the Android file itself: it gets a row and a
+    verdict of its own (with uint8 it is the verified model_uint8.tflite plus metadata)."""
     import shutil
 
     run = tmp_path / "run"
@@ -412,8 +394,16 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
     assert "reusing the model trained in" in result.stderr and "epoch 1/" not in result.stderr
     assert (run / "model.keras").read_bytes() == model_bytes
     report = json.loads((run / "report.json").read_text())
-    assert [Path(row["file"]).name for row in report["files"]] == ["model_float32.tflite", "model_int8.tflite",
-                                                                    "model.tflite"]  # the last: the Android file
+    android = report["files"][-1]
+    name = "model.failed.tflite" if android["failures"] else "model.tflite"  # a failed one is set aside
+    # paths from the run folder; the last row is the Android file's
+    assert [row["file"] for row in report["files"]] == ["tflite/model_float32.tflite", "tflite/model_int8.tflite",
+                                                        f"android/{name}"]
+    assert (run / "android" / name).is_file() and android["mode"] == "uint8"
+    assert android["float_ops"] == 0 and 0 <= android["top1_agreement"] <= 1
+    assert "verifying the Android file" in result.stderr and " android/model.tflite: top-1" in result.stderr
+    assert f"| `android/{name}` | uint8 |" in (run / "report.md").read_text()  # named as the Android file
+    assert result.returncode == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[report["verdict"]]
     assert not (run / "tflite" / "model_uint8.tflite").exists()  # the killed run's files went with it
     assert (run / "saved_model" / "saved_model.pb").is_file()
 
