@@ -101,8 +101,9 @@ def _trained_once(name: str, train):
         if path.exists():
             return keras.saving.load_model(path)
         model = train()
-        with atomic_path(path) as scratch:
-            model.save(scratch)
+        if _shared:  # another process may ask for it
+            with atomic_path(path) as scratch:
+                model.save(scratch)
         return model
 
 
