@@ -34,21 +34,6 @@ def test_digits_is_real_and_scaled():
     assert len(images) == loaded.num_validation and set(labels) == set(range(10))
 
 
-def test_digits_are_scikit_learns_read_without_importing_it():
-    import subprocess
-    import sys
-
-    from sklearn.datasets import load_digits
-
-    images, labels = datasets._digits_arrays()
-    bunch = load_digits()
-    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
-    code = ("import sys\nfrom mobilenet_keras.training.datasets import _digits_arrays\n_digits_arrays()\n"
-            "print('sklearn' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "False", result.stderr[-2000:]
-
-
 def test_image_folder_with_grayscale_and_rgba(tmp_path):
     root = _folder(tmp_path / "d", {"a": 6}, mode="L")
     _folder(root, {"b": 6}, mode="RGBA")

@@ -443,13 +443,15 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), upscaled to
     image_size and repeated over RGB: a real dataset that needs no download. No flip (digits are handed)."""
     import tensorflow as tf
+    from sklearn.datasets import load_digits
 
     check_crop_scale(crop_scale)
     check_validation_split(validation_split)
-    pixels, labels = _digits_arrays()
-    images = (pixels / 16.0 * 255.0).astype(np.float32)[..., None]
+    bunch = load_digits()
+    images = (bunch.images / 16.0 * 255.0).astype(np.float32)[..., None]
     images = tf.image.resize(np.repeat(images, 3, axis=-1), (image_size, image_size), method="bilinear")
     images = np.clip(np.asarray(images), 0, 255).astype(np.uint8)
+    labels = bunch.target.astype(np.int32)
     order = np.random.default_rng(seed).permutation(len(labels))
     cut = int(len(labels) * (1 - validation_split))
     train_idx, val_idx = order[:cut], order[cut:]
@@ -459,27 +461,6 @@ def digits(image_size: int = 64, batch_size: int = 32, validation_split: float =
                                        augment, False, 10, seed, crop_scale=crop_scale)
     return ImageData(train, validation, plain, [str(d) for d in range(10)], image_size, len(train_idx), len(val_idx),
                      DIGITS, augmentation(augment, False, crop_scale), validation_split, batch_size=batch_size)
-
-
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The digits' 8x8 images (0..16) and their labels, read from scikit-learn's own file without importing
-    scikit-learn (its import takes seconds: the time of a short run on these images); through
-    `sklearn.datasets.load_digits` if the file is not where this version keeps it."""
-    import gzip
-    import importlib.util
-
-    spec = importlib.util.find_spec("sklearn")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
-        if path.is_file():
-            with gzip.open(path, "rt") as f:
-                data = np.loadtxt(f, delimiter=",")
-            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int32)
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    return bunch.images, bunch.target.astype(np.int32)
 
 
 def load(source: str | os.PathLike, **kwargs) -> ImageData:
