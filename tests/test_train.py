@@ -126,9 +126,11 @@ def test_ctrl_c_keeps_the_resume_state_and_the_rerun_resumes(digits32, tmp_path)
     assert not (out / "backup").exists() and not (out / "best.weights.h5").exists()
 
 
-def test_each_phase_traces_its_training_step_once(digits32, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision, phases", [("float32", 2), ("mixed_float16", 1)])
+def test_each_phase_traces_its_training_step_once(digits32, tmp_path, monkeypatch, precision, phases):
     """The optimizer is built before fit: made while the first step was traced, its variables made TensorFlow
-    trace the step again (about half of a short fit's time)."""
+    trace the step again (about half of a short fit's time). Under mixed_float16 Keras wraps it in a
+    LossScaleOptimizer, built the same way."""
     traces = []
     step = keras.Model.train_step
 
@@ -142,9 +144,10 @@ def test_each_phase_traces_its_training_step_once(digits32, tmp_path, monkeypatc
         def on_train_begin(self, logs=None):
             traces.append(0)
 
-    config = TrainConfig(alpha=0.25, image_size=32, epochs=1, fine_tune_epochs=1, batch_size=64)
+    config = TrainConfig(alpha=0.25, image_size=32, epochs=1, fine_tune_epochs=phases - 1, batch_size=64,
+                         precision=precision)
     train(digits32, tmp_path / "run", config, verbose=0, callbacks=[EachFit()])
-    assert traces == [1, 1]
+    assert traces == [1] * phases
 
 
 def test_each_epoch_is_one_pass_over_the_batches(digits32, tmp_path):
