@@ -261,6 +261,30 @@ def test_dynamic_batch(model, calibration, tmp_path):
     np.testing.assert_allclose(file.predict(images), model.predict(images, verbose=0), atol=1e-4)
 
 
+def test_every_file_has_the_serving_signature_and_it_runs_the_graph(files, held_out):
+    # Apps call LiteRT's signature runner by name; the converter writes the signature a SavedModel's
+    # conversion has (files are made from a concrete function, which has none of its own).
+    from ai_edge_litert.interpreter import Interpreter
+
+    for mode, path in files.items():
+        interpreter = Interpreter(model_path=str(path))
+        assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["images"],
+                                                                        "outputs": ["output_0"]}}, mode
+        interpreter.allocate_tensors()
+        given, = interpreter.get_input_details()
+        scale, zero_point = given["quantization"]
+        images = held_out[0][:1]
+        if scale:
+            limits = np.iinfo(given["dtype"])
+            images = np.clip(np.round(images / scale + zero_point), limits.min, limits.max)
+        images = images.astype(given["dtype"])
+        interpreter.set_tensor(given["index"], images)
+        interpreter.invoke()
+        by_index = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        by_signature = interpreter.get_signature_runner("serving_default")(images=images)["output_0"]
+        np.testing.assert_array_equal(by_signature, by_index, err_msg=mode)
+
+
 def test_larger_batches_than_the_file_takes(model, files, held_out):
     images = held_out[0][:5]
     float_file = TFLiteModel(files["float32"])
