@@ -176,6 +176,28 @@ def test_bias_correction_copies_a_model_with_a_lambda_layer():
     assert corrected.get_layer("extra_conv") is not model.get_layer("extra_conv")
 
 
+def test_bias_correction_from_measured_input_means_is_the_same_correction():
+    """A float-prefix search measures the convolutions' input means once and corrects every prefix from them."""
+    import keras
+
+    from tflite.bias_correction import bias_corrected, convolution_input_means
+
+    keras.utils.set_random_seed(1)
+    model = MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=10, weights=None)
+    calibration = np.random.default_rng(1).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    means = convolution_input_means(model, calibration)
+    assert "conv1" in means and "conv_pw_13" in means
+    for skip in ((), ("conv1", "conv_dw_1")):
+        measured = bias_corrected(model, calibration, skip=skip)
+        given = bias_corrected(model, calibration, skip=skip, input_means=means)
+        for a, b in zip(measured.get_weights(), given.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        # and the correction did something: a skipped layer's BatchNorm keeps its beta, a corrected one moves
+        moved = [not np.array_equal(given.get_layer(f"{name}_bn").get_weights()[1],
+                                    model.get_layer(f"{name}_bn").get_weights()[1]) for name in ("conv1", "conv_pw_2")]
+        assert moved == [not skip, True], (skip, moved)
+
+
 @pytest.fixture(scope="module")
 def head_and_backbone_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")

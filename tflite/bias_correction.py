@@ -68,7 +68,15 @@ def _input_means(model, layers, calibration: np.ndarray) -> list[np.ndarray]:
     return [s / n for s, n in zip(sums, counts)]
 
 
-def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[str] = ()):
+def convolution_input_means(model, calibration: np.ndarray) -> dict[str, np.ndarray]:
+    """The mean input channel of every convolution that `bias_corrected` corrects, over `calibration`:
+    the same for every `skip`, so a float-prefix search measures them once."""
+    layers = [conv for conv, _ in _corrections_plan(model)]
+    return dict(zip((layer.name for layer in layers), _input_means(model, layers, calibration))) if layers else {}
+
+
+def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[str] = (),
+                   input_means: dict[str, np.ndarray] | None = None):
     """A copy of `model` whose biases pre-compensate the expected int8 weight rounding error.
 
     Args:
@@ -76,6 +84,7 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
         calibration: float images in the model's input convention, as for `convert`.
         skip: layers that stay in float (a conversion's denylist, or the small kernels a dynamic-range
             conversion leaves in float): their weights are not rounded, so not corrected.
+        input_means: `convolution_input_means(model, calibration)`, when measured already.
     """
     import keras
 
@@ -85,7 +94,10 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
     plan = [(conv, bn) for conv, bn in _corrections_plan(corrected) if conv.name not in skip]
     if not plan:
         return corrected
-    means = _input_means(corrected, [conv for conv, _ in plan], calibration)
+    if input_means is None:
+        means = _input_means(corrected, [conv for conv, _ in plan], calibration)
+    else:
+        means = [input_means[conv.name] for conv, _ in plan]
     for (conv, bn), mean in zip(plan, means):
         kernel = np.asarray(conv.get_weights()[0], np.float64)
         depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)

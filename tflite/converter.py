@@ -16,7 +16,7 @@ from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
 from mobilenet_keras.quiet import quiet_tensorflow
 from tflite.adaround import rounded_or_bias_corrected as round_to_grid
 from tflite.batched import predict
-from tflite.bias_correction import bias_corrected
+from tflite.bias_correction import bias_corrected, convolution_input_means
 from tflite.equalization import is_mobilenet, prepare
 from tflite.modes import get_mode
 from tflite.names import keras_layers_in
@@ -202,6 +202,7 @@ def convert(
     if integer_path and equalization:
         prepared, _ = prepare(model, calibration, input_range=input_range)
     rounded = {}
+    input_means = {}  # of `prepared`'s convolutions: each float prefix's bias correction starts from them
 
     def convert_with(float_layers: list[str], progress: bool = verbose) -> bytes:
         source = prepared
@@ -215,7 +216,9 @@ def convert(
                                              activation_bits=ACTIVATION_BITS[spec.recipe])
             source = rounded[key]
         elif bias_correction and calibration is not None:
-            source = bias_corrected(prepared, calibration, skip=key)
+            if not input_means:
+                input_means.update(convolution_input_means(prepared, calibration))
+            source = bias_corrected(prepared, calibration, skip=key, input_means=input_means)
         return _convert_bytes(source, spec, input_shape, batch_size, calibration, float_layers, input_range,
                               progress)
 
@@ -249,6 +252,7 @@ def convert(
             if "rounding by error" in defaulted:
                 adaround = False
             rounded.clear()
+            input_means.clear()  # they were `prepared`'s
             flatbuffer = convert_with(denylist)
             if not _runs(flatbuffer, calibration):
                 warnings.warn("LiteRT can't run this file either (its CPU delegate refused to prepare it); another "
