@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,15 @@ import pytest
 
 from mobilenet_keras.testing.reference_data import (  # noqa: F401 - re-exported for the tests
     CIFAR, DATA, IMAGES, LABELS, ROOT, TFLITE_REFERENCE, WEIGHTS_025, require)
+
+
+# Some tests press Ctrl-C on a child process (SIGINT) and check that it stops. A shell without job control
+# starts its background commands with SIGINT ignored, children inherit that through exec, and such a child
+# never sees the signal: a suite run as `pytest ... &` from a script failed those tests for that reason
+# alone. Each test process (pytest and every xdist worker) takes Python's own handler back; its children
+# then start with the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _shared_folder(tmp_path_factory) -> Path:
