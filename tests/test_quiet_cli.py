@@ -16,7 +16,7 @@ from mobilenet_keras.app import cli
 from mobilenet_keras.quiet import NativeStderrFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-TF_LOG_STARTS = ("I0000", "W0000", "E0000", "WARNING: All log messages before absl")
+TF_LOG_STARTS = ("I0000", "W0000", "E0000", "WARNING: All log messages before absl", "WARNING:absl:")
 
 
 def _unasked_env() -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import numbers
 import os
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 
 from mobilenet_keras.files import check_output_path, scratch_folder, write_bytes_atomic
 from mobilenet_keras.preprocessing import INPUT_OFFSET, INPUT_SCALE
-from mobilenet_keras.quiet import quiet_tensorflow
+from mobilenet_keras.quiet import quiet_tensorflow, tensorflow_logs_shown
 from tflite.adaround import rounded_or_bias_corrected as round_to_grid
 from tflite.batched import predict
 from tflite.bias_correction import bias_corrected, convolution_input_means
@@ -511,7 +513,10 @@ def model_converter(model, batch_size: int | None = 1):
     four times as long (about 9 s against 2 s per float32 file at alpha 0.25 / 96 px on 2 cores).
     No `trackable_obj` is passed on purpose: with one, TensorFlow goes through a SavedModel of the
     function again, and Keras 3's variables came out unfrozen there (NaN outputs, an 88 KB file).
-    The file gets its signature from `_with_signature`.
+    TensorFlow 2.21 logs that the path without one is deprecated (`converter_notes_dropped` keeps that off
+    the user's stderr); tests/test_tflite_convert.py compares every mode's file with the float model, so a
+    TensorFlow that drops the path fails there first.
+    The file gets its signature from `with_serving_signature`.
     """
     import tensorflow as tf
 
@@ -523,13 +528,38 @@ def model_converter(model, batch_size: int | None = 1):
     return converter
 
 
-# TensorFlow's note when a graph (not a SavedModel) is calibrated for an integer file: the input's statistics
-# come from calibration and the input range instead (`_set_input_range`), so it asks nothing of the user.
+# TensorFlow's notes about the way `model_converter` drives its converter, which ask nothing of the user: a
+# warning when a graph (not a SavedModel) is calibrated for an integer file (the input's statistics come from
+# calibration and the input range, `_set_input_range`), and an absl log line about the missing trackable_obj
+# (left out on purpose: see `model_converter`).
 INPUT_STATISTICS_NOTE = r"Statistics for quantized inputs were expected, but not specified"
+TRACKABLE_OBJ_NOTE = "Please consider providing the trackable_obj argument"
+
+
+class _DropNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TRACKABLE_OBJ_NOTE)
+
+
+@contextlib.contextmanager
+def converter_notes_dropped():
+    """TensorFlow's two notes about how this package calls its converter (above) kept off the user's stderr while
+    the block runs, unless TensorFlow's own lines were asked for (`mobilenet_keras.quiet.tensorflow_logs_shown`)."""
+    if tensorflow_logs_shown():
+        yield
+        return
+    absl, note = logging.getLogger("absl"), _DropNote()
+    absl.addFilter(note)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=INPUT_STATISTICS_NOTE)
+            yield
+    finally:
+        absl.removeFilter(note)
 SIGNATURE_KEY = "serving_default"  # the signature a SavedModel's converter names; LiteRT's signature runner reads it
 
 
-def _with_signature(flatbuffer: bytes) -> bytes:
+def with_serving_signature(flatbuffer: bytes) -> bytes:
     """`flatbuffer` with the signature a SavedModel's conversion writes (`serving_default`: `images` in,
     `output_0`... out), so that `Interpreter.get_signature_runner()` and tools that read signatures find
     one; unchanged when it has a signature already."""
@@ -622,12 +652,11 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
 
     layer_names = {layer.name for layer in model.layers}
     # TensorFlow's converter logs a dozen lines per file: not the user's business
-    with quiet_tensorflow(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=INPUT_STATISTICS_NOTE)
+    with quiet_tensorflow(), converter_notes_dropped():
         converter = model_converter(model, batch_size)
         flatbuffer = RECIPES[spec.recipe](converter, tf, spec, calibration, input_range, denylist, layer_names,
                                           verbose)
-    return _with_signature(flatbuffer)
+    return with_serving_signature(flatbuffer)
 
 
 def _read_model(flatbuffer: bytes):

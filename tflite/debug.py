@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mobilenet_keras.quiet import quiet_tensorflow
 from tflite.names import keras_layers_in
-from tflite.converter import INPUT_STATISTICS_NOTE, calibration_generator, float32_model, model_converter
+from tflite.converter import calibration_generator, converter_notes_dropped, float32_model, model_converter
 from tflite.representative import CALIBRATION_IMAGES, collect
 
 
@@ -58,13 +58,12 @@ def layer_errors(model, representative_data, debug_data=None, num_calibration: i
     input_shape = tuple(model.input_shape[1:])
     calibration = collect(representative_data, input_shape, limit=num_calibration)
     debug = calibration[:num_debug] if debug_data is None else collect(debug_data, input_shape, limit=num_debug)
-    with warnings.catch_warnings(), quiet_tensorflow():  # the converter's and LiteRT's log lines
+    with warnings.catch_warnings(), quiet_tensorflow(), converter_notes_dropped():  # TensorFlow's and LiteRT's lines
         converter = model_converter(model, batch_size=1)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration_generator(calibration, verbose)
         # the debugger runs tf.lite.Interpreter inside, whose deprecation notice the caller can't act on
         warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-        warnings.filterwarnings("ignore", message=INPUT_STATISTICS_NOTE)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=calibration_generator(debug))
         debugger.run()
