@@ -285,6 +285,27 @@ def test_every_file_has_the_serving_signature_and_it_runs_the_graph(files, held_
         np.testing.assert_array_equal(by_signature, by_index, err_msg=mode)
 
 
+def test_a_feature_extractors_file_names_its_outputs_by_stride(tmp_path):
+    # A dict of outputs: the signature names each map by its key (as a SavedModel's conversion did), and the
+    # name leads to that map, though the file holds them in sorted key order (stride_16 before stride_4).
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilenet_keras import MobileNetV1
+    from mobilenet_keras.features import feature_extractor
+
+    extractor = feature_extractor(MobileNetV1(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=None))
+    path = tflite.convert(extractor, tmp_path / "features.tflite", "float32")
+    names = ["stride_16", "stride_32", "stride_4", "stride_8"]
+    assert Interpreter(model_path=str(path)).get_signature_list() == {
+        "serving_default": {"inputs": ["images"], "outputs": names}}
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
+    by_name = Interpreter(model_path=str(path)).get_signature_runner("serving_default")(images=images)
+    expected = extractor.predict(images, verbose=0)
+    for name in names:
+        assert by_name[name].shape == expected[name].shape, name
+        np.testing.assert_allclose(by_name[name], expected[name], atol=1e-4, err_msg=name)
+
+
 def test_larger_batches_than_the_file_takes(model, files, held_out):
     images = held_out[0][:5]
     float_file = TFLiteModel(files["float32"])

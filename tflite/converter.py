@@ -510,7 +510,7 @@ def model_converter(model, batch_size: int | None = 1):
 
     The converter freezes a concrete function of the call itself: a SavedModel written and read back
     for every file (`model.export` then `from_saved_model`) gave the same graph and outputs, and cost
-    four times as long (about 9 s against 2 s per float32 file at alpha 0.25 / 96 px on 2 cores).
+    4-7x as long (benchmarks/RESULTS.md, "Converting from a concrete function").
     No `trackable_obj` is passed on purpose: with one, TensorFlow goes through a SavedModel of the
     function again, and Keras 3's variables came out unfrozen there (NaN outputs, an 88 KB file).
     TensorFlow 2.21 logs that the path without one is deprecated (`converter_notes_dropped` keeps that off
@@ -518,14 +518,28 @@ def model_converter(model, batch_size: int | None = 1):
     TensorFlow that drops the path fails there first.
     The file gets its signature from `with_serving_signature`.
     """
+    return _converter_and_output_names(model, batch_size)[0]
+
+
+def _converter_and_output_names(model, batch_size: int | None):
+    """`model_converter`'s converter, and the names of the file's outputs in the order the file holds them:
+    a model with a dict of outputs (`mobilenet_keras.features.feature_extractor`) gives its keys, as a
+    SavedModel's signature names them (TensorFlow flattens a dict in sorted key order), others
+    `output_0`, `output_1`, ..."""
     import tensorflow as tf
 
     input_shape = tuple(model.input_shape[1:])
     signature = [tf.TensorSpec((batch_size, *input_shape), tf.float32, name="images")]
     forward = tf.function(lambda images: model(images, training=False), input_signature=signature)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()])
+    concrete = forward.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter
+    structure = concrete.structured_outputs
+    if isinstance(structure, dict):
+        names = [str(key) for key in sorted(structure)]
+    else:
+        names = [f"output_{i}" for i in range(len(tf.nest.flatten(structure)))]
+    return converter, names
 
 
 # TensorFlow's notes about the way `model_converter` drives its converter, which ask nothing of the user: a
@@ -559,10 +573,10 @@ def converter_notes_dropped():
 SIGNATURE_KEY = "serving_default"  # the signature a SavedModel's converter names; LiteRT's signature runner reads it
 
 
-def with_serving_signature(flatbuffer: bytes) -> bytes:
+def with_serving_signature(flatbuffer: bytes, output_names: list[str] | None = None) -> bytes:
     """`flatbuffer` with the signature a SavedModel's conversion writes (`serving_default`: `images` in,
-    `output_0`... out), so that `Interpreter.get_signature_runner()` and tools that read signatures find
-    one; unchanged when it has a signature already."""
+    `output_names` out, by default `output_0`, `output_1`, ...), so that `Interpreter.get_signature_runner()`
+    and tools that read signatures find one; unchanged when it has a signature already."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = _read_model(flatbuffer)
@@ -580,7 +594,9 @@ def with_serving_signature(flatbuffer: bytes) -> bytes:
     signature.subgraphIndex = 0
     signature.inputs = [tensor_map("images" if i == 0 else f"images_{i}", index)
                         for i, index in enumerate(graph.inputs)]
-    signature.outputs = [tensor_map(f"output_{i}", index) for i, index in enumerate(graph.outputs)]
+    if output_names is None or len(output_names) != len(graph.outputs):
+        output_names = [f"output_{i}" for i in range(len(graph.outputs))]
+    signature.outputs = [tensor_map(name, index) for name, index in zip(output_names, graph.outputs)]
     model.signatureDefs = [signature]
     return _write_model(model)
 
@@ -653,10 +669,10 @@ def _convert_bytes(model, spec, input_shape, batch_size, calibration, denylist, 
     layer_names = {layer.name for layer in model.layers}
     # TensorFlow's converter logs a dozen lines per file: not the user's business
     with quiet_tensorflow(), converter_notes_dropped():
-        converter = model_converter(model, batch_size)
+        converter, output_names = _converter_and_output_names(model, batch_size)
         flatbuffer = RECIPES[spec.recipe](converter, tf, spec, calibration, input_range, denylist, layer_names,
                                           verbose)
-    return with_serving_signature(flatbuffer)
+    return with_serving_signature(flatbuffer, output_names)
 
 
 def _read_model(flatbuffer: bytes):

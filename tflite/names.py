@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def _layer_of(part: str, layer_names: set[str]) -> str | None:
-    # SavedModel export scopes names with a counter: "conv_pw_3_1" is layer "conv_pw_3".
+    # Tracing the model scopes names with a counter: "conv_pw_3_1" is layer "conv_pw_3".
     if part in layer_names:
         return part
     base, _, counter = part.rpartition("_")

@@ -3,8 +3,8 @@
     path = export_onnx(model, "model.onnx")                 # input "images" [batch, H, W, 3] in [-1, 1]
     report = verify_onnx(model, path, validation_images)    # the same figures and verdict as tflite.verify
 
-The model goes through the same SavedModel export as the TFLite converter (`model.export`), so ONNX sees
-the graph TensorFlow serves; the output is `probabilities` for a classifier (`logits` for a linear one),
+The model goes through a SavedModel export (`model.export`), so ONNX sees the graph TensorFlow serves; the
+output is `probabilities` for a classifier (`logits` for a linear one),
 `features` for a backbone, one output per feature map for `feature_extractor`'s models.
 """
 
