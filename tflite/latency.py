@@ -6,7 +6,6 @@ package prints was measured the same way.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
