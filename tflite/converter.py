@@ -570,6 +570,8 @@ def converter_notes_dropped():
             yield
     finally:
         absl.removeFilter(note)
+
+
 SIGNATURE_KEY = "serving_default"  # the signature a SavedModel's converter names; LiteRT's signature runner reads it
 
 
