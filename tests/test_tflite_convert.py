@@ -272,12 +272,7 @@ def test_every_file_has_the_serving_signature_and_it_runs_the_graph(files, held_
                                                                         "outputs": ["output_0"]}}, mode
         interpreter.allocate_tensors()
         given, = interpreter.get_input_details()
-        scale, zero_point = given["quantization"]
-        images = held_out[0][:1]
-        if scale:
-            limits = np.iinfo(given["dtype"])
-            images = np.clip(np.round(images / scale + zero_point), limits.min, limits.max)
-        images = images.astype(given["dtype"])
+        images = TFLiteModel(path).quantize_input(held_out[0][:1])  # the file's input dtype
         interpreter.set_tensor(given["index"], images)
         interpreter.invoke()
         by_index = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

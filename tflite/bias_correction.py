@@ -95,10 +95,9 @@ def bias_corrected(model, calibration: np.ndarray, skip: tuple[str, ...] | list[
     if not plan:
         return corrected
     if input_means is None:
-        means = _input_means(corrected, [conv for conv, _ in plan], calibration)
-    else:
-        means = [input_means[conv.name] for conv, _ in plan]
-    for (conv, bn), mean in zip(plan, means):
+        input_means = convolution_input_means(corrected, calibration)
+    for conv, bn in plan:
+        mean = input_means[conv.name]
         kernel = np.asarray(conv.get_weights()[0], np.float64)
         depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
         gain = folding_gain(bn) if bn is not None else None
