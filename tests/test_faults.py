@@ -36,8 +36,8 @@ def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
 
 
 def _in_process(capsys, *args) -> subprocess.CompletedProcess:
-    """The command in the test's own process, for a refusal that comes before any work: the same status and
-    stderr as `_cli`'s, without another import of TensorFlow."""
+    """The command in the test's own process: the same status and stderr as `_cli`'s, without another import
+    of TensorFlow (for what is not about a process of its own: a refusal, a run that nobody kills)."""
     from mobilenet_keras.app.cli import main
 
     capsys.readouterr()
@@ -526,13 +526,16 @@ def test_a_data_cache_folder_left_by_a_kill_goes_at_the_next_load(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_after_phase_one(tmp_path, capsys):
+def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_after_phase_one(tmp_path, capsys,
+                                                                                              monkeypatch):
+    # The runs that are killed are processes of their own; the runs after them go in this process (the same
+    # command's code, without another import of TensorFlow for each).
     # killed between the phases, the run folder given relative to where train runs (the default runs/latest is)
     out = Path("runs") / "ft"
     _train_until(out, out / "phase1.json", 1, more=("--fine-tune-epochs", "2"), cwd=tmp_path)
-    again = subprocess.run([sys.executable, "-m", "mobilenet_keras", "train", *TRAIN, "--epochs", "1",
-                            "--fine-tune-epochs", "2", "--out", str(out)], cwd=tmp_path, env=_env(),
-                           capture_output=True, text=True, timeout=300)
+    with monkeypatch.context() as here:
+        here.chdir(tmp_path)
+        again = _in_process(capsys, "train", *TRAIN, "--epochs", "1", "--fine-tune-epochs", "2", "--out", out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [row["epoch"] for row in _history(tmp_path / out)] == ["0", "1", "2"]
 
@@ -544,13 +547,13 @@ def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_af
     refused = _in_process(capsys, "train", *TRAIN, "--epochs", "4", "--out", run)
     _assert_one_line_error(refused, "holds an unfinished run with other settings", "epochs: 3 then, 4 now",
                            "--restart")
-    restarted = _cli("train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
+    restarted = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     # a finished run is not trained again in place by the same command (a kill midway left the old model and
     # record beside the new run's state); --restart does it
     again = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--out", run)
     _assert_one_line_error(again, "holds a finished run", "--restart")
-    restarted = _cli("train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
+    restarted = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "Epoch 1/" in restarted.stderr or "epoch 1/" in restarted.stderr
     assert [row["epoch"] for row in _history(run)] == ["0", "1"]

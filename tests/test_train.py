@@ -75,12 +75,18 @@ def test_the_same_seed_gives_the_same_model_bit_for_bit(tmp_path):
         for i in range(20):
             pixels = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    from mobilenet_keras.app.cli import main
+
     weights = {}
     for run, seed in (("a", 4), ("b", 4), ("c", 5)):
-        result = subprocess.run([sys.executable, "-m", "mobilenet_keras", "train", "--data", str(tmp_path / "data"),
-                                 "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--seed", str(seed),
-                                 "--out", str(tmp_path / run), "--quiet"], capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
+        args = ["train", "--data", str(tmp_path / "data"), "--image-size", "32", "--epochs", "2", "--batch-size", "8",
+                "--seed", str(seed), "--out", str(tmp_path / run), "--quiet"]
+        if run == "c":  # another seed only has to differ: in this process, without another import of TensorFlow
+            assert main(args) == 0
+        else:
+            result = subprocess.run([sys.executable, "-m", "mobilenet_keras", *args], capture_output=True, text=True,
+                                    timeout=600)
+            assert result.returncode == 0, result.stderr[-2000:]
         weights[run] = [np.asarray(w) for w in keras.models.load_model(tmp_path / run / "model.keras").weights]
     assert all(np.array_equal(a, b) for a, b in zip(weights["a"], weights["b"]))
     assert not all(np.array_equal(a, c) for a, c in zip(weights["a"], weights["c"]))
@@ -222,30 +228,6 @@ def test_a_valid_config_passes():
     TrainConfig(alpha=0.25, image_size=32, epochs=1, label_smoothing=0.0, weight_decay=0.0, seed=7).check()
 
 
-@pytest.mark.slow
-def test_fine_tuning_from_imagenet_beats_random_init_on_cifar(weights_025, tmp_path):
-    require(CIFAR)
-    import shutil
-
-    # A 2,000-image slice (200 per class) in a folder of its own, read through the real folder path (at
-    # 1,000 images the pretrained run reached only 20.5% against 15.5%: too few steps for its head).
-    root = tmp_path / "cifar"
-    for folder in sorted(CIFAR.iterdir()):
-        (root / folder.name).mkdir(parents=True)
-        for path in sorted(folder.iterdir())[:200]:
-            shutil.copy(path, root / folder.name / path.name)
-    loaded = datasets.image_folder(root, image_size=64, batch_size=32, validation_split=0.2, seed=0)
-    common = dict(alpha=0.25, image_size=64, epochs=3, batch_size=32, seed=0)
-    pretrained = train(loaded, tmp_path / "pre", TrainConfig(weights=str(weights_025), fine_tune_epochs=2,
-                                                             **{**common, "epochs": 1}), verbose=0)
-    scratch = train(loaded, tmp_path / "scratch", TrainConfig(**common), verbose=0)
-    pre = json.loads((tmp_path / "pre" / "run.json").read_text())["final"]["val_accuracy"]
-    rand = json.loads((tmp_path / "scratch" / "run.json").read_text())["final"]["val_accuracy"]
-    print(f"validation accuracy: from ImageNet {pre:.3f}, from random weights {rand:.3f}")
-    assert pre > rand + 0.05, (pre, rand)
-    assert pretrained is not scratch
-
-
 def test_transfer_learning_starts_from_the_backbone_file(weights_025):
     from mobilenet_keras import MobileNetV1
 
@@ -291,20 +273,26 @@ def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_p
     """`--weights` and nothing else (128 px, 3 head epochs at 0.01, 15 fine-tuning epochs at 0.001 with 2
     blocks frozen, for 500 training images) against the former fixed recipe (96 px, 5 head epochs at 0.002,
     no fine-tuning), on the same seeded 1,000-image CIFAR-10 slice, 500 held out. Measured: 62.2% against
-    34.0% (64.0% with nothing frozen; a standard error is about 2 points), 1.4 min on 2 cores."""
+    34.0% (64.0% with nothing frozen; a standard error is about 2 points), 1.4 min on 2 cores.
+
+    And what the ImageNet weights buy: the fixed recipe from random weights (the whole network trains, same
+    size, epochs and rate) reached 15.2% (AMD EPYC, 2026-12-08; 22.4% at the from-scratch rate 0.02)."""
     from mobilenet_keras.training.trainer import default_config
 
     root = _cifar_links(tmp_path / "cifar", 100)
     config = default_config(str(root), weights=str(weights_025), alpha=0.25, seed=0)
     fixed = TrainConfig(alpha=0.25, weights=str(weights_025), image_size=96, epochs=5, learning_rate=2e-3, seed=0)
+    scratch = dataclasses.replace(fixed, weights=None)
     accuracy = {}
-    for name, chosen in (("defaults", config), ("fixed", fixed)):
+    for name, chosen in (("defaults", config), ("fixed", fixed), ("scratch", scratch)):
         loaded = datasets.image_folder(root, image_size=chosen.image_size, batch_size=chosen.batch_size,
                                        validation_split=0.5, seed=0)
         train(loaded, tmp_path / name, chosen, verbose=0)
         accuracy[name] = json.loads((tmp_path / name / "run.json").read_text())["final"]["val_accuracy"]
-    print(f"validation accuracy: defaults {accuracy['defaults']:.3f}, fixed recipe {accuracy['fixed']:.3f}")
+    print(f"validation accuracy: defaults {accuracy['defaults']:.3f}, fixed recipe {accuracy['fixed']:.3f}, "
+          f"fixed recipe from random weights {accuracy['scratch']:.3f}")
     assert accuracy["defaults"] > accuracy["fixed"] + 0.15, accuracy
+    assert accuracy["fixed"] > accuracy["scratch"] + 0.05, accuracy
 
 
 def test_frozen_blocks_keep_their_pretrained_weights_while_the_rest_fine_tunes(digits32, weights_025, tmp_path):
