@@ -183,7 +183,7 @@ def test_qat_and_export_name_a_model_keras_of_another_size_than_run_json(tmp_pat
     from mobilenet_keras import MobileNetV1
 
     run = tmp_path / "run"
-    trained = _cli("train", *TRAIN, "--epochs", "1", "--out", run)  # a real run.json, as train writes it
+    trained = _in_process(capsys, "train", *TRAIN, "--epochs", "1", "--out", run)  # run.json as train writes it
     assert trained.returncode == 0, trained.stderr[-3000:]
     MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, classes=10).save(run / "model.keras")
     for command in (("qat", run, "--epochs", "1"), ("export", run, "--android", tmp_path / "a" / "model.tflite"),
@@ -387,7 +387,7 @@ def _train_until(out: Path, marker: Path, epochs: int, timeout: float = 240, mor
 
 
 @pytest.mark.slow
-def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
+def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path, capsys):
     # a folder that holds a finished pipeline run (a PASS) and an old history, trained again (--restart: a
     # finished run is not retrained without it), killed, then resumed by the same command without --restart
     out = tmp_path / "run"
@@ -403,7 +403,7 @@ def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
     assert killed_at >= 1
     saved = (backup / "latest.weights.h5").read_bytes()
 
-    result = _cli("train", *TRAIN, "--epochs", "3", "--out", out)
+    result = _in_process(capsys, "train", *TRAIN, "--epochs", "3", "--out", out)  # the killed one's command
     assert result.returncode == 0, result.stderr[-3000:]
     history = _history(out)
     assert [row["epoch"] for row in history] == ["0", "1", "2"]  # the old run's rows are gone, none twice
@@ -422,7 +422,7 @@ def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path):
     (torn / "backup" / "phase1").mkdir(parents=True)
     (torn / "backup" / "phase1" / "latest.weights.h5").write_bytes(saved[: len(saved) // 3])
     (torn / "backup" / "phase1" / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
-    result = _cli("train", *TRAIN, "--epochs", "2", "--out", torn)
+    result = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--out", torn)
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "can't be read" in warnings[0] and ".torn" in warnings[0], result.stderr[-2000:]
@@ -562,9 +562,9 @@ def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_af
 
 
 @pytest.mark.slow
-def test_a_full_disk_inside_tensorflow_is_one_line(tmp_path):
+def test_a_full_disk_inside_tensorflow_is_one_line(tmp_path, capsys):
     run = tmp_path / "run"
-    assert _cli("train", *TRAIN, "--epochs", "1", "--out", run).returncode == 0
+    assert _in_process(capsys, "train", *TRAIN, "--epochs", "1", "--out", run).returncode == 0
     with _small_tmpfs(tmp_path / "small", "256k") as small:
         result = _cli("export", run, "--saved-model", small / "serving" / "1")
         _assert_one_line_error(result, "disk full")
