@@ -21,6 +21,7 @@ import pytest
 
 from mobilenet_keras.labels import check_class_names
 from mobilenet_keras.training.run_folder import RunFolder
+from tests.conftest import in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--data", "digits", "--alpha", "0.25", "--image-size", "32", "--batch-size", "64", "--quiet"]
@@ -33,16 +34,6 @@ def _env() -> dict:
 def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mobilenet_keras", *map(str, args)], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _in_process(capsys, *args) -> subprocess.CompletedProcess:
-    """The command in the test's own process: the same status and stderr as `_cli`'s, without another import
-    of TensorFlow (for what is not about a process of its own: a refusal, a run that nobody kills)."""
-    from mobilenet_keras.app.cli import main
-
-    capsys.readouterr()
-    status = main([*map(str, args)])
-    return subprocess.CompletedProcess(args, status, "", capsys.readouterr().err)
 
 
 def _assert_one_line_error(result, *words):
@@ -183,13 +174,13 @@ def test_qat_and_export_name_a_model_keras_of_another_size_than_run_json(tmp_pat
     from mobilenet_keras import MobileNetV1
 
     run = tmp_path / "run"
-    trained = _in_process(capsys, "train", *TRAIN, "--epochs", "1", "--out", run)  # run.json as train writes it
+    trained = in_process(capsys, "train", *TRAIN, "--epochs", "1", "--out", run)  # run.json as train writes it
     assert trained.returncode == 0, trained.stderr[-3000:]
     MobileNetV1(input_shape=(48, 48, 3), alpha=0.25, classes=10).save(run / "model.keras")
     for command in (("qat", run, "--epochs", "1"), ("export", run, "--android", tmp_path / "a" / "model.tflite"),
                     ("export", run, "--saved-model", tmp_path / "served"),
                     ("export", run, "--onnx", tmp_path / "m.onnx")):
-        _assert_one_line_error(_in_process(capsys, *command, "--quiet"), "says the run trained at 32 px",
+        _assert_one_line_error(in_process(capsys, *command, "--quiet"), "says the run trained at 32 px",
                                "takes 48x48", "don't belong together")
     assert not (tmp_path / "served").exists() and not (tmp_path / "m.onnx").exists()
 
@@ -403,7 +394,7 @@ def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path, capsys):
     assert killed_at >= 1
     saved = (backup / "latest.weights.h5").read_bytes()
 
-    result = _in_process(capsys, "train", *TRAIN, "--epochs", "3", "--out", out)  # the killed one's command
+    result = in_process(capsys, "train", *TRAIN, "--epochs", "3", "--out", out)  # the killed one's command
     assert result.returncode == 0, result.stderr[-3000:]
     history = _history(out)
     assert [row["epoch"] for row in history] == ["0", "1", "2"]  # the old run's rows are gone, none twice
@@ -422,7 +413,7 @@ def test_killed_runs_resume_and_a_torn_backup_is_set_aside(tmp_path, capsys):
     (torn / "backup" / "phase1").mkdir(parents=True)
     (torn / "backup" / "phase1" / "latest.weights.h5").write_bytes(saved[: len(saved) // 3])
     (torn / "backup" / "phase1" / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
-    result = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--out", torn)
+    result = in_process(capsys, "train", *TRAIN, "--epochs", "2", "--out", torn)
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "can't be read" in warnings[0] and ".torn" in warnings[0], result.stderr[-2000:]
@@ -535,7 +526,7 @@ def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_af
     _train_until(out, out / "phase1.json", 1, more=("--fine-tune-epochs", "2"), cwd=tmp_path)
     with monkeypatch.context() as here:
         here.chdir(tmp_path)
-        again = _in_process(capsys, "train", *TRAIN, "--epochs", "1", "--fine-tune-epochs", "2", "--out", out)
+        again = in_process(capsys, "train", *TRAIN, "--epochs", "1", "--fine-tune-epochs", "2", "--out", out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [row["epoch"] for row in _history(tmp_path / out)] == ["0", "1", "2"]
 
@@ -544,16 +535,16 @@ def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_af
     run = tmp_path / "run"
     _train_until(run, run / "backup" / "phase1" / "training_metadata.json", 3)
     assert not (run / "run.json").exists()
-    refused = _in_process(capsys, "train", *TRAIN, "--epochs", "4", "--out", run)
+    refused = in_process(capsys, "train", *TRAIN, "--epochs", "4", "--out", run)
     _assert_one_line_error(refused, "holds an unfinished run with other settings", "epochs: 3 then, 4 now",
                            "--restart")
-    restarted = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
+    restarted = in_process(capsys, "train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     # a finished run is not trained again in place by the same command (a kill midway left the old model and
     # record beside the new run's state); --restart does it
-    again = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--out", run)
+    again = in_process(capsys, "train", *TRAIN, "--epochs", "2", "--out", run)
     _assert_one_line_error(again, "holds a finished run", "--restart")
-    restarted = _in_process(capsys, "train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
+    restarted = in_process(capsys, "train", *TRAIN, "--epochs", "2", "--restart", "--out", run)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "Epoch 1/" in restarted.stderr or "epoch 1/" in restarted.stderr
     assert [row["epoch"] for row in _history(run)] == ["0", "1"]
@@ -564,7 +555,7 @@ def test_a_resume_is_the_same_command_or_a_restart_and_a_relative_out_resumes_af
 @pytest.mark.slow
 def test_a_full_disk_inside_tensorflow_is_one_line(tmp_path, capsys):
     run = tmp_path / "run"
-    assert _in_process(capsys, "train", *TRAIN, "--epochs", "1", "--out", run).returncode == 0
+    assert in_process(capsys, "train", *TRAIN, "--epochs", "1", "--out", run).returncode == 0
     with _small_tmpfs(tmp_path / "small", "256k") as small:
         result = _cli("export", run, "--saved-model", small / "serving" / "1")
         _assert_one_line_error(result, "disk full")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import in_process
+
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("top1_agreement", "top5_overlap", "mean_abs_diff", "max_abs_diff", "mean_cosine", "sqnr_db",
            "size_bytes", "size_ratio", "latency_ms", "float_accuracy", "tflite_accuracy", "passed")
@@ -116,27 +118,27 @@ def test_pipeline_on_real_images_with_the_imagenet_backbone(tmp_path):
     (["--data", "/no/such/folder"], "does not exist"),
     (["--modes", "float32,int4"], "unknown mode"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, words):
     out = tmp_path / "run"
-    result = cli("pipeline", "--out", str(out), "--quiet", *args, timeout=300)
+    result = in_process(capsys, "pipeline", "--out", out, "--quiet", *args)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("mobilenet-keras")]
     assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
     assert not (out / "report.json").exists()
 
 
-def test_a_folder_without_classes_and_an_output_that_is_a_file(tmp_path):
+def test_a_folder_without_classes_and_an_output_that_is_a_file(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
     from PIL import Image
 
     Image.new("RGB", (40, 40)).save(flat / "a.png")
-    result = cli("pipeline", "--data", str(flat), "--out", str(tmp_path / "run"), "--quiet", timeout=300)
+    result = in_process(capsys, "pipeline", "--data", flat, "--out", tmp_path / "run", "--quiet")
     assert result.returncode == 2 and "no class subfolders" in result.stderr
     assert not (tmp_path / "run" / "report.json").exists()
     taken = tmp_path / "taken"
     taken.write_text("a file")
-    result = cli("pipeline", "--out", str(taken), "--quiet", timeout=300)
+    result = in_process(capsys, "pipeline", "--out", taken, "--quiet")
     assert result.returncode == 2 and "is a file" in result.stderr
     assert taken.read_text() == "a file"
 
@@ -183,14 +185,14 @@ def test_the_pipeline_checks_qat_options_it_was_given_even_without_a_qat_mode(tm
 
 
 @pytest.mark.slow
-def test_export_refuses_data_that_splits_otherwise_before_writing_anything(tmp_path):
+def test_export_refuses_data_that_splits_otherwise_before_writing_anything(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli("train", "--epochs", "1", "--out", str(run), "--quiet").returncode == 0
+    assert in_process(capsys, "train", "--epochs", "1", "--out", run, "--quiet").returncode == 0
     record = json.loads((run / "run.json").read_text())
     record["data"]["validation_images"] -= 1  # as if the run had held out other images
     (run / "run.json").write_text(json.dumps(record))
-    result = cli("export", str(run), "--saved-model", str(tmp_path / "serving"), "--android",
-                 str(tmp_path / "model.tflite"), "--quiet")
+    result = in_process(capsys, "export", run, "--saved-model", tmp_path / "serving", "--android",
+                        tmp_path / "model.tflite", "--quiet")
     assert result.returncode == 2 and "now splits into" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "serving").exists() and not (tmp_path / "model.tflite").exists()
 
@@ -288,7 +290,7 @@ def test_an_unknown_qat_target_is_a_usage_error(argv, capsys):
 
 
 @pytest.mark.slow
-def test_the_qat_command_on_a_pipeline_run_updates_its_report_and_a_kill_changes_nothing(tmp_path,
+def test_the_qat_command_on_a_pipeline_run_updates_its_report_and_a_kill_changes_nothing(tmp_path, capsys,
                                                                                           digits_pipeline_run):
     import shutil
     import signal
@@ -315,7 +317,7 @@ def test_the_qat_command_on_a_pipeline_run_updates_its_report_and_a_kill_changes
     assert not list((run / "tflite").glob("model_qat*"))
     assert len(list(run.glob(".qat.*.staging"))) == 1  # the killed run's, removed by the next one
 
-    result = cli("qat", str(run), "--epochs", "1", "--quiet")
+    result = in_process(capsys, "qat", run, "--epochs", "1", "--quiet")  # the next run, in this process
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]
     assert not list(run.glob(".qat.*.staging"))
     checks = json.loads((run / "qat" / "qat.json").read_text())["files"]
@@ -370,7 +372,7 @@ def test_a_finished_training_of_other_settings_is_refused_before_the_data_is_rea
 
 
 @pytest.mark.slow
-def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipeline_run):
+def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, capsys, digits_pipeline_run):
     """... and, without uint8 in --modes, the export stage converts the Android file itself: it gets a row and a
     verdict of its own (with uint8 it is the verified model_uint8.tflite plus metadata)."""
     import shutil
@@ -384,12 +386,12 @@ def test_a_pipeline_killed_after_training_reuses_its_model(tmp_path, digits_pipe
     (run / "saved_model" / "saved_model.pb").unlink()
     model_bytes = (run / "model.keras").read_bytes()
     # a training of other settings is not trained over without --force (as train's --restart)
-    other = cli("pipeline", "--out", str(run), "--modes", "float32", "--seed", "7", "--quiet")
+    other = in_process(capsys, "pipeline", "--out", run, "--modes", "float32", "--seed", "7", "--quiet")
     assert other.returncode == 2 and "holds a finished run" in other.stderr and "--force" in other.stderr, \
         other.stderr[-3000:]
     assert "] reading " not in other.stderr  # refused on its settings, before the data
     assert (run / "model.keras").read_bytes() == model_bytes
-    result = cli("pipeline", "--out", str(run), "--modes", "float32,int8", "--quiet")
+    result = in_process(capsys, "pipeline", "--out", run, "--modes", "float32,int8", "--quiet")
     assert result.returncode in (0, 1, 3), result.stderr[-3000:]
     assert "reusing the model trained in" in result.stderr and "epoch 1/" not in result.stderr
     assert (run / "model.keras").read_bytes() == model_bytes
