@@ -273,7 +273,7 @@ def test_transfer_defaults_beat_a_fixed_short_recipe_on_cifar(weights_025, tmp_p
     """`--weights` and nothing else (128 px, 3 head epochs at 0.01, 15 fine-tuning epochs at 0.001 with 2
     blocks frozen, for 500 training images) against the former fixed recipe (96 px, 5 head epochs at 0.002,
     no fine-tuning), on the same seeded 1,000-image CIFAR-10 slice, 500 held out. Measured: 62.2% against
-    34.0% (64.0% with nothing frozen; a standard error is about 2 points), 1.4 min on 2 cores.
+    34.0% (64.0% with nothing frozen; a standard error is about 2 points).
 
     And what the ImageNet weights buy: the fixed recipe from random weights (the whole network trains, same
     size, epochs and rate) reached 15.2% (AMD EPYC, 2026-12-08; 22.4% at the from-scratch rate 0.02)."""
