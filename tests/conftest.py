@@ -24,8 +24,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 def in_process(capsys, *args) -> subprocess.CompletedProcess:
     """`mobilenet-keras ARGS` in the test's own process: its exit status, stdout and stderr as a subprocess run
-    gives them, without another import of TensorFlow (about 9 s of CPU on a 2-core machine). For what is not
-    about a process of its own: refusals, and runs that nobody kills or signals."""
+    gives them, without another import of TensorFlow (about 9 s of CPU on the 2-core AMD EPYC, 2026-12-08).
+    For what is not about a process of its own: refusals, and runs that nobody kills or signals."""
     from mobilenet_keras.app.cli import main
 
     capsys.readouterr()
